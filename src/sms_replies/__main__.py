@@ -1,0 +1,3 @@
+from sms_replies.cli import main
+
+main()

@@ -1,0 +1,150 @@
+"""The data contract shared by the three stages: records and topic names.
+
+``ingest`` publishes :class:`RawPart` records to ``Topics.raw``; ``streams``
+reassembles them into :class:`Reply` records on ``Topics.replies``; ``sinks``
+write replies to storage. Records travel as orjson-encoded JSON objects with a
+schema version ``v`` so that consumers can reject what they do not understand.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Final, Literal
+
+import orjson
+
+Channel = Literal["long_number", "short_number"]
+StopSource = Literal["provider", "text"]
+
+SCHEMA_VERSION: Final = 1
+
+
+class RecordDecodeError(ValueError):
+    """A topic record that is not a valid record of the expected kind."""
+
+
+@dataclass(frozen=True, slots=True)
+class Concat:
+    """The concatenation header of one part of a long SMS."""
+
+    ref: int
+    total: int
+    part: int
+
+
+@dataclass(frozen=True, slots=True)
+class RawPart:
+    """One validated, normalised callback: a whole short reply or one part of a long one."""
+
+    channel: Channel
+    sender: str  # E.164 with '+'
+    recipient: str | None  # E.164 with '+'; None for the short number
+    text: str
+    provider_message_id: str
+    message_type: str  # text | unicode | binary | response | stop
+    received_at_ms: int  # when the ingress accepted it, UTC epoch milliseconds
+    concat: Concat | None = None
+    provider_timestamp: str | None = None  # provider's 'message-timestamp', as sent
+
+    @property
+    def reassembly_key(self) -> str | None:
+        """Key of the long message this part belongs to; None for a single message.
+
+        concat-ref is a small per-handset counter: it repeats across senders and
+        wraps, so the key carries recipient, sender and total as well.
+        """
+        if self.concat is None:
+            return None
+        c = self.concat
+        return f"{self.recipient or ''}|{self.sender}|{c.ref}|{c.total}"
+
+    @property
+    def partition_key(self) -> bytes:
+        """Kafka key: every part of one long SMS lands on the same partition."""
+        return (self.reassembly_key or self.sender).encode()
+
+    def encode(self) -> bytes:
+        return orjson.dumps({"v": SCHEMA_VERSION, **_asdict(self)})
+
+    @classmethod
+    def decode(cls, data: bytes) -> RawPart:
+        fields = _load(data)
+        try:
+            concat = fields.pop("concat", None)
+            return cls(**fields, concat=Concat(**concat) if concat else None)
+        except TypeError as exc:
+            raise RecordDecodeError(f"not a RawPart record: {exc}") from None
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """One complete (or, after expiry, incomplete) reply: a row of the ``replies`` table."""
+
+    reply_id: str
+    channel: Channel
+    sender: str
+    recipient: str | None
+    text: str
+    keyword: str
+    is_stop: bool
+    stop_source: StopSource | None
+    parts_expected: int
+    parts_received: int
+    complete: bool
+    received_at_ms: int
+    provider_message_ids: tuple[str, ...]
+
+    def encode(self) -> bytes:
+        return orjson.dumps({"v": SCHEMA_VERSION, **_asdict(self)})
+
+    @classmethod
+    def decode(cls, data: bytes) -> Reply:
+        fields = _load(data)
+        try:
+            fields["provider_message_ids"] = tuple(fields["provider_message_ids"])
+            return cls(**fields)
+        except (TypeError, KeyError) as exc:
+            raise RecordDecodeError(f"not a Reply record: {exc}") from None
+
+
+@dataclass(frozen=True, slots=True)
+class Topics:
+    """Topic names, derived from one prefix so that test runs can isolate themselves."""
+
+    raw: str
+    replies: str
+    rejects: str
+    dead_letter: str
+
+    @classmethod
+    def with_prefix(cls, prefix: str) -> Topics:
+        return cls(
+            raw=f"{prefix}.raw",
+            replies=f"{prefix}.replies",
+            rejects=f"{prefix}.rejects",
+            dead_letter=f"{prefix}.dead-letter",
+        )
+
+
+def _asdict(record: Any) -> dict[str, Any]:
+    return {f.name: _plain(getattr(record, f.name)) for f in dataclasses.fields(record)}
+
+
+def _plain(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return _asdict(value)
+    return value
+
+
+def _load(data: bytes) -> dict[str, Any]:
+    try:
+        fields = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise RecordDecodeError(f"not JSON: {exc}") from None
+    if not isinstance(fields, dict):
+        raise RecordDecodeError("not a JSON object")
+    version = fields.pop("v", None)
+    if version != SCHEMA_VERSION:
+        raise RecordDecodeError(f"unsupported schema version {version!r}")
+    return fields

@@ -1,0 +1,50 @@
+"""One exception root for the whole package.
+
+Driver errors (aiokafka, duckdb, asyncpg...) are converted into these at the
+boundary of the module that talks to the driver, so callers only ever catch
+``SmsRepliesError`` subclasses. ``retriable`` tells the caller whether trying
+again later can succeed (a broker or store outage) or never will (bad data).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+
+class SmsRepliesError(Exception):
+    """Root of every error raised by sms-replies."""
+
+    retriable: bool = False
+
+
+class ConfigError(SmsRepliesError):
+    """The settings are inconsistent or a required dependency is missing."""
+
+
+class InvalidCallback(SmsRepliesError):
+    """A callback that can never be accepted; ``problems`` maps field -> reason."""
+
+    def __init__(self, problems: Mapping[str, str], status: int = 400) -> None:
+        self.problems = dict(problems)
+        self.status = status
+        summary = "; ".join(f"{field}: {reason}" for field, reason in self.problems.items())
+        super().__init__(summary or "invalid callback")
+
+
+class BrokerUnavailable(SmsRepliesError):
+    """The broker did not acknowledge a write in time; the caller should retry."""
+
+    retriable = True
+
+
+class SinkWriteError(SmsRepliesError):
+    """A sink could not write a batch.
+
+    ``retriable=True`` for outages (the runner retries with backoff, offsets stay
+    uncommitted); ``retriable=False`` for records the store will never accept
+    (the runner isolates them and sends them to the dead-letter topic).
+    """
+
+    def __init__(self, message: str, *, retriable: bool) -> None:
+        super().__init__(message)
+        self.retriable = retriable

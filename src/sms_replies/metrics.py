@@ -1,0 +1,33 @@
+"""Prometheus metrics of every process (each process exposes its own /metrics)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+CALLBACKS = Counter(
+    "sms_replies_callbacks_total", "Callbacks received by the ingress, by outcome.", ["outcome"]
+)
+PUBLISH_SECONDS = Histogram(
+    "sms_replies_publish_seconds",
+    "Time from callback received to broker acknowledgement.",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
+PARTS_PROCESSED = Counter(
+    "sms_replies_parts_processed_total", "Raw parts handled by the reassembler.", ["result"]
+)
+REPLIES_EMITTED = Counter(
+    "sms_replies_replies_emitted_total", "Replies published by the reassembler.", ["complete"]
+)
+PENDING_MESSAGES = Gauge(
+    "sms_replies_pending_messages", "Long replies waiting for parts in this worker."
+)
+SINK_REPLIES_WRITTEN = Counter(
+    "sms_replies_sink_replies_written_total", "Replies written, per sink.", ["sink"]
+)
+SINK_WRITE_FAILURES = Counter(
+    "sms_replies_sink_write_failures_total", "Failed batch writes (retried), per sink.", ["sink"]
+)
+SINK_DEAD_LETTERS = Counter(
+    "sms_replies_sink_dead_letters_total", "Records sent to the dead-letter topic.", ["sink"]
+)
+SINK_LAG = Gauge("sms_replies_sink_lag", "Replies not yet written, per sink.", ["sink"])

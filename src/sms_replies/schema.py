@@ -1,0 +1,88 @@
+"""The ``replies`` table as analysts see it, in every store.
+
+One column list, one description each; every sink maps the logical types to
+its engine and builds its rows with :func:`to_columns` / :func:`to_rows`.
+``docs/schema.md`` is written from this list (a test keeps them in sync).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from sms_replies.contract import Reply
+
+LogicalType = Literal["text", "boolean", "integer", "timestamp", "text[]"]
+
+
+@dataclass(frozen=True, slots=True)
+class Column:
+    name: str
+    type: LogicalType
+    nullable: bool
+    description: str
+
+
+TABLE = "replies"
+
+COLUMNS: tuple[Column, ...] = (
+    Column("reply_id", "text", False, "Deterministic id from the provider ids; primary key."),
+    Column("channel", "text", False, "'long_number' or 'short_number'."),
+    Column("sender", "text", False, "Phone number that replied, E.164 with '+'."),
+    Column("recipient", "text", True, "Long number that received it (E.164); null: short number."),
+    Column("text", "text", False, "The whole reply, parts joined in order."),
+    Column("keyword", "text", False, "First word, uppercased, accents/punctuation stripped."),
+    Column("is_stop", "boolean", False, "Opt-out: provider type 'stop' or a STOP-like text."),
+    Column("stop_source", "text", True, "'provider' or 'text' when is_stop, else null."),
+    Column("parts_expected", "integer", False, "Parts announced (concat-total; 1 if single)."),
+    Column("parts_received", "integer", False, "Distinct parts received."),
+    Column("complete", "boolean", False, "Every expected part was received."),
+    Column("received_at", "timestamp", False, "UTC time the ingress accepted the first part."),
+    Column("ingested_at", "timestamp", False, "UTC time the row was written to this store."),
+    Column("provider_message_ids", "text[]", False, "Provider messageId of each part, in order."),
+)
+
+COLUMN_NAMES: tuple[str, ...] = tuple(c.name for c in COLUMNS)
+
+
+def utc_from_ms(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, tz=UTC)
+
+
+def to_row(reply: Reply, ingested_at: datetime) -> tuple[Any, ...]:
+    """One row, in :data:`COLUMNS` order."""
+    return (
+        reply.reply_id,
+        reply.channel,
+        reply.sender,
+        reply.recipient,
+        reply.text,
+        reply.keyword,
+        reply.is_stop,
+        reply.stop_source,
+        reply.parts_expected,
+        reply.parts_received,
+        reply.complete,
+        utc_from_ms(reply.received_at_ms),
+        ingested_at,
+        list(reply.provider_message_ids),
+    )
+
+
+def unique_by_id(batch: Sequence[Reply]) -> list[Reply]:
+    """The batch without repeated reply_ids (first wins), as stores reject in-batch repeats."""
+    seen: set[str] = set()
+    unique: list[Reply] = []
+    for reply in batch:
+        if reply.reply_id not in seen:
+            seen.add(reply.reply_id)
+            unique.append(reply)
+    return unique
+
+
+def to_columns(batch: Sequence[Reply], ingested_at: datetime) -> dict[str, list[Any]]:
+    """The batch as columns (name -> values), for Arrow and other columnar loaders."""
+    rows = [to_row(reply, ingested_at) for reply in batch]
+    return {name: [row[i] for row in rows] for i, name in enumerate(COLUMN_NAMES)}

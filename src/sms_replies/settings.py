@@ -1,0 +1,111 @@
+"""One frozen settings object per process, from ``SMS_REPLIES_*`` variables and CLI flags.
+
+Every field is also a flag of the ``sms-replies`` command (``http_port`` ->
+``--http-port``); a flag wins over the variable. Nothing is read at import
+time: call :meth:`Settings.load`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from sms_replies.contract import Topics
+
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SMS_REPLIES_", frozen=True, extra="forbid")
+
+    # HTTP ingress
+    http_host: str = Field("127.0.0.1", description="Address the ingress listens on.")
+    http_port: int = Field(8080, ge=0, le=65535, description="Port of the ingress (0: any).")
+    callback_token: SecretStr | None = Field(
+        None, description="When set, callbacks must carry ?token=<value> (else 401)."
+    )
+    publish_timeout: float = Field(
+        5.0, gt=0, description="Seconds to wait for the broker's ack before answering 503."
+    )
+    max_body_bytes: int = Field(65536, gt=0, description="Largest callback body accepted.")
+
+    # Kafka
+    kafka_bootstrap: str | None = Field(
+        None, description="Kafka bootstrap servers; unset: `run` starts the embedded broker."
+    )
+    kafka_embedded: bool = Field(
+        False,
+        description="The broker is the embedded Tansu: apply its workarounds "
+        "(set by `run`; set it yourself when pointing at `sms-replies broker`).",
+    )
+    topic_prefix: str = Field("sms-replies", description="Prefix of every topic name.")
+    topic_partitions: int = Field(8, ge=1, description="Partitions of the raw topic.")
+    replication_factor: int = Field(1, ge=1, description="Replication of created topics.")
+
+    # Worker (reassembly)
+    worker_id: str = Field("sms-replies-reassembly", description="Faust app id / group id.")
+    worker_web_port: int = Field(6066, ge=0, le=65535, description="Worker health/metrics.")
+    reassembly_timeout: float = Field(
+        1800.0, gt=0, description="Seconds without a new part before a long reply expires."
+    )
+
+    # Sinks
+    sinks: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["duckdb"], description="Comma-separated active sinks."
+    )
+    sink_batch_size: int = Field(1000, ge=1, description="Most replies per sink write.")
+    sink_batch_timeout: float = Field(1.0, gt=0, description="Seconds to fill a batch.")
+    sinks_web_port: int = Field(6067, ge=0, le=65535, description="Sinks health/metrics.")
+    data_dir: Path = Field(Path("data"), description="Local state: DuckDB file, worker state.")
+    postgres_dsn: SecretStr | None = Field(None, description="PostgreSQL DSN for the sink.")
+
+    log_level: LogLevel = Field("INFO", description="Log level of every process.")
+
+    @field_validator("sinks", mode="before")
+    @classmethod
+    def _split_sinks(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [name.strip() for name in value.split(",") if name.strip()]
+        return value
+
+    @classmethod
+    def load(cls, **overrides: Any) -> Settings:
+        """Read the environment; ``overrides`` (CLI flags) win. None means 'not given'."""
+        return cls(**{k: v for k, v in overrides.items() if v is not None})
+
+    @property
+    def topics(self) -> Topics:
+        return Topics.with_prefix(self.topic_prefix)
+
+    @property
+    def duckdb_path(self) -> Path:
+        return self.data_dir / "replies.duckdb"
+
+    @property
+    def bootstrap(self) -> str:
+        if not self.kafka_bootstrap:
+            from sms_replies.errors import ConfigError
+
+            raise ConfigError(
+                "SMS_REPLIES_KAFKA_BOOTSTRAP is not set: point it at a broker, "
+                "or use `sms-replies run`, which starts the embedded one"
+            )
+        return self.kafka_bootstrap
+
+    def as_env(self) -> dict[str, str]:
+        """The settings as SMS_REPLIES_* variables, to hand to child processes."""
+        env: dict[str, str] = {}
+        for name, value in self.model_dump().items():
+            if value is None:
+                continue
+            if isinstance(value, SecretStr):
+                value = value.get_secret_value()
+            elif isinstance(value, list):
+                value = ",".join(value)
+            elif isinstance(value, bool):
+                value = "true" if value else "false"
+            env[f"SMS_REPLIES_{name.upper()}"] = str(value)
+        return env

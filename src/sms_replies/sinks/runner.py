@@ -1,0 +1,207 @@
+"""Feed one sink from the replies topic: batch, write, then commit.
+
+Each sink has its own consumer group (``<prefix>.sink.<name>``), so a slow or
+failing sink never holds back another one, the worker or the ingress. Offsets
+are committed only after ``Sink.write`` returned (quix-streams' "flush before
+commit"): a crash replays the batch, and the sink's idempotence by
+``reply_id`` absorbs it. Records that cannot be decoded or that the store
+rejects for good go to the dead-letter topic with the error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka.errors import CommitFailedError, KafkaError
+
+from sms_replies import metrics
+from sms_replies.contract import RecordDecodeError, Reply, Topics
+from sms_replies.errors import SinkWriteError
+from sms_replies.sinks.base import Sink
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Backoff:
+    """Exponential backoff between retries of one batch."""
+
+    initial: float = 0.2
+    maximum: float = 30.0
+
+    def delay(self, attempt: int) -> float:
+        return float(min(self.maximum, self.initial * 2 ** min(attempt, 30)))
+
+
+@dataclass
+class SinkProgress:
+    """What a runner has done, for health checks and tests."""
+
+    written: int = 0
+    dead_lettered: int = 0
+    failed_attempts: int = 0
+    last_error: str | None = None
+    last_write_monotonic: float | None = None
+    assigned: set[TopicPartition] = field(default_factory=set)
+
+
+def group_id(prefix: str, sink_name: str) -> str:
+    return f"{prefix}.sink.{sink_name}"
+
+
+class SinkRunner:
+    """Runs one sink until :meth:`stop`; the current batch is written before it returns."""
+
+    def __init__(
+        self,
+        sink: Sink,
+        *,
+        bootstrap: str,
+        topics: Topics,
+        group: str,
+        batch_size: int,
+        batch_timeout: float,
+        dead_letters: AIOKafkaProducer,
+        backoff: Backoff | None = None,
+    ) -> None:
+        self.sink = sink
+        self.topics = topics
+        self.batch_size = batch_size
+        self.batch_timeout = batch_timeout
+        self.dead_letters = dead_letters
+        self.backoff = backoff or Backoff()
+        self.progress = SinkProgress()
+        self._stopping = asyncio.Event()
+        self._consumer = AIOKafkaConsumer(
+            topics.replies,
+            bootstrap_servers=bootstrap,
+            group_id=group,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_poll_records=batch_size,
+            # Tansu and Kafka alike: a dead member blocks the group until this expires.
+            session_timeout_ms=10_000,
+            heartbeat_interval_ms=2_000,
+        )
+
+    def stop(self) -> None:
+        """Ask the runner to finish its current batch and return. Idempotent."""
+        self._stopping.set()
+
+    async def run(self) -> None:
+        await self._consumer.start()
+        try:
+            while not self._stopping.is_set():
+                records = await self._next_batch()
+                if records:
+                    await self._deliver(records)
+        finally:
+            await self._consumer.stop()  # sends LeaveGroup: the next member joins at once
+
+    async def _next_batch(self) -> list[ConsumerRecord[bytes, bytes]]:
+        """Up to batch_size records, waiting at most batch_timeout once the first arrived."""
+        records: list[ConsumerRecord[bytes, bytes]] = []
+        deadline: float | None = None
+        while len(records) < self.batch_size and not self._stopping.is_set():
+            wait = 0.2 if deadline is None else max(0.0, deadline - time.monotonic())
+            fetched = await self._consumer.getmany(
+                timeout_ms=int(wait * 1000), max_records=self.batch_size - len(records)
+            )
+            for partition_records in fetched.values():
+                records.extend(partition_records)
+            if records and deadline is None:
+                deadline = time.monotonic() + self.batch_timeout
+            if deadline is not None and time.monotonic() >= deadline:
+                break
+        self.progress.assigned = set(self._consumer.assignment())
+        return records
+
+    async def _deliver(self, records: Sequence[ConsumerRecord[bytes, bytes]]) -> None:
+        replies: list[Reply] = []
+        for record in records:
+            try:
+                replies.append(Reply.decode(record.value or b""))
+            except RecordDecodeError as exc:
+                await self._dead_letter(record.value or b"", str(exc))
+        if replies:
+            await self._write(replies)
+        await self._commit(records)
+
+    async def _write(self, replies: list[Reply]) -> None:
+        """Write with retries; isolate and dead-letter replies the store rejects for good."""
+        attempt = 0
+        while True:
+            try:
+                await self.sink.write(replies)
+            except SinkWriteError as exc:
+                if not exc.retriable:
+                    await self._isolate_poison(replies, exc)
+                    return
+                error = exc
+            except Exception as exc:  # an unconverted driver error: assume an outage
+                error = SinkWriteError(f"{type(exc).__name__}: {exc}", retriable=True)
+            else:
+                self._record_written(len(replies))
+                return
+            self.progress.failed_attempts += 1
+            self.progress.last_error = str(error)
+            metrics.SINK_WRITE_FAILURES.labels(self.sink.name).inc()
+            delay = self.backoff.delay(attempt)
+            log.warning(
+                "sink %s: write of %d replies failed (%s); retry in %.1fs",
+                self.sink.name,
+                len(replies),
+                error,
+                delay,
+            )
+            attempt += 1
+            # Keep retrying while stopping too: giving up would lose the batch on
+            # the embedded broker; a supervisor's kill timeout bounds the wait.
+            await asyncio.sleep(delay)
+
+    async def _isolate_poison(self, replies: list[Reply], error: SinkWriteError) -> None:
+        if len(replies) == 1:
+            await self._dead_letter(replies[0].encode(), str(error))
+            return
+        middle = len(replies) // 2
+        for half in (replies[:middle], replies[middle:]):
+            await self._write(half)
+
+    def _record_written(self, count: int) -> None:
+        self.progress.written += count
+        self.progress.last_write_monotonic = time.monotonic()
+        self.progress.last_error = None
+        metrics.SINK_REPLIES_WRITTEN.labels(self.sink.name).inc(count)
+
+    async def _dead_letter(self, value: bytes, error: str) -> None:
+        envelope = orjson.dumps(
+            {"sink": self.sink.name, "error": error, "record": value.decode("utf-8", "replace")}
+        )
+        while True:
+            try:
+                await self.dead_letters.send_and_wait(self.topics.dead_letter, envelope)
+                break
+            except KafkaError as exc:
+                log.warning("dead-letter publish failed (%s); retrying", exc)
+                await asyncio.sleep(1.0)
+        self.progress.dead_lettered += 1
+        metrics.SINK_DEAD_LETTERS.labels(self.sink.name).inc()
+        log.error("sink %s: record sent to %s: %s", self.sink.name, self.topics.dead_letter, error)
+
+    async def _commit(self, records: Sequence[ConsumerRecord[bytes, bytes]]) -> None:
+        offsets: dict[TopicPartition, int] = {}
+        for record in records:
+            tp = TopicPartition(record.topic, record.partition)
+            offsets[tp] = max(offsets.get(tp, 0), record.offset + 1)
+        try:
+            await self._consumer.commit(offsets)
+        except CommitFailedError as exc:
+            # A rebalance took the partitions away; their new owner replays the
+            # batch and the idempotent write absorbs it.
+            log.warning("sink %s: commit after rebalance failed: %s", self.sink.name, exc)

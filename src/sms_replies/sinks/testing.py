@@ -1,0 +1,1 @@
+"""Contract tests for sink authors (pytest plugin). Filled in by the sink kit work."""
