@@ -64,12 +64,21 @@ class RawPart:
         """Kafka key: every part of one long SMS lands on the same partition."""
         return (self.reassembly_key or self.sender).encode()
 
+    def as_dict(self) -> dict[str, Any]:
+        return {"v": SCHEMA_VERSION, **_asdict(self)}
+
     def encode(self) -> bytes:
-        return orjson.dumps({"v": SCHEMA_VERSION, **_asdict(self)})
+        return orjson.dumps(self.as_dict())
 
     @classmethod
     def decode(cls, data: bytes) -> RawPart:
-        fields = _load(data)
+        return cls.from_dict(_load(data))
+
+    @classmethod
+    def from_dict(cls, fields: dict[str, Any]) -> RawPart:
+        fields = dict(fields)
+        if fields.pop("v", SCHEMA_VERSION) != SCHEMA_VERSION:
+            raise RecordDecodeError("unsupported schema version")
         try:
             concat = fields.pop("concat", None)
             return cls(**fields, concat=Concat(**concat) if concat else None)
@@ -101,6 +110,7 @@ class Reply:
     @classmethod
     def decode(cls, data: bytes) -> Reply:
         fields = _load(data)
+        del fields["v"]
         try:
             fields["provider_message_ids"] = tuple(fields["provider_message_ids"])
             return cls(**fields)
@@ -144,7 +154,6 @@ def _load(data: bytes) -> dict[str, Any]:
         raise RecordDecodeError(f"not JSON: {exc}") from None
     if not isinstance(fields, dict):
         raise RecordDecodeError("not a JSON object")
-    version = fields.pop("v", None)
-    if version != SCHEMA_VERSION:
-        raise RecordDecodeError(f"unsupported schema version {version!r}")
+    if fields.get("v") != SCHEMA_VERSION:
+        raise RecordDecodeError(f"unsupported schema version {fields.get('v')!r}")
     return fields

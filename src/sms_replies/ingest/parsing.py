@@ -1,0 +1,164 @@
+"""Validate and normalise one SMS Partner callback into a :class:`RawPart` (pure, no I/O).
+
+Two shapes reach the same URL (see docs/callbacks.md):
+
+* long number, Vonage-style: ``msisdn``, ``to``, ``messageId``, ``text``, ``type``,
+  ``message-timestamp`` and, on parts of a long SMS, ``concat``, ``concat-ref``,
+  ``concat-total``, ``concat-part``;
+* short number: ``type`` (``response`` | ``stop``), ``phone_number``, ``text``,
+  ``message_id``.
+
+Values may be strings or numbers whatever the encoding (query string, form, JSON).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Annotated, Any, Final, Literal, TypeVar
+
+import phonenumbers
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from sms_replies.contract import Concat, RawPart
+from sms_replies.errors import InvalidCallback
+
+MAX_TEXT: Final = 2000  # one part is at most 160 GSM-7 characters; leave room for odd gateways
+MAX_ID: Final = 100
+MAX_PHONE: Final = 32
+DEFAULT_REGION: Final = "FR"  # national numbers (06...) are French: SMS Partner is French
+
+# Parameters that carry our own authentication, never part of the callback.
+AUTH_PARAMS: Final = frozenset({"token", "sig"})
+
+Text = Annotated[str, Field(max_length=MAX_TEXT)]
+Id = Annotated[str, Field(min_length=1, max_length=MAX_ID)]
+Phone = Annotated[str, Field(min_length=1, max_length=MAX_PHONE)]
+
+
+class _Callback(BaseModel):
+    # Ids and numbers come as JSON numbers or strings; unknown fields are the
+    # provider's business (signature fields, keyword...), not an error.
+    model_config = ConfigDict(coerce_numbers_to_str=True, extra="ignore", frozen=True)
+
+
+M = TypeVar("M", bound=_Callback)
+
+
+class LongNumberCallback(_Callback):
+    msisdn: Phone
+    to: Phone
+    message_id: Id = Field(alias="messageId")
+    text: Text = ""
+    type: Literal["text", "unicode", "binary"] = "text"
+    message_timestamp: str | None = Field(None, alias="message-timestamp", max_length=32)
+    concat: str | None = Field(None, max_length=8)
+    concat_ref: int | None = Field(None, alias="concat-ref", ge=0, le=65535)
+    concat_total: int | None = Field(None, alias="concat-total", ge=1, le=255)
+    concat_part: int | None = Field(None, alias="concat-part", ge=1, le=255)
+
+    @field_validator("message_timestamp")
+    @classmethod
+    def _timestamp_format(cls, value: str | None) -> str | None:
+        if value is not None:
+            datetime.strptime(value, "%Y-%m-%d %H:%M:%S")  # raises ValueError -> 400
+        return value
+
+
+class ShortNumberCallback(_Callback):
+    type: Literal["response", "stop"]
+    phone_number: Phone
+    text: Text = ""
+    message_id: Annotated[str, Field(max_length=MAX_ID)] = ""
+
+
+def parse_callback(params: Mapping[str, Any], received_at_ms: int) -> RawPart:
+    """The callback as a RawPart; raises InvalidCallback naming every problem."""
+    fields = {k: v for k, v in params.items() if k not in AUTH_PARAMS}
+    if "msisdn" in fields:
+        return _long_number(_validate(LongNumberCallback, fields), received_at_ms)
+    if "phone_number" in fields or fields.get("type") in ("response", "stop"):
+        return _short_number(_validate(ShortNumberCallback, fields), received_at_ms)
+    raise InvalidCallback(
+        {"callback": "unknown shape: expected msisdn (long number) or phone_number (short number)"}
+    )
+
+
+def _validate(model: type[M], fields: Mapping[str, Any]) -> M:
+    try:
+        return model.model_validate(fields)
+    except ValidationError as exc:
+        problems = {
+            ".".join(str(part) for part in error["loc"]) or "callback": error["msg"]
+            for error in exc.errors(include_url=False)
+        }
+        raise InvalidCallback(problems) from None
+
+
+def _long_number(cb: LongNumberCallback, received_at_ms: int) -> RawPart:
+    problems: dict[str, str] = {}
+    sender = _e164(cb.msisdn, "msisdn", problems)
+    recipient = _e164(cb.to, "to", problems)
+    concat = _concat(cb, problems)
+    if problems:
+        raise InvalidCallback(problems)
+    return RawPart(
+        channel="long_number",
+        sender=sender,
+        recipient=recipient,
+        text=cb.text,
+        provider_message_id=cb.message_id,
+        message_type=cb.type,
+        received_at_ms=received_at_ms,
+        concat=concat,
+        provider_timestamp=cb.message_timestamp,
+    )
+
+
+def _concat(cb: LongNumberCallback, problems: dict[str, str]) -> Concat | None:
+    numbers = (cb.concat_ref, cb.concat_total, cb.concat_part)
+    flagged = (cb.concat or "").lower() in ("true", "1")
+    if all(n is None for n in numbers):
+        if flagged:
+            problems["concat"] = "concat is true but concat-ref/total/part are missing"
+        return None
+    ref, total, part = cb.concat_ref, cb.concat_total, cb.concat_part
+    if ref is None or total is None or part is None:
+        problems["concat"] = "concat-ref, concat-total and concat-part go together"
+        return None
+    if part > total:
+        problems["concat-part"] = f"part {part} is beyond concat-total {total}"
+        return None
+    return Concat(ref=ref, total=total, part=part)
+
+
+def _short_number(cb: ShortNumberCallback, received_at_ms: int) -> RawPart:
+    problems: dict[str, str] = {}
+    sender = _e164(cb.phone_number, "phone_number", problems)
+    if problems:
+        raise InvalidCallback(problems)
+    return RawPart(
+        channel="short_number",
+        sender=sender,
+        recipient=None,
+        text=cb.text,
+        provider_message_id=cb.message_id,
+        message_type=cb.type,
+        received_at_ms=received_at_ms,
+    )
+
+
+def _e164(raw: str, field: str, problems: dict[str, str]) -> str:
+    """'33612345678', '+33612345678' or '0612345678' -> '+33612345678'."""
+    candidate = raw.strip()
+    if candidate.isdigit() and not candidate.startswith("0"):
+        candidate = "+" + candidate  # Vonage style: international digits without '+'
+    try:
+        number = phonenumbers.parse(candidate, DEFAULT_REGION)
+    except phonenumbers.NumberParseException:
+        problems[field] = "not a phone number"
+        return ""
+    if not phonenumbers.is_possible_number(number):
+        problems[field] = "not a possible phone number"
+        return ""
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)

@@ -1,0 +1,79 @@
+"""Publish raw callbacks to Kafka; an answer only once the broker acknowledged (acks=all).
+
+Driver errors become :class:`BrokerUnavailable` here. The producer is started
+lazily and again after a failure, so the ingress comes up before the broker
+and recovers from an outage without a restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+
+from sms_replies import metrics
+from sms_replies.contract import RawPart, Topics
+from sms_replies.errors import BrokerUnavailable
+
+log = logging.getLogger(__name__)
+
+
+class Publisher:
+    def __init__(self, bootstrap: str, topics: Topics, *, timeout: float) -> None:
+        self.bootstrap = bootstrap
+        self.topics = topics
+        self.timeout = timeout
+        self._producer: AIOKafkaProducer | None = None
+        self._starting = asyncio.Lock()
+
+    @property
+    def connected(self) -> bool:
+        return self._producer is not None
+
+    async def connect(self) -> AIOKafkaProducer:
+        if self._producer is not None:
+            return self._producer
+        async with self._starting:
+            if self._producer is None:
+                producer = AIOKafkaProducer(
+                    bootstrap_servers=self.bootstrap,
+                    acks="all",
+                    linger_ms=1,  # concurrent callbacks share a batch
+                    request_timeout_ms=int(self.timeout * 1000),
+                )
+                try:
+                    await asyncio.wait_for(producer.start(), self.timeout)
+                except (KafkaError, OSError, TimeoutError) as exc:
+                    await producer.stop()
+                    raise BrokerUnavailable(f"broker {self.bootstrap} unreachable: {exc}") from None
+                log.info("connected to broker %s", self.bootstrap)
+                self._producer = producer
+        return self._producer
+
+    async def publish(self, part: RawPart) -> None:
+        """Write one raw part; returns once the broker acknowledged it."""
+        await self._send(self.topics.raw, part.encode(), key=part.partition_key)
+
+    async def publish_reject(self, record: bytes) -> None:
+        """Keep a rejected request for audit (same durability as a callback)."""
+        await self._send(self.topics.rejects, record, key=None)
+
+    async def _send(self, topic: str, value: bytes, key: bytes | None) -> None:
+        started = time.perf_counter()
+        producer = await self.connect()
+        try:
+            await asyncio.wait_for(producer.send_and_wait(topic, value, key=key), self.timeout)
+        except (KafkaError, TimeoutError) as exc:
+            # Not acknowledged in time: maybe written, maybe not. The provider
+            # retries on our 503 and reply_id makes a second copy harmless.
+            raise BrokerUnavailable(f"broker did not acknowledge: {exc!r}") from None
+        metrics.PUBLISH_SECONDS.observe(time.perf_counter() - started)
+
+    async def stop(self) -> None:
+        """Flush and close. Idempotent."""
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            await producer.stop()

@@ -1,0 +1,196 @@
+"""Parquet sink: one file per batch and day, for data lakes and DuckDB/Spark readers.
+
+Layout: ``<directory>/date=YYYY-MM-DD/part-<uuid>.parquet``, the day being the
+UTC day of ``received_at`` (a batch spanning midnight writes one part per day).
+
+**Atomic files.** A part is written to ``.part-<uuid>.parquet.tmp`` in the same
+directory, fsynced, renamed with ``os.replace`` and the directory fsynced:
+readers (who only match ``part-*.parquet``) see a whole part or none, even after
+a crash. ``setup`` deletes temporary files an hour old (a crashed writer's).
+
+**Idempotent by reply_id: the parts are the index.** Before writing a day's
+replies the sink reads the ``reply_id`` column of that day's parts it has not
+seen yet (kept in memory afterwards, so each part is read once per process) and
+writes only the replies not stored yet; the first stored version wins. As a
+part exists whole or not at all, a batch replayed after a crash finds exactly
+what the first try stored. There is no separate index file that could
+disagree with the data.
+
+That guarantees one row per reply_id while one process writes the directory,
+which the runner's consumer group gives outside a rebalance. Two processes
+writing the same reply in the same instant (a rebalance overlap) can both store
+it, so **readers use the view** of :func:`view_sql`, which keeps the first row
+per reply_id (``DISTINCT ON (reply_id) ... ORDER BY ingested_at``).
+
+Small parts accumulate (one per batch and day); compacting them is left to the
+reader's tooling.
+
+Settings (``SMS_REPLIES_PARQUET_*``): ``DIRECTORY`` (default
+``<data_dir>/parquet``), ``COMPRESSION`` (default ``zstd``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Self
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from sms_replies.contract import Reply
+from sms_replies.errors import SinkWriteError
+from sms_replies.schema import COLUMN_NAMES, TABLE, to_columns, unique_by_id, utc_from_ms
+from sms_replies.settings import Settings
+from sms_replies.sinks.base import Sink
+from sms_replies.sinks.duckdb import ARROW_SCHEMA
+
+log = logging.getLogger(__name__)
+
+PART_GLOB = "date=*/part-*.parquet"
+_STALE_TMP_SECONDS = 3600.0
+
+
+class ParquetSinkSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SMS_REPLIES_PARQUET_", extra="ignore")
+
+    directory: Path | None = Field(None, description="Root of the files (<data_dir>/parquet).")
+    compression: str = Field("zstd", description="Parquet codec: zstd, snappy, gzip, none.")
+
+
+def view_sql(directory: Path, name: str = TABLE) -> str:
+    """DuckDB view reading every part with one row per reply_id (the first stored)."""
+    pattern = str(directory / PART_GLOB).replace("'", "''")
+    columns = ", ".join(COLUMN_NAMES)
+    return (
+        f"CREATE OR REPLACE VIEW {name} AS "
+        f"SELECT DISTINCT ON (reply_id) {columns} "
+        f"FROM read_parquet('{pattern}', hive_partitioning = false) "
+        "ORDER BY reply_id, ingested_at"
+    )
+
+
+def day_directory(root: Path, day: date) -> Path:
+    return root / f"date={day.isoformat()}"
+
+
+@dataclass
+class _DayIndex:
+    """reply_ids stored in one day's directory, and the parts already read for them."""
+
+    parts: set[str] = field(default_factory=set)
+    reply_ids: set[str] = field(default_factory=set)
+
+
+class ParquetSink(Sink):
+    name = "parquet"
+
+    def __init__(self, directory: Path, *, compression: str = "zstd") -> None:
+        self.directory = directory
+        self.compression = compression
+        self._index: dict[date, _DayIndex] = {}
+        self._lock = asyncio.Lock()  # the index is not safe for concurrent writes
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Self:
+        own = ParquetSinkSettings()
+        return cls(own.directory or settings.data_dir / "parquet", compression=own.compression)
+
+    async def setup(self) -> None:
+        try:
+            await asyncio.to_thread(self._setup)
+        except OSError as exc:
+            raise SinkWriteError(f"parquet setup failed: {exc}", retriable=True) from None
+
+    def _setup(self) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        cutoff = time.time() - _STALE_TMP_SECONDS
+        for stale in self.directory.glob("date=*/.part-*.parquet.tmp"):
+            if stale.stat().st_mtime < cutoff:
+                log.warning("parquet sink: removing a crashed writer's %s", stale)
+                stale.unlink(missing_ok=True)
+        log.info("parquet sink ready at %s", self.directory)
+
+    async def write(self, batch: Sequence[Reply]) -> None:
+        by_day: dict[date, list[Reply]] = defaultdict(list)
+        for reply in unique_by_id(batch):
+            by_day[utc_from_ms(reply.received_at_ms).date()].append(reply)
+        async with self._lock:
+            try:
+                written = await asyncio.to_thread(self._write, by_day, datetime.now(UTC))
+            except (pa.ArrowInvalid, pa.ArrowTypeError, UnicodeError) as exc:
+                raise SinkWriteError(
+                    f"parquet cannot encode the batch: {exc}", retriable=False
+                ) from None
+            except (OSError, pa.ArrowException) as exc:
+                raise SinkWriteError(f"parquet write failed: {exc}", retriable=True) from None
+        log.debug("parquet sink: %d new replies written", written)
+
+    def _write(self, by_day: dict[date, list[Reply]], ingested_at: datetime) -> int:
+        # Encode every day first: a reply Arrow rejects fails the batch before any file.
+        tables: dict[date, tuple[list[str], pa.Table]] = {}
+        for day, replies in by_day.items():
+            index = self._day_index(day)
+            new = [reply for reply in replies if reply.reply_id not in index.reply_ids]
+            if new:
+                table = pa.Table.from_pydict(to_columns(new, ingested_at), schema=ARROW_SCHEMA)
+                tables[day] = ([reply.reply_id for reply in new], table)
+        for day, (reply_ids, table) in tables.items():
+            part = self._write_part(day_directory(self.directory, day), table)
+            index = self._index[day]
+            index.parts.add(part)
+            index.reply_ids.update(reply_ids)
+        return sum(len(reply_ids) for reply_ids, _ in tables.values())
+
+    def _day_index(self, day: date) -> _DayIndex:
+        """The day's stored reply_ids, reading only the parts not seen yet."""
+        index = self._index.setdefault(day, _DayIndex())
+        folder = day_directory(self.directory, day)
+        if folder.is_dir():
+            for path in folder.glob("part-*.parquet"):
+                if path.name not in index.parts:
+                    ids = pq.read_table(path, columns=["reply_id"]).column(0).to_pylist()
+                    index.reply_ids.update(ids)
+                    index.parts.add(path.name)
+        return index
+
+    def _write_part(self, folder: Path, table: pa.Table) -> str:
+        created = not folder.is_dir()
+        folder.mkdir(parents=True, exist_ok=True)
+        name = f"part-{uuid.uuid4().hex}.parquet"
+        temporary = folder / f".{name}.tmp"
+        try:
+            with temporary.open("wb") as out:
+                pq.write_table(table, out, compression=self.compression)
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(temporary, folder / name)
+        except BaseException:
+            temporary.unlink(missing_ok=True)
+            raise
+        _fsync_directory(folder)
+        if created:
+            _fsync_directory(folder.parent)
+        return name
+
+    async def close(self) -> None:
+        self._index.clear()  # nothing held open between batches
+
+
+def _fsync_directory(path: Path) -> None:
+    """Make a rename or a new entry in ``path`` survive a power loss."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

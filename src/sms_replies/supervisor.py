@@ -1,0 +1,188 @@
+"""``sms-replies run``: the whole pipeline on one machine, supervised.
+
+Children: ingress, worker and sinks, each a ``python -m sms_replies`` process
+with the same settings (passed as SMS_REPLIES_* variables), plus the embedded
+broker when no bootstrap is given. A child that dies is restarted. Shutdown
+order keeps every acknowledged reply: stop the ingress (no new 200s), wait
+until the worker and the sinks have caught up, stop them, then the broker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import aiohttp
+
+from sms_replies.broker.admin import ensure_topics
+from sms_replies.broker.embedded import EmbeddedBroker
+from sms_replies.broker.lag import group_lag
+from sms_replies.ingest.app import CALLBACK_PATH
+from sms_replies.procs import spawn
+from sms_replies.settings import Settings
+from sms_replies.sinks.runner import group_id
+
+log = logging.getLogger(__name__)
+
+RESTART_BACKOFF_MAX = 30.0
+
+
+@dataclass
+class Child:
+    command: str
+    env: dict[str, str]
+    process: subprocess.Popen[bytes] | None = None
+    restarts: int = 0
+    started_at: float = field(default=0.0)
+
+    def start(self) -> None:
+        # Own process group: a terminal's Ctrl-C reaches only the supervisor,
+        # which then stops the children in a safe order.
+        self.process = spawn([sys.executable, "-m", "sms_replies", self.command], env=self.env)
+        self.started_at = time.monotonic()
+        log.info("started %s (pid %d)", self.command, self.process.pid)
+
+    @property
+    def exited(self) -> bool:
+        return self.process is not None and self.process.poll() is not None
+
+    def terminate(self, timeout: float) -> None:
+        """SIGTERM, then SIGKILL after ``timeout``. Idempotent."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            log.error("%s did not stop in %.0fs: killing it", self.command, timeout)
+            self.process.kill()
+            self.process.wait()
+
+
+class Pipeline:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        on_ready: Callable[[str], None] = lambda url: None,
+        drain_timeout: float = 60.0,
+    ) -> None:
+        self.settings = settings
+        self.on_ready = on_ready
+        self.drain_timeout = drain_timeout
+        self.broker: EmbeddedBroker | None = None
+        self.children: dict[str, Child] = {}
+
+    async def run(self, stop: asyncio.Event) -> None:
+        settings = self.settings
+        if not settings.kafka_bootstrap:
+            self.broker = EmbeddedBroker(settings.http_host)
+            bootstrap = self.broker.start()
+            # The worker's local state belongs to the broker it was built from;
+            # a fresh in-memory broker means a fresh state.
+            shutil.rmtree(settings.data_dir / "worker", ignore_errors=True)
+            settings = settings.model_copy(
+                update={"kafka_bootstrap": bootstrap, "kafka_embedded": True}
+            )
+            self.settings = settings
+        try:
+            await ensure_topics(
+                settings.bootstrap,
+                settings.topics,
+                partitions=settings.topic_partitions,
+                replication_factor=settings.replication_factor,
+            )
+            env = {**os.environ, **settings.as_env()}
+            for command in ("worker", "sinks", "ingest"):
+                self.children[command] = Child(command, env)
+                self.children[command].start()
+            await self._announce()
+            await self._supervise(stop)
+        finally:
+            await self.shutdown()
+
+    async def _announce(self) -> None:
+        s = self.settings
+        base = f"http://{s.http_host}:{s.http_port}"
+        async with aiohttp.ClientSession() as session:
+            for _ in range(300):
+                try:
+                    async with session.get(f"{base}/readyz") as response:
+                        if response.status == 200:
+                            break
+                except aiohttp.ClientError:
+                    pass
+                await asyncio.sleep(0.1)
+        token = f"?token={s.callback_token.get_secret_value()}" if s.callback_token else ""
+        where = "embedded broker" if s.kafka_embedded else "broker"
+        log.info("%s at %s; DuckDB store at %s", where, s.kafka_bootstrap, s.duckdb_path)
+        self.on_ready(f"{base}{CALLBACK_PATH}{token}")
+
+    async def _supervise(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            for child in self.children.values():
+                if child.exited:
+                    code = child.process.returncode if child.process else None
+                    delay = min(RESTART_BACKOFF_MAX, 2.0**child.restarts)
+                    log.error("%s exited with %s; restarting in %.0fs", child.command, code, delay)
+                    await asyncio.sleep(delay)
+                    child.restarts += 1
+                    child.start()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 0.5)
+
+    async def shutdown(self) -> None:
+        """Ingress first, drain, then worker and sinks, then the broker. Idempotent."""
+        if "ingest" in self.children:
+            self.children["ingest"].terminate(timeout=30)
+        if self.children and self.settings.kafka_embedded:
+            # In-memory broker: whatever is not in the store when it stops is gone.
+            await self._drain()
+        for command in ("worker", "sinks"):
+            if command in self.children:
+                self.children[command].terminate(timeout=60)
+        self.children.clear()
+        if self.broker is not None:
+            self.broker.stop()
+            self.broker = None
+
+    async def _drain(self) -> None:
+        s = self.settings
+        groups = [(s.worker_id, s.topics.raw)] + [
+            (group_id(s.topic_prefix, name), s.topics.replies) for name in s.sinks
+        ]
+        deadline = time.monotonic() + self.drain_timeout
+        lag = -1
+        while time.monotonic() < deadline:
+            try:
+                lags = [await group_lag(s.bootstrap, g, t) for g, t in groups]
+            except Exception as exc:  # a broken broker: nothing more to drain
+                log.warning("cannot measure lag (%s); stopping without draining", exc)
+                return
+            lag = sum(lags)
+            if lag == 0:
+                log.info("drained: worker and sinks are up to date")
+                return
+            log.info("draining: %d records still to process", lag)
+            await asyncio.sleep(1.0)
+        log.error("drain timed out with %d records unprocessed", lag)
+
+
+def run_pipeline(settings: Settings, on_ready: Callable[[str], None]) -> None:
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await Pipeline(settings, on_ready=on_ready).run(stop)
+
+    asyncio.run(main())

@@ -1,0 +1,42 @@
+"""Fixtures shared by every test layer."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+
+import pytest
+
+from sms_replies.contract import Concat, RawPart
+
+_ids = itertools.count(1)
+
+
+@pytest.fixture
+def make_part() -> Callable[..., RawPart]:
+    """Build RawPart records: make_part(part=1, total=2, ref=7) or make_part() for a single."""
+
+    def build(
+        *,
+        part: int | None = None,
+        total: int = 2,
+        ref: int = 171,
+        text: str | None = None,
+        sender: str = "+33612345678",
+        recipient: str = "+33756781234",
+        message_id: str | None = None,
+        received_at_ms: int = 1_700_000_000_000,
+    ) -> RawPart:
+        number = next(_ids)
+        return RawPart(
+            channel="long_number",
+            sender=sender,
+            recipient=recipient,
+            text=text if text is not None else f"<{part or 0}>",
+            provider_message_id=message_id or f"0200000{number:010d}",
+            message_type="text",
+            received_at_ms=received_at_ms,
+            concat=Concat(ref=ref, total=total, part=part) if part is not None else None,
+        )
+
+    return build

@@ -1,0 +1,96 @@
+"""The Faust layer of reassembly, through ``agent.test_context()`` (memory store, no broker)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+
+import faust
+from sms_replies.contract import RawPart, Reply
+from sms_replies.settings import Settings
+from sms_replies.streams.app import create_app
+from sms_replies.streams.reassembly import PendingMessage
+
+# Faust's test_context builds a consumer and producer it never closes (their
+# sockets and a loop surface as ResourceWarning at garbage collection).
+pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+
+
+@pytest.fixture
+async def harness(tmp_path: Path) -> tuple[tuple[faust.App, list[Reply], list[str]]:
+    replies: list[Reply] = []
+    dead: list[str] = []
+
+    async def publish(reply: Reply) -> None:
+        replies.append(reply)
+
+    async def dead_letter(value: bytes, error: str) -> None:
+        dead.append(error)
+
+    settings = Settings.load(kafka_bootstrap="127.0.0.1:1", data_dir=tmp_path)
+    app = create_app(
+        settings,
+        publish_reply=publish,
+        publish_dead_letter=dead_letter,
+        store="memory://",
+        loop=asyncio.get_running_loop(),
+    )
+    app.finalize()
+    return app, replies, dead
+
+
+async def put_parts(app: faust.App, parts: list[RawPart]) -> None:
+    agent = app.agents["reassemble"]
+    async with agent.test_context() as tested:
+        for part in parts:
+            await tested.put(part.encode(), key=part.partition_key)
+
+
+async def test_parts_in_reverse_order_give_one_complete_reply(
+    harness: tuple[faust.App, list[Reply], list[str]], make_part: Callable[..., RawPart]
+) -> None:
+    app, replies, _ = harness
+    parts = [
+        make_part(part=n, total=3, text=t) for n, t in ((1, "Bon"), (2, "jour "), (3, "à vous"))
+    ]
+    await put_parts(app, list(reversed(parts)))
+    assert len(replies) == 1
+    assert replies[0].text == "Bonjour à vous"
+    assert replies[0].complete is True
+    assert replies[0].provider_message_ids == tuple(p.provider_message_id for p in parts)
+
+
+async def test_duplicates_before_and_after_completion_are_ignored(
+    harness: tuple[faust.App, list[Reply], list[str]], make_part: Callable[..., RawPart]
+) -> None:
+    app, replies, _ = harness
+    first, second = make_part(part=1, text="a"), make_part(part=2, text="b")
+    await put_parts(app, [first, first, second, second])
+    assert [r.text for r in replies] == ["ab"]
+    state = PendingMessage.decode(app.tables["pending"][first.partition_key])
+    assert state.parts == {}
+    assert state.completed == {first.provider_message_id, second.provider_message_id}
+
+
+async def test_single_message_passes_straight_through(
+    harness: tuple[faust.App, list[Reply], list[str]], make_part: Callable[..., RawPart]
+) -> None:
+    app, replies, _ = harness
+    await put_parts(app, [make_part(text="STOP merci")])
+    assert [(r.text, r.is_stop, r.parts_expected) for r in replies] == [("STOP merci", True, 1)]
+
+
+async def test_undecodable_record_goes_to_dead_letter_and_stream_goes_on(
+    harness: tuple[faust.App, list[Reply], list[str]], make_part: Callable[..., RawPart]
+) -> None:
+    app, replies, dead = harness
+    agent = app.agents["reassemble"]
+    async with agent.test_context() as tested:
+        await tested.put(b"not json", key=b"k")
+        await tested.put(make_part(text="Oui").encode(), key=b"k")
+    assert len(dead) == 1
+    assert "not JSON" in dead[0]
+    assert [r.text for r in replies] == ["Oui"]

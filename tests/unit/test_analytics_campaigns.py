@@ -1,0 +1,156 @@
+"""Campaign declarations and their figures (store written by the real DuckDBSink)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+
+from sms_replies.analytics.campaigns import (
+    Campaign,
+    CampaignExistsError,
+    campaign_stats,
+    declare_campaign,
+    delete_campaign,
+    list_campaigns,
+    normalise_number,
+)
+from sms_replies.analytics.params import InvalidQueryError, UnknownCampaignError
+from sms_replies.analytics.sample import NUMBER_A, NUMBER_B, write_sample
+from sms_replies.analytics.store import open_reader
+
+
+def at(text: str) -> datetime:
+    return datetime.fromisoformat(text)
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    path = tmp_path / "replies.duckdb"
+    write_sample(path)
+    return path
+
+
+def spring_a(**overrides: object) -> Campaign:
+    kwargs: dict[str, object] = {
+        "recipient": "+33 7 00 00 00 01",
+        "start": at("2025-03-29T00:00+01:00"),
+        "end": at("2025-03-30T12:00+02:00"),
+        "delivered": 100,
+        **overrides,
+    }
+    return Campaign.create("spring-A", **kwargs)  # type: ignore[arg-type]
+
+
+def test_declare_list_delete(db: Path) -> None:
+    stored = declare_campaign(db, spring_a())
+    assert stored.recipient == NUMBER_A
+    assert stored.created_at is not None
+    with open_reader(db) as con:
+        (listed,) = list_campaigns(con)
+    assert (listed.name, listed.channel, listed.recipient, listed.delivered) == (
+        "spring-A",
+        "long_number",
+        NUMBER_A,
+        100,
+    )
+    assert listed.start == at("2025-03-29T00:00+01:00")
+    with pytest.raises(CampaignExistsError):
+        declare_campaign(db, spring_a())
+    declare_campaign(db, spring_a(delivered=200), replace=True)
+    with open_reader(db) as con:
+        assert [c.delivered for c in list_campaigns(con)] == [200]
+    delete_campaign(db, "spring-A")
+    with open_reader(db) as con:
+        assert list_campaigns(con) == []
+    with pytest.raises(UnknownCampaignError):
+        delete_campaign(db, "spring-A")
+
+
+def test_declare_creates_the_store(tmp_path: Path) -> None:
+    path = tmp_path / "new" / "replies.duckdb"
+    declare_campaign(path, spring_a())
+    with open_reader(path) as con:
+        assert [c.name for c in list_campaigns(con)] == ["spring-A"]
+        assert con.execute("SELECT count(*) FROM replies").fetchone() == (0,)
+
+
+def test_campaign_stats_over_whole_window(db: Path) -> None:
+    declare_campaign(db, spring_a())
+    declare_campaign(
+        db,
+        Campaign.create(
+            "short-promo",
+            short_number=True,
+            start=at("2025-03-30T00:00Z"),
+            end=at("2025-03-30T08:30Z"),
+        ),
+    )
+    declare_campaign(
+        db,
+        Campaign.create(
+            "january-B",
+            recipient=NUMBER_B,
+            start=at("2025-01-01T00:00Z"),
+            end=at("2025-02-01T00:00Z"),
+            delivered=50,
+        ),
+    )
+    with open_reader(db) as con:
+        items = {c.campaign.name: c for c in campaign_stats(con)}
+        (only,) = campaign_stats(con, name="short-promo")
+        with pytest.raises(UnknownCampaignError):
+            campaign_stats(con, name="nope")
+    a = items["spring-A"]
+    assert (a.stats.replies, a.stats.senders, a.stats.stops) == (4, 2, 1)  # r1 r2 r3 r7
+    assert a.stats.multipart == 1  # r3
+    assert a.reply_rate == pytest.approx(0.02)
+    assert a.opt_out_rate == pytest.approx(0.01)
+    short = items["short-promo"]
+    assert (short.stats.replies, short.stats.stops) == (1, 1)  # r5; r6 is after the end
+    assert short.reply_rate is None and short.opt_out_rate is None
+    jan = items["january-B"]
+    assert jan.stats.replies == 0
+    assert jan.stats.stop_share is None
+    assert jan.reply_rate == 0.0
+    assert only.campaign.name == "short-promo"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "param"),
+    [
+        ({"recipient": None}, "recipient"),
+        ({"short_number": True}, "recipient"),
+        ({"recipient": "hello"}, "recipient"),
+        ({"recipient": "+33 1"}, "recipient"),
+        ({"end": at("2025-03-28T00:00+01:00")}, "end"),
+        ({"start": datetime(2025, 3, 29)}, "start"),
+        ({"delivered": -1}, "delivered"),
+    ],
+)
+def test_invalid_campaigns(kwargs: dict[str, object], param: str) -> None:
+    with pytest.raises(InvalidQueryError) as info:
+        spring_a(**kwargs)
+    assert info.value.param == param
+
+
+def test_invalid_name() -> None:
+    with pytest.raises(InvalidQueryError) as info:
+        Campaign.create(
+            "  ", recipient=NUMBER_A, start=at("2025-01-01T00:00Z"), end=at("2025-01-02T00:00Z")
+        )
+    assert info.value.param == "name"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("+33700000001", "+33700000001"),
+        ("33700000001", "+33700000001"),
+        ("07 00 00 00 01", "+33700000001"),
+        ("+44 20 7946 0000", "+442079460000"),
+    ],
+)
+def test_normalise_number(text: str, expected: str) -> None:
+    assert normalise_number(text) == expected
