@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -20,7 +20,7 @@ pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptio
 
 
 @pytest.fixture
-async def harness(tmp_path: Path) -> tuple[tuple[faust.App, list[Reply], list[str]]:
+async def harness(tmp_path: Path) -> tuple[faust.App, list[Reply], list[str]]:
     replies: list[Reply] = []
     dead: list[str] = []
 
