@@ -3,8 +3,8 @@ worker (RocksDB) -> DuckDB sink, every callback shape and encoding."""
 
 from __future__ import annotations
 
+import asyncio
 import re
-import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -253,5 +253,5 @@ async def test_every_shape_and_encoding_lands_once_in_duckdb(
             other = {"get": "json", "json": "form", "form": "get"}[encoding]
             async with await send(session, url, other, fields) as response:
                 assert response.status == 200
-    time.sleep(3)  # several sink batches
+    await asyncio.sleep(3)  # several sink batches
     assert len(read_rows(settings.duckdb_path)) == len(EXPECTED)

@@ -1,0 +1,123 @@
+"""Validation and normalisation of callbacks (pure)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from sms_replies.contract import Concat
+from sms_replies.errors import InvalidCallback
+from sms_replies.ingest.parsing import MAX_TEXT, parse_callback
+
+NOW = 1_764_000_000_000
+
+LONG_SINGLE = {
+    "msisdn": "33612345678",
+    "to": "33756781234",
+    "messageId": "02000000ABCDEF",
+    "text": "Test",
+    "type": "text",
+    "keyword": "TEST",
+    "message-timestamp": "2016-03-10 09:51:46",
+}
+LONG_PART = {
+    **LONG_SINGLE,
+    "concat": "true",
+    "concat-ref": "171",
+    "concat-total": "2",
+    "concat-part": "1",
+}
+SHORT = {
+    "type": "response",
+    "phone_number": "+33612345671",
+    "text": "Ma réponse",
+    "message_id": "123",
+}
+
+
+def test_long_number_single_message_is_normalised() -> None:
+    part = parse_callback(LONG_SINGLE, NOW)
+    assert part.channel == "long_number"
+    assert part.sender == "+33612345678"
+    assert part.recipient == "+33756781234"
+    assert part.provider_message_id == "02000000ABCDEF"
+    assert part.text == "Test"
+    assert part.concat is None
+    assert part.provider_timestamp == "2016-03-10 09:51:46"
+    assert part.received_at_ms == NOW
+
+
+def test_long_number_part_carries_its_concat_header() -> None:
+    part = parse_callback(LONG_PART, NOW)
+    assert part.concat == Concat(ref=171, total=2, part=1)
+    assert part.reassembly_key == "+33756781234|+33612345678|171|2"
+    assert part.partition_key == b"+33756781234|+33612345678|171|2"
+
+
+def test_numbers_and_strings_give_the_same_record() -> None:
+    as_numbers = {
+        **LONG_PART,
+        "msisdn": 33612345678,
+        "to": 33756781234,
+        "messageId": 2000000,
+        "concat-ref": 171,
+        "concat-total": 2,
+        "concat-part": 1,
+    }
+    as_strings = {**as_numbers, **{k: str(v) for k, v in as_numbers.items()}}
+    assert parse_callback(as_numbers, NOW) == parse_callback(as_strings, NOW)
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("33612345678", "+33612345678"),
+        ("+33612345678", "+33612345678"),
+        ("0612345678", "+33612345678"),
+    ],
+)
+def test_phone_numbers_become_e164(raw: str, expected: str) -> None:
+    assert parse_callback({**LONG_SINGLE, "msisdn": raw}, NOW).sender == expected
+
+
+@pytest.mark.parametrize("kind", ["response", "stop"])
+def test_short_number_callbacks(kind: str) -> None:
+    part = parse_callback({**SHORT, "type": kind, "message_id": 123}, NOW)
+    assert part.channel == "short_number"
+    assert part.recipient is None
+    assert part.sender == "+33612345671"
+    assert part.message_type == kind
+    assert part.provider_message_id == "123"
+
+
+def test_token_is_not_part_of_the_callback() -> None:
+    assert parse_callback({**SHORT, "token": "s3cret"}, NOW) == parse_callback(SHORT, NOW)
+
+
+@pytest.mark.parametrize(
+    ("fields", "field"),
+    [
+        ({}, "callback"),
+        ({"text": "hello"}, "callback"),
+        ({**LONG_SINGLE, "msisdn": "33xxxxxxxxx"}, "msisdn"),
+        ({**LONG_SINGLE, "to": "12"}, "to"),
+        ({k: v for k, v in LONG_SINGLE.items() if k != "messageId"}, "messageId"),
+        ({**LONG_SINGLE, "type": "binaryish"}, "type"),
+        ({**LONG_SINGLE, "message-timestamp": "10/03/2016"}, "message-timestamp"),
+        ({**LONG_SINGLE, "text": "x" * (MAX_TEXT + 1)}, "text"),
+        ({**LONG_PART, "concat-part": "3"}, "concat-part"),
+        ({**LONG_PART, "concat-part": "0"}, "concat-part"),
+        ({**LONG_PART, "concat-ref": "abc"}, "concat-ref"),
+        ({k: v for k, v in LONG_PART.items() if k != "concat-total"}, "concat"),
+        ({**LONG_SINGLE, "concat": "true"}, "concat"),
+        ({**SHORT, "type": "other"}, "type"),
+        ({**SHORT, "phone_number": "not a number"}, "phone_number"),
+        ({**SHORT, "text": {"nested": "object"}}, "text"),
+    ],
+)
+def test_invalid_callbacks_name_the_problem(fields: dict[str, Any], field: str) -> None:
+    with pytest.raises(InvalidCallback) as caught:
+        parse_callback(fields, NOW)
+    assert field in caught.value.problems
+    assert caught.value.status == 400
