@@ -65,7 +65,7 @@ def connect(path: Path, *, read_only: bool = False) -> duckdb.DuckDBPyConnection
     """Open the store; converts DuckDB's errors (a lock held by a writer: retriable)."""
     try:
         return duckdb.connect(str(path), read_only=read_only)
-    except duckdb.IOException as exc:
+    except (duckdb.IOException, duckdb.ConnectionException) as exc:
         raise SinkWriteError(f"cannot open {path}: {exc}", retriable=True) from None
 
 
@@ -92,9 +92,12 @@ class DuckDBSink(Sink):
         log.info("duckdb sink ready at %s", self.path)
 
     async def write(self, batch: Sequence[Reply]) -> None:
-        table = pa.Table.from_pydict(
-            to_columns(unique_by_id(batch), datetime.now(UTC)), schema=ARROW_SCHEMA
-        )
+        try:
+            table = pa.Table.from_pydict(
+                to_columns(unique_by_id(batch), datetime.now(UTC)), schema=ARROW_SCHEMA
+            )
+        except (pa.ArrowException, ValueError, TypeError) as exc:
+            raise SinkWriteError(f"replies not loadable: {exc}", retriable=False) from None
         await asyncio.to_thread(self._write, table)
 
     def _write(self, batch: pa.Table) -> None:

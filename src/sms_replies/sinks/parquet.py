@@ -69,7 +69,10 @@ class ParquetSinkSettings(BaseSettings):
 
 
 def view_sql(directory: Path, name: str = TABLE) -> str:
-    """DuckDB view reading every part with one row per reply_id (the first stored)."""
+    """DuckDB view reading every part with one row per reply_id (the first stored).
+
+    DuckDB refuses to create it while the directory holds no part yet.
+    """
     pattern = str(directory / PART_GLOB).replace("'", "''")
     columns = ", ".join(COLUMN_NAMES)
     return (

@@ -1,0 +1,69 @@
+"""docker-compose.yml cannot run here (no Docker engine): check what can be checked."""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic_settings import BaseSettings
+
+import sms_replies.sinks
+from sms_replies.settings import Settings
+
+COMPOSE = Path(__file__).parents[2] / "docker-compose.yml"
+
+
+def known_variables() -> set[str]:
+    """SMS_REPLIES_* names of the main settings and of every built-in sink's settings."""
+    names = {f"SMS_REPLIES_{field.upper()}" for field in Settings.model_fields}
+    for module in pkgutil.iter_modules(sms_replies.sinks.__path__):
+        loaded = importlib.import_module(f"sms_replies.sinks.{module.name}")
+        for value in vars(loaded).values():
+            if isinstance(value, type) and issubclass(value, BaseSettings) and value is not Settings:
+                prefix = str(value.model_config.get("env_prefix", "")).upper()
+                names |= {f"{prefix}{field.upper()}" for field in value.model_fields}
+    return names
+
+
+def compose() -> dict[str, Any]:
+    loaded = yaml.safe_load(COMPOSE.read_text())
+    assert isinstance(loaded, dict)
+    return loaded
+
+
+def test_compose_parses_and_runs_kafka_in_kraft_mode() -> None:
+    services = compose()["services"]
+    assert {"kafka", "ingest", "worker", "sinks"} <= set(services)
+    kafka = services["kafka"]
+    assert kafka["image"].startswith("apache/kafka:")
+    assert kafka["environment"]["KAFKA_PROCESS_ROLES"] == "broker,controller"
+    assert [services[s]["command"] for s in ("ingest", "worker", "sinks")] == [
+        ["ingest"],
+        ["worker"],
+        ["sinks"],
+    ]
+
+
+def test_every_variable_compose_sets_is_a_setting() -> None:
+    known = known_variables()
+    used = {
+        name
+        for service in compose()["services"].values()
+        for name in (service.get("environment") or {})
+        if name.startswith("SMS_REPLIES_")
+    }
+    assert used, "compose sets no SMS_REPLIES_ variable"
+    assert used - known == set()
+
+
+def test_every_service_points_at_the_compose_kafka() -> None:
+    services = compose()["services"]
+    for name in ("ingest", "worker", "sinks"):
+        env = services[name]["environment"]
+        assert env["SMS_REPLIES_KAFKA_BOOTSTRAP"] == "kafka:9092"
+        assert env["SMS_REPLIES_KAFKA_EMBEDDED"] == "false"
+    listeners = services["kafka"]["environment"]["KAFKA_ADVERTISED_LISTENERS"]
+    assert "kafka:9092" in listeners
