@@ -6,8 +6,18 @@ import itertools
 from collections.abc import Callable
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from sms_replies.contract import Concat, RawPart
+
+# One profile for every property test: no per-example deadline (CI machines
+# are slow and shared; speed is measured in benchmarks, not in tests). Loading
+# hypothesis here, before Faust, also avoids a CPython 3.11.7 parser bug
+# ("AST constructor recursion depth mismatch") when its plugin imports it late.
+settings.register_profile(
+    "sms-replies", deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.load_profile("sms-replies")
 
 _ids = itertools.count(1)
 

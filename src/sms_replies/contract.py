@@ -103,6 +103,9 @@ class Reply:
     complete: bool
     received_at_ms: int
     provider_message_ids: tuple[str, ...]
+    last_part_at_ms: int | None = None  # when the last part arrived; None: same as received
+    late: bool = False  # a part that arrived after its message expired, published alone
+    part_numbers: tuple[int, ...] = ()  # which parts the text holds (empty: a single message)
 
     def encode(self) -> bytes:
         return orjson.dumps({"v": SCHEMA_VERSION, **_asdict(self)})
@@ -113,9 +116,33 @@ class Reply:
         del fields["v"]
         try:
             fields["provider_message_ids"] = tuple(fields["provider_message_ids"])
+            fields["part_numbers"] = tuple(fields.get("part_numbers", ()))
             return cls(**fields)
         except (TypeError, KeyError) as exc:
             raise RecordDecodeError(f"not a Reply record: {exc}") from None
+
+
+@dataclass(frozen=True, slots=True)
+class ExpiryTick:
+    """A clock record on the raw topic: 'it is now ``now_ms``' for the partition it lands on.
+
+    Expiry runs inside the stream, as an event of the partition that owns the
+    keys, so table updates and their changelog stay partition-consistent and
+    survive restarts and rebalances like any other event.
+    """
+
+    now_ms: int
+
+    def encode(self) -> bytes:
+        return orjson.dumps({"v": SCHEMA_VERSION, "tick_ms": self.now_ms})
+
+
+def decode_raw(data: bytes) -> RawPart | ExpiryTick:
+    """A record of the raw topic: a callback part or an expiry tick."""
+    fields = _load(data)
+    if "tick_ms" in fields:
+        return ExpiryTick(now_ms=int(fields["tick_ms"]))
+    return RawPart.from_dict(fields)
 
 
 @dataclass(frozen=True, slots=True)

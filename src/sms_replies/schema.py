@@ -42,6 +42,8 @@ COLUMNS: tuple[Column, ...] = (
     Column("received_at", "timestamp", False, "UTC time the ingress accepted the first part."),
     Column("ingested_at", "timestamp", False, "UTC time the row was written to this store."),
     Column("provider_message_ids", "text[]", False, "Provider messageId of each part, in order."),
+    Column("last_part_at", "timestamp", True, "UTC time the ingress accepted the last part."),
+    Column("late", "boolean", True, "A part that came after its message expired, stored alone."),
 )
 
 COLUMN_NAMES: tuple[str, ...] = tuple(c.name for c in COLUMNS)
@@ -68,6 +70,8 @@ def to_row(reply: Reply, ingested_at: datetime) -> tuple[Any, ...]:
         utc_from_ms(reply.received_at_ms),
         ingested_at,
         list(reply.provider_message_ids),
+        utc_from_ms(reply.last_part_at_ms or reply.received_at_ms),
+        reply.late,
     )
 
 

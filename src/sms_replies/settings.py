@@ -31,6 +31,28 @@ class Settings(BaseSettings):
         5.0, gt=0, description="Seconds to wait for the broker's ack before answering 503."
     )
     max_body_bytes: int = Field(65536, gt=0, description="Largest callback body accepted.")
+    max_query_bytes: int = Field(
+        8192, gt=0, description="Longest query string of a callback accepted (else 414)."
+    )
+    max_params: int = Field(
+        50, gt=0, description="Most parameters (query + body) in one callback (else 400)."
+    )
+    body_timeout: float = Field(
+        10.0, gt=0, description="Seconds to receive a callback's whole body (else 408)."
+    )
+    signature_secret: SecretStr | None = Field(
+        None,
+        description="When set, callbacks must carry a valid Vonage-style `sig` and a "
+        "recent `timestamp` (else 401).",
+    )
+    signature_method: Literal["md5hash", "md5", "sha1", "sha256", "sha512"] = Field(
+        "sha256",
+        description="How `sig` is computed: md5hash = MD5(params + secret); "
+        "md5|sha1|sha256|sha512 = HMAC of the params with the secret.",
+    )
+    signature_max_skew: float = Field(
+        300.0, gt=0, description="Largest age (either way, seconds) of a signed `timestamp`."
+    )
 
     # Kafka
     kafka_bootstrap: str | None = Field(
@@ -50,6 +72,15 @@ class Settings(BaseSettings):
     worker_web_port: int = Field(6066, ge=0, le=65535, description="Worker health/metrics.")
     reassembly_timeout: float = Field(
         1800.0, gt=0, description="Seconds without a new part before a long reply expires."
+    )
+    dedup_horizon: float = Field(
+        86400.0,
+        gt=0,
+        description="Seconds a closed long reply's parts are recognised as duplicates "
+        "(the provider retries for up to 24 h).",
+    )
+    expiry_tick_interval: float = Field(
+        5.0, gt=0, description="Seconds between expiry checks of pending long replies."
     )
 
     # Sinks

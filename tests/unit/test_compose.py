@@ -22,7 +22,8 @@ def known_variables() -> set[str]:
     for module in pkgutil.iter_modules(sms_replies.sinks.__path__):
         loaded = importlib.import_module(f"sms_replies.sinks.{module.name}")
         for value in vars(loaded).values():
-            if isinstance(value, type) and issubclass(value, BaseSettings) and value is not Settings:
+            is_settings = isinstance(value, type) and issubclass(value, BaseSettings)
+            if is_settings and value is not Settings:
                 prefix = str(value.model_config.get("env_prefix", "")).upper()
                 names |= {f"{prefix}{field.upper()}" for field in value.model_fields}
     return names

@@ -87,6 +87,14 @@ class DuckDBSink(Sink):
         con = connect(self.path)
         try:
             con.execute(ddl())
+            # Migration: columns added to the schema since the table was created.
+            present = {row[0] for row in con.execute(f"DESCRIBE {TABLE}").fetchall()}
+            for column in COLUMNS:
+                if column.name not in present:
+                    con.execute(
+                        f"ALTER TABLE {TABLE} ADD COLUMN {column.name} {_DUCKDB_TYPES[column.type]}"
+                    )
+                    log.info("duckdb sink: added column %s", column.name)
         finally:
             con.close()
         log.info("duckdb sink ready at %s", self.path)

@@ -1,25 +1,32 @@
 """The Faust worker: one agent reassembles raw parts into replies.
 
-Thin on purpose: decoding and reassembly are :mod:`.reassembly`; this module
-wires them to a topic, a table and a producer. At least once: Faust flushes
-the producer before it commits the raw offsets, and replies carry a
-deterministic ``reply_id`` that the sinks deduplicate on.
+Thin on purpose: decoding and reassembly are :mod:`.reassembly`, the expiry
+index :mod:`.expiry`; this module wires them to a topic, a table and a
+producer. At least once: Faust flushes the producer before it commits the raw
+offsets, and replies carry a deterministic ``reply_id`` that sinks deduplicate.
+
+Expiry runs in the stream: a leader timer writes an :class:`ExpiryTick` to
+every partition of the raw topic; the agent, handling the tick as an event of
+that partition, expires the partition's due keys. Table writes thus always
+happen in the context of the partition that owns the key.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import faust
 import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-import faust
 from sms_replies import metrics
-from sms_replies.contract import RawPart, Reply
+from sms_replies.contract import ExpiryTick, RawPart, Reply, decode_raw
 from sms_replies.settings import Settings
-from sms_replies.streams.reassembly import PendingMessage, accept
+from sms_replies.streams.expiry import ExpiryIndex, partition_of
+from sms_replies.streams.reassembly import PendingMessage, Step, accept, expire_due, next_deadline
 
 log = logging.getLogger(__name__)
 
@@ -63,56 +70,111 @@ def create_app(
     """The worker app. ``publish_*`` replace the topic sends (tests), ``overrides`` the conf."""
     app = faust.App(settings.worker_id, **{**faust_settings(settings), **overrides})
     topics = settings.topics
-    raw_topic = app.topic(topics.raw, partitions=settings.topic_partitions)
+    partitions = settings.topic_partitions
+    timeout_ms = int(settings.reassembly_timeout * 1000)
+    horizon_ms = int(settings.dedup_horizon * 1000)
+    raw_topic = app.topic(topics.raw, partitions=partitions)
     replies_topic = app.topic(topics.replies)
     dead_letter_topic = app.topic(topics.dead_letter)
     pending = app.Table(
         "pending",
         default=None,
-        partitions=settings.topic_partitions,
+        partitions=partitions,
         key_type=bytes,  # bytes types select Faust's "raw" codec: we encode ourselves
         value_type=bytes,
         help="State of each reassembly key (see streams.reassembly.PendingMessage).",
     )
+    index = ExpiryIndex()
 
     async def send_reply(reply: Reply) -> None:
         await replies_topic.send(key=reply.reply_id.encode(), value=reply.encode())
 
     async def send_dead_letter(value: bytes, error: str) -> None:
-        envelope = {
-            "stage": "reassembly",
-            "error": error,
-            "record": value.decode("utf-8", "replace"),
-        }
+        record = value.decode("utf-8", "replace")
+        envelope = {"stage": "reassembly", "error": error, "record": record}
         await dead_letter_topic.send(value=orjson.dumps(envelope))
 
     publish = publish_reply or send_reply
     dead_letter = publish_dead_letter or send_dead_letter
 
+    def deadline(state: PendingMessage) -> int:
+        return next_deadline(state, timeout_ms=timeout_ms, horizon_ms=horizon_ms)
+
+    async def apply(partition: int, key: bytes, step: Step) -> None:
+        if step.pending is None:
+            pending.pop(key, None)
+        else:
+            pending[key] = step.pending.encode()
+            index.schedule(partition, key, deadline(step.pending))
+        for reply in step.replies:
+            await publish(reply)
+            metrics.REPLIES_EMITTED.labels(str(reply.complete).lower()).inc()
+
+    async def on_part(partition: int, part: RawPart) -> None:
+        if part.concat is None:
+            for reply in accept(None, part).replies:
+                await publish(reply)
+                metrics.REPLIES_EMITTED.labels("true").inc()
+            metrics.PARTS_PROCESSED.labels("single").inc()
+            return
+        key = part.partition_key
+        held = pending.get(key)
+        step = accept(PendingMessage.decode(held) if held else None, part)
+        if not step.duplicate:
+            await apply(partition, key, step)
+        metrics.PARTS_PROCESSED.labels("duplicate" if step.duplicate else "part").inc()
+
+    async def on_tick(partition: int, tick: ExpiryTick) -> None:
+        if not index.is_indexed(partition):
+            index.rebuild(
+                partition,
+                (
+                    (key, deadline(PendingMessage.decode(value)))
+                    for key, value in pending.items()
+                    if value and partition_of(key, partitions) == partition
+                ),
+            )
+            log.info("expiry index of partition %d: %d keys", partition, len(index))
+        for key in index.pop_due(partition, tick.now_ms):
+            held = pending.get(key)
+            if held:
+                state = PendingMessage.decode(held)
+                await apply(
+                    partition,
+                    key,
+                    expire_due(state, tick.now_ms, timeout_ms=timeout_ms, horizon_ms=horizon_ms),
+                )
+        metrics.PENDING_MESSAGES.set(len(index))
+
     @app.agent(raw_topic, name="reassemble")
     async def reassemble(stream: faust.StreamT[bytes]) -> None:
-        async for value in stream:
+        async for event in stream.events():
+            value: bytes = event.value
+            partition: int = event.message.partition
             try:
-                part = RawPart.decode(value)
-                key = part.partition_key if part.concat is not None else None
-                held = pending.get(key) if key is not None else None
-                step = accept(PendingMessage.decode(held) if held else None, part)
+                record = decode_raw(value)
+                if isinstance(record, ExpiryTick):
+                    await on_tick(partition, record)
+                else:
+                    await on_part(partition, record)
             except Exception as exc:
                 # A record we cannot process is data for the dead-letter topic;
                 # crashing the agent would skip it silently and stall the stream.
                 log.exception("raw record sent to the dead-letter topic")
                 await dead_letter(value, f"{type(exc).__name__}: {exc}")
                 metrics.PARTS_PROCESSED.labels("dead_letter").inc()
-                continue
-            if key is not None and not step.duplicate:
-                if step.pending is None:
-                    pending.pop(key, None)
-                else:
-                    pending[key] = step.pending.encode()
-            for reply in step.replies:
-                await publish(reply)
-                metrics.REPLIES_EMITTED.labels(str(reply.complete).lower()).inc()
-            metrics.PARTS_PROCESSED.labels("duplicate" if step.duplicate else "accepted").inc()
+
+    @app.timer(settings.expiry_tick_interval, on_leader=True)  # type: ignore[untyped-decorator]
+    async def send_expiry_ticks() -> None:
+        tick = ExpiryTick(now_ms=time.time_ns() // 1_000_000).encode()
+        for partition in range(partitions):
+            await raw_topic.send(value=tick, partition=partition)
+
+    async def forget_revoked(sender: Any, *args: Any, signal: Any, **kwargs: Any) -> None:
+        revoked: set[Any] = args[0] if args else kwargs.get("revoked", set())
+        index.forget(tp.partition for tp in revoked if tp.topic == topics.raw)
+
+    app.on_partitions_revoked.connect(forget_revoked)
 
     @app.page("/metrics")
     async def metrics_page(web: Any, request: Any) -> Any:

@@ -1,9 +1,19 @@
 """Reassembly of long SMS replies from their parts: pure logic, no Faust, no I/O.
 
 The stream layer keeps one :class:`PendingMessage` per reassembly key
-(recipient, sender, concat-ref, concat-total) in a Faust table and calls
-:func:`accept` for each part; the returned :class:`Step` says what to store
-under the key and which replies to publish.
+(recipient, sender, concat-ref, concat-total) in a Faust table, calls
+:func:`accept` for each part and :func:`expire_due` when the key's
+:func:`next_deadline` has passed; the returned :class:`Step` says what to
+store under the key and which replies to publish.
+
+Lifecycle of a key::
+
+    parts arrive -> all parts: reply published, key keeps a tombstone
+                 -> no new part for ``timeout``: incomplete reply published,
+                    key keeps a tombstone marked expired
+    tombstone    -> re-delivered parts of the closed message are duplicates;
+                    a missing part of an expired message is published alone,
+                    ``late``; after ``horizon`` the key is deleted.
 """
 
 from __future__ import annotations
@@ -23,29 +33,41 @@ GAP_MARKER: Final = "[…]"
 
 
 @dataclass(frozen=True, slots=True)
-class PendingMessage:
-    """The state of one reassembly key.
+class Closed:
+    """The message last published under a key (the tombstone)."""
 
-    ``parts``: what was received so far of the message in progress, by part
-    number. ``completed``: provider ids of the message last published under this
-    key, so that a re-delivered part of it is recognised as a duplicate instead
-    of starting a phantom message (the provider delivers at least once).
-    """
+    ids: frozenset[str]  # provider ids of its parts: re-deliveries are duplicates
+    parts: frozenset[int]  # its part numbers
+    expired: bool  # published incomplete, on timeout
+    at_ms: int  # when it was closed (ingress time of its last part, or expiry time)
+
+
+@dataclass(frozen=True, slots=True)
+class PendingMessage:
+    """The state of one reassembly key: the message in progress and the last closed one."""
 
     total: int
     parts: Mapping[int, RawPart] = field(default_factory=dict)
-    completed: frozenset[str] = frozenset()
+    closed: Closed | None = None
 
     @property
     def last_received_ms(self) -> int:
         return max(p.received_at_ms for p in self.parts.values())
 
     def encode(self) -> bytes:
+        closed = self.closed
         return orjson.dumps(
             {
                 "total": self.total,
                 "parts": [p.as_dict() for p in self.parts.values()],
-                "completed": sorted(self.completed),
+                "closed": None
+                if closed is None
+                else {
+                    "ids": sorted(closed.ids),
+                    "parts": sorted(closed.parts),
+                    "expired": closed.expired,
+                    "at_ms": closed.at_ms,
+                },
             }
         )
 
@@ -54,18 +76,26 @@ class PendingMessage:
         try:
             fields = orjson.loads(data)
             parts = [RawPart.from_dict(raw) for raw in fields["parts"]]
+            closed = fields.get("closed")
             return cls(
                 total=int(fields["total"]),
                 parts={p.concat.part: p for p in parts if p.concat is not None},
-                completed=frozenset(fields.get("completed", ())),
+                closed=None
+                if closed is None
+                else Closed(
+                    ids=frozenset(closed["ids"]),
+                    parts=frozenset(closed["parts"]),
+                    expired=bool(closed["expired"]),
+                    at_ms=int(closed["at_ms"]),
+                ),
             )
-        except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
             raise RecordDecodeError(f"not a pending message: {exc}") from None
 
 
 @dataclass(frozen=True, slots=True)
 class Step:
-    """Outcome of one part: the key's new state (None: delete it) and replies to publish."""
+    """Outcome for one key: its new state (None: delete it) and replies to publish."""
 
     pending: PendingMessage | None
     replies: tuple[Reply, ...] = ()
@@ -76,40 +106,77 @@ def accept(pending: PendingMessage | None, part: RawPart) -> Step:
     """Add ``part`` to the message pending under its key.
 
     * A single message (no concat header) is a reply by itself; the state is untouched.
-    * A part already held, or part of the message last completed under this key,
-      with the same provider id, is a duplicate: ignored.
+    * A part already held, or of the message last closed under this key, with the
+      same provider id, is a duplicate: ignored.
     * A part whose number is already held under another provider id cannot belong
       to the pending message (concat-ref wrapped, or a new message reused it):
       the pending message is published as incomplete and the part starts a new one.
-    * When every part is there, the reply is published and the key keeps only
-      the completed ids (see :class:`PendingMessage`).
+    * A part missing from a message that expired is published alone, ``late``.
+    * When every part is there, the reply is published and the key keeps a tombstone.
     """
     concat = part.concat
     if concat is None:
         return Step(pending=pending, replies=(assemble([part], total=1),))
+    if pending is None:
+        pending = PendingMessage(total=concat.total)
+    closed = pending.closed
+    held = pending.parts.get(concat.part)
+    if (closed is not None and part.provider_message_id in closed.ids) or (
+        held is not None and held.provider_message_id == part.provider_message_id
+    ):
+        return Step(pending=pending, duplicate=True)
+    if (
+        not pending.parts
+        and closed is not None
+        and closed.expired
+        and concat.part not in closed.parts
+    ):
+        late = Closed(
+            ids=closed.ids | {part.provider_message_id},
+            parts=closed.parts | {concat.part},
+            expired=True,
+            at_ms=closed.at_ms,
+        )
+        reply = assemble([part], total=concat.total, late=True)
+        return Step(pending=PendingMessage(total=concat.total, closed=late), replies=(reply,))
     flushed: tuple[Reply, ...] = ()
     parts: dict[int, RawPart] = {}
-    completed: frozenset[str] = frozenset()
-    if pending is not None:
-        held = pending.parts.get(concat.part)
-        if part.provider_message_id in pending.completed or (
-            held is not None and held.provider_message_id == part.provider_message_id
-        ):
-            return Step(pending=pending, duplicate=True)
-        completed = pending.completed
-        if held is not None:
-            flushed = (assemble(pending.parts.values(), total=pending.total),)
-        else:
-            parts = dict(pending.parts)
+    if held is not None:
+        flushed = (assemble(pending.parts.values(), total=pending.total),)
+        closed = _closed(flushed[0], expired=True, at_ms=pending.last_received_ms)
+    else:
+        parts = dict(pending.parts)
     parts[concat.part] = part
     if len(parts) == concat.total:
         reply = assemble(parts.values(), concat.total)
-        done = PendingMessage(total=concat.total, completed=frozenset(reply.provider_message_ids))
-        return Step(pending=done, replies=(*flushed, reply))
-    return Step(
-        pending=PendingMessage(total=concat.total, parts=parts, completed=completed),
-        replies=flushed,
-    )
+        done = _closed(reply, expired=False, at_ms=max(p.received_at_ms for p in parts.values()))
+        done_state = PendingMessage(total=concat.total, closed=done)
+        return Step(pending=done_state, replies=(*flushed, reply))
+    in_progress = PendingMessage(total=concat.total, parts=parts, closed=closed)
+    return Step(pending=in_progress, replies=flushed)
+
+
+def next_deadline(pending: PendingMessage, *, timeout_ms: int, horizon_ms: int) -> int:
+    """Epoch ms at which :func:`expire_due` has something to do for this key."""
+    if pending.parts:
+        return pending.last_received_ms + timeout_ms
+    closed_at = pending.closed.at_ms if pending.closed is not None else 0
+    return closed_at + horizon_ms
+
+
+def expire_due(pending: PendingMessage, now_ms: int, *, timeout_ms: int, horizon_ms: int) -> Step:
+    """Publish a message whose parts stopped coming; forget a tombstone past the horizon.
+
+    ``timeout_ms`` is sliding: every new part pushes the deadline back.
+    ``horizon_ms`` is how long duplicates of a closed message are recognised.
+    """
+    if now_ms < next_deadline(pending, timeout_ms=timeout_ms, horizon_ms=horizon_ms):
+        return Step(pending=pending)
+    if not pending.parts:
+        return Step(pending=None)
+    reply = assemble(pending.parts.values(), total=pending.total)
+    closed = _closed(reply, expired=True, at_ms=now_ms)
+    return Step(pending=PendingMessage(total=pending.total, closed=closed), replies=(reply,))
 
 
 def expire(pending: PendingMessage) -> Reply:
@@ -117,7 +184,16 @@ def expire(pending: PendingMessage) -> Reply:
     return assemble(pending.parts.values(), total=pending.total)
 
 
-def assemble(parts: Iterable[RawPart], total: int) -> Reply:
+def _closed(reply: Reply, *, expired: bool, at_ms: int) -> Closed:
+    return Closed(
+        ids=frozenset(reply.provider_message_ids),
+        parts=frozenset(reply.part_numbers),
+        expired=expired,
+        at_ms=at_ms,
+    )
+
+
+def assemble(parts: Iterable[RawPart], total: int, *, late: bool = False) -> Reply:
     """Join parts by part number; a missing part shows as GAP_MARKER."""
     by_number = {p.concat.part if p.concat else 1: p for p in parts}
     ordered = [by_number[n] for n in sorted(by_number)]
@@ -131,6 +207,7 @@ def assemble(parts: Iterable[RawPart], total: int) -> Reply:
         )
     message_type = "stop" if any(p.message_type == "stop" for p in ordered) else first.message_type
     ids = tuple(p.provider_message_id for p in ordered)
+    source = stop_source(text, message_type)
     return Reply(
         reply_id=reply_id(first, ids),
         channel=first.channel,
@@ -138,13 +215,16 @@ def assemble(parts: Iterable[RawPart], total: int) -> Reply:
         recipient=first.recipient,
         text=text,
         keyword=keyword_of(text),
-        is_stop=stop_source(text, message_type) is not None,
-        stop_source=stop_source(text, message_type),
+        is_stop=source is not None,
+        stop_source=source,
         parts_expected=total,
         parts_received=len(by_number),
         complete=complete,
         received_at_ms=min(p.received_at_ms for p in ordered),
         provider_message_ids=ids,
+        last_part_at_ms=max(p.received_at_ms for p in ordered),
+        late=late,
+        part_numbers=tuple(sorted(by_number)),
     )
 
 

@@ -6,17 +6,14 @@ import asyncio
 from collections.abc import Callable
 from pathlib import Path
 
+import faust
 import pytest
 
-import faust
-from sms_replies.contract import RawPart, Reply
+from sms_replies.contract import ExpiryTick, RawPart, Reply
 from sms_replies.settings import Settings
 from sms_replies.streams.app import create_app
-from sms_replies.streams.reassembly import PendingMessage
-
-# Faust's test_context builds a consumer and producer it never closes (their
-# sockets and a loop surface as ResourceWarning at garbage collection).
-pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+from sms_replies.streams.expiry import partition_of
+from sms_replies.streams.reassembly import GAP_MARKER, PendingMessage
 
 
 @pytest.fixture
@@ -72,7 +69,8 @@ async def test_duplicates_before_and_after_completion_are_ignored(
     assert [r.text for r in replies] == ["ab"]
     state = PendingMessage.decode(app.tables["pending"][first.partition_key])
     assert state.parts == {}
-    assert state.completed == {first.provider_message_id, second.provider_message_id}
+    assert state.closed is not None
+    assert state.closed.ids == {first.provider_message_id, second.provider_message_id}
 
 
 async def test_single_message_passes_straight_through(
@@ -94,3 +92,53 @@ async def test_undecodable_record_goes_to_dead_letter_and_stream_goes_on(
     assert len(dead) == 1
     assert "not JSON" in dead[0]
     assert [r.text for r in replies] == ["Oui"]
+
+
+async def put_on_partition(app: faust.App, records: list[tuple[bytes, int]]) -> None:
+    """Put raw values on given partitions, as the broker would deliver them."""
+    agent = app.agents["reassemble"]
+    async with agent.test_context() as tested:
+        for value, partition in records:
+            await tested.put(value, key=None, partition=partition)
+
+
+async def test_expiry_ticks_publish_incomplete_then_late_then_forget(
+    harness: tuple[faust.App, list[Reply], list[str]], make_part: Callable[..., RawPart]
+) -> None:
+    app, replies, _ = harness
+    timeout_ms, horizon_ms = 1_800_000, 86_400_000  # the settings' defaults
+    t0 = 1_700_000_000_000
+    first = make_part(part=1, total=3, text="Bonjour ", received_at_ms=t0)
+    third = make_part(part=3, total=3, text="fin", received_at_ms=t0 + 60_000)
+    late = make_part(part=2, total=3, text="milieu ", received_at_ms=t0 + 4_000_000)
+    partition = partition_of(first.partition_key, 8)
+
+    def tick(now_ms: int) -> tuple[bytes, int]:
+        return ExpiryTick(now_ms=now_ms).encode(), partition
+
+    await put_on_partition(
+        app,
+        [
+            (first.encode(), partition),
+            (third.encode(), partition),
+            tick(t0 + 60_000 + timeout_ms - 1),  # sliding: the third part reset the clock
+        ],
+    )
+    assert replies == []
+    await put_on_partition(app, [tick(t0 + 60_000 + timeout_ms)])
+    [expired] = replies
+    assert (expired.text, expired.complete, expired.parts_received) == (
+        f"Bonjour {GAP_MARKER}fin",
+        False,
+        2,
+    )
+    assert expired.provider_message_ids == (first.provider_message_id, third.provider_message_id)
+
+    await put_on_partition(app, [(late.encode(), partition), (first.encode(), partition)])
+    assert [(r.text, r.late, r.complete) for r in replies[1:]] == [
+        (f"{GAP_MARKER}milieu {GAP_MARKER}", True, False)
+    ]
+    assert first.partition_key in app.tables["pending"]
+    await put_on_partition(app, [tick(t0 + 60_000 + timeout_ms + horizon_ms)])
+    assert first.partition_key not in app.tables["pending"]
+    assert len(replies) == 2
