@@ -170,7 +170,7 @@ def create_app(
         for partition in range(partitions):
             await raw_topic.send(value=tick, partition=partition)
 
-    async def forget_revoked(sender: Any, *args: Any, signal: Any, **kwargs: Any) -> None:
+    async def forget_revoked(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         revoked: set[Any] = args[0] if args else kwargs.get("revoked", set())
         index.forget(tp.partition for tp in revoked if tp.topic == topics.raw)
 
