@@ -99,6 +99,7 @@ def ingest(**overrides: Any) -> None:
 def worker(**overrides: Any) -> None:
     """The Faust worker that reassembles long replies."""
     from faust import Worker
+
     from sms_replies.broker.admin import ensure_topics
     from sms_replies.streams.app import create_app
 
@@ -149,11 +150,37 @@ def broker(host: str, port: int) -> None:
         signal.sigwait({signal.SIGINT, signal.SIGTERM})
 
 
+@main.command()
+@settings_options
+@converting_errors
+def api(**overrides: Any) -> None:
+    """The analytics API and dashboard (reads the DuckDB store)."""
+    from aiohttp import web
+
+    from sms_replies.analytics.api import create_api_app
+
+    settings = load_settings("api", overrides)
+    web.run_app(
+        create_api_app(
+            settings.duckdb_path,
+            default_tz=settings.analytics_tz,
+            store_timeout=settings.store_read_timeout,
+        ),
+        host=settings.http_host,
+        port=settings.api_port,
+        print=None,
+        access_log=None,
+    )
+
+
 def _attach_analytics() -> None:
     from sms_replies.analytics.cli import campaign_group, stats_command
+    from sms_replies.analytics.privacy_cli import erase_command, retention_command
 
     main.add_command(stats_command, "stats")
     main.add_command(campaign_group, "campaign")
+    main.add_command(retention_command, "retention")
+    main.add_command(erase_command, "erase")
 
 
-# _attach_analytics()
+_attach_analytics()

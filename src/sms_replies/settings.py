@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -93,7 +94,27 @@ class Settings(BaseSettings):
     data_dir: Path = Field(Path("data"), description="Local state: DuckDB file, worker state.")
     postgres_dsn: SecretStr | None = Field(None, description="PostgreSQL DSN for the sink.")
 
+    # Analytics and privacy
+    api_port: int = Field(8081, ge=0, le=65535, description="Port of the analytics API/dashboard.")
+    analytics_tz: str = Field(
+        "Europe/Paris", description="IANA zone for analytics buckets and displayed times."
+    )
+    store_read_timeout: float = Field(
+        2.0, gt=0, description="Seconds an analytics reader waits for the sink's write lock."
+    )
+    pseudonymize_key: SecretStr | None = Field(
+        None,
+        description="When set, senders are stored as 'h:' + HMAC-SHA256 of the number "
+        "under this key. Keep it secret and never change it.",
+    )
+
     log_level: LogLevel = Field("INFO", description="Log level of every process.")
+
+    @field_validator("analytics_tz")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        ZoneInfo(value)  # raises for an unknown zone
+        return value
 
     @field_validator("sinks", mode="before")
     @classmethod

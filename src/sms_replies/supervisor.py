@@ -102,7 +102,7 @@ class Pipeline:
                 replication_factor=settings.replication_factor,
             )
             env = {**os.environ, **settings.as_env()}
-            for command in ("worker", "sinks", "ingest"):
+            for command in ("worker", "sinks", "ingest", "api"):
                 self.children[command] = Child(command, env)
                 self.children[command].start()
             await self._announce()
@@ -125,6 +125,7 @@ class Pipeline:
         token = f"?token={s.callback_token.get_secret_value()}" if s.callback_token else ""
         where = "embedded broker" if s.kafka_embedded else "broker"
         log.info("%s at %s; DuckDB store at %s", where, s.kafka_bootstrap, s.duckdb_path)
+        log.info("dashboard: http://%s:%d/dashboard/", s.http_host, s.api_port)
         self.on_ready(f"{base}{CALLBACK_PATH}{token}")
 
     async def _supervise(self, stop: asyncio.Event) -> None:
@@ -142,8 +143,9 @@ class Pipeline:
 
     async def shutdown(self) -> None:
         """Ingress first, drain, then worker and sinks, then the broker. Idempotent."""
-        if "ingest" in self.children:
-            self.children["ingest"].terminate(timeout=30)
+        for front in ("ingest", "api"):
+            if front in self.children:
+                self.children[front].terminate(timeout=30)
         if self.children and self.settings.kafka_embedded:
             # In-memory broker: whatever is not in the store when it stops is gone.
             await self._drain()

@@ -82,10 +82,16 @@ async def test_summary_matches_hand_counts(
         1,
     )
     assert (t["stop_share"], t["multipart_share"], t["incomplete_share"]) == (0.25, 0.25, 0.125)
-    assert t["median_assembly_seconds"] is None
-    assert [(g["key"], g["stats"]["replies"]) for g in s["groups"]] == [
-        ("long_number", 6),
-        ("short_number", 2),
+    assert t["median_assembly_seconds"] == pytest.approx(
+        8.0
+    )  # long replies r3 (4.2 s) and r4 (11.8 s)
+    assert s["median_assembly_available"] is True
+    assert [
+        (g["key"], g["stats"]["replies"], g["stats"]["median_assembly_seconds"])
+        for g in s["groups"]
+    ] == [
+        ("long_number", 6, pytest.approx(8.0)),
+        ("short_number", 2, None),  # no long reply on the short number
     ]
     assert [(k["keyword"], k["replies"]) for k in s["keywords"]] == [
         ("OUI", 3),
@@ -293,7 +299,8 @@ async def test_dashboard_is_served_from_the_package(
     assert r.status == 200
     html = await r.text()
     assert "default-src 'self'" in r.headers["Content-Security-Policy"]
-    assert "http://" not in html and "https://" not in html  # no CDN
+    assert "http://" not in html
+    assert "https://" not in html
     for asset in ("app.js", "style.css", "vendor/uPlot.iife.min.js", "vendor/uPlot.min.css"):
         assert f"static/{asset}" in html
         r = await client.get(f"/dashboard/static/{asset}")

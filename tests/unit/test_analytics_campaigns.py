@@ -109,7 +109,8 @@ def test_campaign_stats_over_whole_window(db: Path) -> None:
     assert a.opt_out_rate == pytest.approx(0.01)
     short = items["short-promo"]
     assert (short.stats.replies, short.stats.stops) == (1, 1)  # r5; r6 is after the end
-    assert short.reply_rate is None and short.opt_out_rate is None
+    assert short.reply_rate is None
+    assert short.opt_out_rate is None
     jan = items["january-B"]
     assert jan.stats.replies == 0
     assert jan.stats.stop_share is None

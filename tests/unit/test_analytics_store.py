@@ -7,8 +7,10 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 
+import duckdb
 import pytest
 
 from sms_replies.analytics.campaigns import Campaign, declare_campaign
@@ -66,7 +68,10 @@ def test_reader_gives_up_with_a_retriable_error(db: Path) -> None:
 
 def test_campaign_declaration_waits_for_the_lock(db: Path) -> None:
     campaign = Campaign.create(
-        "c", short_number=True, start=_dt("2025-01-01T00:00Z"), end=_dt("2025-01-02T00:00Z")
+        "c",
+        short_number=True,
+        start=datetime.fromisoformat("2025-01-01T00:00Z"),
+        end=datetime.fromisoformat("2025-01-02T00:00Z"),
     )
     with held(db, 0.5):
         declare_campaign(db, campaign, timeout=10)
@@ -84,16 +89,8 @@ def test_not_a_database(tmp_path: Path) -> None:
 
 
 def test_store_without_tables_reads_empty(tmp_path: Path) -> None:
-    import duckdb
-
     path = tmp_path / "replies.duckdb"
     duckdb.connect(str(path)).close()
     with open_reader(path) as con:
         assert con.execute("SELECT count(*) FROM replies").fetchone() == (0,)
         assert con.execute("SELECT count(*) FROM campaigns").fetchone() == (0,)
-
-
-def _dt(text: str):  # type: ignore[no-untyped-def]
-    from datetime import datetime
-
-    return datetime.fromisoformat(text)

@@ -95,6 +95,7 @@ class SinkRunner:
         self._stopping.set()
 
     async def run(self) -> None:
+        await self._set_up()
         await self._consumer.start()
         try:
             while not self._stopping.is_set():
@@ -103,6 +104,24 @@ class SinkRunner:
                     await self._deliver(records)
         finally:
             await self._consumer.stop()  # sends LeaveGroup: the next member joins at once
+
+    async def _set_up(self) -> None:
+        """``Sink.setup`` with the same retries as writes: a store down at start is an outage."""
+        attempt = 0
+        while not self._stopping.is_set():
+            try:
+                await self.sink.setup()
+                return
+            except Exception as exc:
+                if isinstance(exc, SinkWriteError) and not exc.retriable:
+                    raise
+                delay = self.backoff.delay(attempt)
+                self.progress.last_error = str(exc)
+                log.warning(
+                    "sink %s: setup failed (%s); retry in %.1fs", self.sink.name, exc, delay
+                )
+                attempt += 1
+                await asyncio.sleep(delay)
 
     async def _next_batch(self) -> list[ConsumerRecord[bytes, bytes]]:
         """Up to batch_size records, waiting at most batch_timeout once the first arrived."""

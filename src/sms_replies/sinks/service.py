@@ -38,7 +38,6 @@ async def serve_sinks(settings: Settings, *, stop: asyncio.Event | None = None) 
     web_runner: web.AppRunner | None = None
     try:
         for sink in sinks:
-            await sink.setup()
             runners.append(
                 SinkRunner(
                     sink,

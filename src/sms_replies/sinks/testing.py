@@ -58,6 +58,11 @@ ReadBack = Callable[[], Awaitable[list[dict[str, Any]]]]
 BASE_MS = 1_700_000_000_123  # 2023-11-14T22:13:20.123Z: has milliseconds on purpose
 _DAY_MS = 86_400_000
 
+# Columns a store may keep at a coarser precision (ClickHouse 18.16: whole seconds).
+TIMESTAMP_COLUMNS = tuple(
+    c.name for c in COLUMNS if c.type == "timestamp" and c.name != "ingested_at"
+)
+
 
 # -- synthetic replies ---------------------------------------------------------
 
@@ -213,8 +218,9 @@ class SinkContract:
         for reply_id, row in want.items():
             got = dict(stored[reply_id])
             got.pop("ingested_at")
-            if row["received_at"] is not None:
-                row["received_at"] = floor_time(row["received_at"], self.timestamp_precision)
+            for column in TIMESTAMP_COLUMNS:
+                if row.get(column) is not None:
+                    row[column] = floor_time(row[column], self.timestamp_precision)
             assert got == row, f"row {reply_id} differs"
 
     # tests ---------------------------------------------------------------------

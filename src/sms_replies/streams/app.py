@@ -24,6 +24,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from sms_replies import metrics
 from sms_replies.contract import ExpiryTick, RawPart, Reply, decode_raw
+from sms_replies.privacy import pseudonymize_reply
 from sms_replies.settings import Settings
 from sms_replies.streams.expiry import ExpiryIndex, partition_of
 from sms_replies.streams.reassembly import PendingMessage, Step, accept, expire_due, next_deadline
@@ -94,7 +95,16 @@ def create_app(
         envelope = {"stage": "reassembly", "error": error, "record": record}
         await dead_letter_topic.send(value=orjson.dumps(envelope))
 
-    publish = publish_reply or send_reply
+    pseudonymize_key = (
+        settings.pseudonymize_key.get_secret_value().encode() if settings.pseudonymize_key else None
+    )
+    base_publish = publish_reply or send_reply
+
+    async def publish(reply: Reply) -> None:
+        # The one place replies leave the worker: with a key, no number in clear
+        # reaches the replies topic or any store.
+        await base_publish(pseudonymize_reply(reply, pseudonymize_key))
+
     dead_letter = publish_dead_letter or send_dead_letter
 
     def deadline(state: PendingMessage) -> int:

@@ -1,0 +1,420 @@
+"""``sms-replies stats`` and ``sms-replies campaign add|list|delete`` (click).
+
+The lead attaches :data:`stats_command` and :data:`campaign_group` to the
+``sms-replies`` group. Each reads ``<data-dir>/replies.duckdb`` (``--data-dir``,
+default ``$SMS_REPLIES_DATA_DIR`` or ``./data``) read-only, briefly, next to a
+running sink.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+import orjson
+from rich.console import Console
+from rich.table import Table
+
+from sms_replies.analytics.campaigns import (
+    Campaign,
+    CampaignStats,
+    campaign_stats,
+    declare_campaign,
+    delete_campaign,
+)
+from sms_replies.analytics.params import (
+    BUCKET_VALUES,
+    DEFAULT_TZ,
+    GROUP_BY_VALUES,
+    MAX_TOP,
+    Bucket,
+    GroupBy,
+    InvalidQueryError,
+    StatsQuery,
+    parse_time,
+    parse_zone,
+    time_range,
+)
+from sms_replies.analytics.queries import Stats, Summary, Timeseries, summary, timeseries, to_plain
+from sms_replies.analytics.store import DEFAULT_TIMEOUT, open_reader
+from sms_replies.errors import SmsRepliesError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+DB_FILE = "replies.duckdb"
+FORMATS = ("table", "json", "csv")
+_OPTION_NAMES = {"since": "--since", "until": "--until", "tz": "--tz", "start": "--start"}
+
+
+def data_dir_option(func: F) -> F:
+    return click.option(
+        "--data-dir",
+        type=click.Path(path_type=Path, file_okay=False),
+        envvar="SMS_REPLIES_DATA_DIR",
+        default=Path("data"),
+        show_default=True,
+        show_envvar=True,
+        help="Directory holding replies.duckdb.",
+    )(func)
+
+
+def tz_option(func: F) -> F:
+    return click.option(
+        "--tz",
+        default=DEFAULT_TZ,
+        envvar="SMS_REPLIES_ANALYTICS_TZ",
+        show_default=True,
+        show_envvar=True,
+        help="IANA zone: buckets, dates given without offset, and times shown.",
+    )(func)
+
+
+def format_option(func: F) -> F:
+    return click.option(
+        "--format",
+        "fmt",
+        type=click.Choice(FORMATS),
+        default="table",
+        show_default=True,
+        help="Output format.",
+    )(func)
+
+
+@contextmanager
+def _errors() -> Iterator[None]:
+    """Library errors as click errors: bad input exits 2, other failures 1."""
+    try:
+        yield
+    except InvalidQueryError as exc:
+        hint = _OPTION_NAMES.get(exc.param, f"--{exc.param.replace('_', '-')}")
+        raise click.BadParameter(exc.message, param_hint=hint) from None
+    except SmsRepliesError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _json(value: Any) -> str:
+    return orjson.dumps(
+        to_plain(value), option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS
+    ).decode()
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value * 100:.1f}%"
+
+
+def _when(value: datetime) -> str:
+    """Compact wall-clock time for tables (the zone is in the title)."""
+    return value.strftime("%Y-%m-%d %H:%M")
+
+
+def _num(value: float | None) -> str:
+    return "-" if value is None else f"{value:g}"
+
+
+def _csv(header: list[str], rows: list[list[Any]]) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(header)
+    for row in rows:
+        writer.writerow(["" if v is None else v for v in row])
+    return out.getvalue()
+
+
+_STAT_COLUMNS = [
+    "replies",
+    "senders",
+    "stops",
+    "stop_share",
+    "multipart",
+    "multipart_share",
+    "incomplete",
+    "incomplete_share",
+    "median_assembly_seconds",
+]
+
+
+def _stat_values(stats: Stats) -> list[Any]:
+    return [getattr(stats, name) for name in _STAT_COLUMNS]
+
+
+def _group_label(key: str | None, group_by: str | None) -> str:
+    if key is not None:
+        return key
+    return "(short number)" if group_by == "recipient" else "-"
+
+
+def _print_summary_table(console: Console, result: Summary, ts: Timeseries | None) -> None:
+    t = result.totals
+    title = f"Replies {_when(result.start)} -> {_when(result.end)} ({result.tz})"
+    if result.campaign:
+        title += f", campaign {result.campaign}"
+    table = Table(title=title)
+    table.add_column("statistic")
+    table.add_column("value", justify="right")
+    median = (
+        _num(t.median_assembly_seconds)
+        if result.median_assembly_available
+        else "n/a (no last_part_at column)"
+    )
+    for label, value in (
+        ("replies", str(t.replies)),
+        ("distinct senders", str(t.senders)),
+        ("STOPs", str(t.stops)),
+        ("STOP share", _pct(t.stop_share)),
+        ("multipart share", _pct(t.multipart_share)),
+        ("incomplete share", _pct(t.incomplete_share)),
+        ("median assembly (s)", median),
+    ):
+        table.add_row(label, value)
+    console.print(table)
+    if result.group_by is not None:
+        groups = Table(title=f"By {result.group_by}")
+        groups.add_column(result.group_by, overflow="fold", min_width=16)
+        for name in ("replies", "senders", "STOPs", "STOP share"):
+            groups.add_column(name, justify="right")
+        groups.add_column("multipart", justify="right")
+        groups.add_column("incomplete", justify="right")
+        if result.group_by == "campaign":
+            groups.add_column("delivered", justify="right")
+            groups.add_column("reply rate", justify="right")
+            groups.add_column("opt-out rate", justify="right")
+        for g in result.groups:
+            row = [
+                _group_label(g.key, result.group_by),
+                str(g.stats.replies),
+                str(g.stats.senders),
+                str(g.stats.stops),
+                _pct(g.stats.stop_share),
+                _pct(g.stats.multipart_share),
+                _pct(g.stats.incomplete_share),
+            ]
+            if result.group_by == "campaign":
+                row += [
+                    "-" if g.delivered is None else str(g.delivered),
+                    _pct(g.reply_rate),
+                    _pct(g.opt_out_rate),
+                ]
+            groups.add_row(*row)
+        console.print(groups)
+    keywords = Table(title="Top keywords")
+    keywords.add_column("keyword")
+    keywords.add_column("replies", justify="right")
+    keywords.add_column("share", justify="right")
+    for k in result.keywords:
+        keywords.add_row(k.keyword, str(k.replies), _pct(k.share))
+    console.print(keywords)
+    if ts is not None:
+        series = Table(title=f"Per {ts.bucket} ({ts.tz})")
+        series.add_column(ts.bucket)
+        if ts.group_by:
+            series.add_column(ts.group_by, overflow="fold", min_width=16)
+        for name in ("replies", "STOPs", "multipart", "incomplete"):
+            series.add_column(name, justify="right")
+        for s in ts.series:
+            for p in s.points:
+                row = [_when(p.t)]
+                if ts.group_by:
+                    row.append(_group_label(s.key, ts.group_by))
+                row += [str(p.replies), str(p.stops), str(p.multipart), str(p.incomplete)]
+                series.add_row(*row)
+        console.print(series)
+
+
+@click.command("stats")
+@data_dir_option
+@click.option(
+    "--since",
+    help="Start (inclusive): ISO date/date-time or relative (24h, 7d). Default: until - 7d.",
+)
+@click.option("--until", help="End (exclusive): ISO date/date-time or relative. Default: now.")
+@tz_option
+@click.option("--group-by", type=click.Choice(GROUP_BY_VALUES), help="Split the figures.")
+@click.option("--bucket", type=click.Choice(BUCKET_VALUES), help="Also count per hour or day.")
+@click.option("--campaign", help="Only the replies of this declared campaign.")
+@click.option(
+    "--top",
+    type=click.IntRange(1, MAX_TOP),
+    default=10,
+    show_default=True,
+    help="Keywords listed.",
+)
+@format_option
+def stats_command(
+    data_dir: Path,
+    since: str | None,
+    until: str | None,
+    tz: str,
+    group_by: GroupBy | None,
+    bucket: Bucket | None,
+    campaign: str | None,
+    top: int,
+    fmt: str,
+) -> None:
+    """Statistics of the stored replies: totals, STOPs, keywords, reassembly health.
+
+    JSON prints the summary object of GET /api/summary (plus "timeseries", the
+    object of GET /api/timeseries, with --bucket). CSV prints one row per
+    group (or per bucket with --bucket).
+    """
+    with _errors():
+        start, end = time_range(since, until, tz=tz)
+        q = StatsQuery(
+            start=start,
+            end=end,
+            tz=tz,
+            group_by=group_by,
+            bucket=bucket,
+            campaign=campaign,
+            top=top,
+        )
+        with open_reader(data_dir / DB_FILE, timeout=DEFAULT_TIMEOUT) as con:
+            result = summary(con, q)
+            ts = timeseries(con, q) if bucket else None
+    if fmt == "json":
+        plain = to_plain(result)
+        if ts is not None:
+            plain["timeseries"] = to_plain(ts)
+        click.echo(_json(plain))
+    elif fmt == "csv":
+        if ts is not None:
+            header = ["bucket", "group", "replies", "senders", "stops", "stop_share"]
+            header += ["multipart", "incomplete"]
+            rows = [
+                [
+                    p.t.isoformat(),
+                    s.key,
+                    p.replies,
+                    p.senders,
+                    p.stops,
+                    p.stop_share,
+                    p.multipart,
+                    p.incomplete,
+                ]
+                for s in ts.series
+                for p in s.points
+            ]
+        else:
+            header = ["group", *_STAT_COLUMNS, "delivered", "reply_rate", "opt_out_rate"]
+            rows = [["(total)", *_stat_values(result.totals), None, None, None]]
+            rows += [
+                [g.key, *_stat_values(g.stats), g.delivered, g.reply_rate, g.opt_out_rate]
+                for g in result.groups
+            ]
+        click.echo(_csv(header, rows), nl=False)
+    else:
+        _print_summary_table(Console(), result, ts)
+
+
+@click.group("campaign")
+def campaign_group() -> None:
+    """Declare, list and delete campaigns (windows of replies to one number)."""
+
+
+@campaign_group.command("add")
+@data_dir_option
+@click.argument("name")
+@click.option("--recipient", help="Long number the campaign was sent from (E.164 or national).")
+@click.option("--short-number", is_flag=True, help="A campaign on the short number instead.")
+@click.option("--start", required=True, help="Start of the reply window (ISO, inclusive).")
+@click.option("--end", required=True, help="End of the reply window (ISO, exclusive).")
+@click.option("--delivered", type=click.IntRange(min=0), help="Messages delivered (for rates).")
+@tz_option
+@click.option("--replace", is_flag=True, help="Replace a campaign of the same name.")
+def campaign_add(
+    data_dir: Path,
+    name: str,
+    recipient: str | None,
+    short_number: bool,
+    start: str,
+    end: str,
+    delivered: int | None,
+    tz: str,
+    replace: bool,
+) -> None:
+    """Declare campaign NAME: its replies are those to its number within [start, end)."""
+    with _errors():
+        campaign = Campaign.create(
+            name,
+            start=parse_time(start, tz=tz, param="start"),
+            end=parse_time(end, tz=tz, param="end"),
+            recipient=recipient,
+            short_number=short_number,
+            delivered=delivered,
+        )
+        declare_campaign(data_dir / DB_FILE, campaign, replace=replace)
+    target = campaign.recipient or "the short number"
+    click.echo(
+        f"campaign {campaign.name!r} declared: replies to {target} "
+        f"from {campaign.start.isoformat()} to {campaign.end.isoformat()}"
+    )
+
+
+@campaign_group.command("list")
+@data_dir_option
+@tz_option
+@format_option
+def campaign_list(data_dir: Path, tz: str, fmt: str) -> None:
+    """Declared campaigns with their figures over their whole window."""
+    with _errors():
+        zone = parse_zone(tz)
+        with open_reader(data_dir / DB_FILE) as con:
+            items = campaign_stats(con, tz=zone)
+    if fmt == "json":
+        click.echo(_json({"campaigns": items}))
+    elif fmt == "csv":
+        header = ["name", "channel", "recipient", "start", "end", "delivered"]
+        header += ["replies", "senders", "stops", "stop_share", "reply_rate", "opt_out_rate"]
+        click.echo(_csv(header, [_campaign_row(c) for c in items]), nl=False)
+    else:
+        table = Table(title=f"Campaigns ({tz})")
+        table.add_column("name", overflow="fold")
+        table.add_column("number", overflow="fold")
+        table.add_column("window", min_width=16)
+        for name in ("sent", "replies", "STOPs", "reply%", "opt-out%"):
+            table.add_column(name, justify="right")
+        for c in items:
+            table.add_row(
+                c.campaign.name,
+                c.campaign.recipient or "(short number)",
+                f"{_when(c.campaign.start)}\n{_when(c.campaign.end)}",
+                "-" if c.campaign.delivered is None else str(c.campaign.delivered),
+                str(c.stats.replies),
+                str(c.stats.stops),
+                _pct(c.reply_rate),
+                _pct(c.opt_out_rate),
+            )
+        Console().print(table)
+
+
+def _campaign_row(c: CampaignStats) -> list[Any]:
+    k = c.campaign
+    return [
+        k.name,
+        k.channel,
+        k.recipient,
+        k.start.isoformat(),
+        k.end.isoformat(),
+        k.delivered,
+        c.stats.replies,
+        c.stats.senders,
+        c.stats.stops,
+        c.stats.stop_share,
+        c.reply_rate,
+        c.opt_out_rate,
+    ]
+
+
+@campaign_group.command("delete")
+@data_dir_option
+@click.argument("name")
+def campaign_delete(data_dir: Path, name: str) -> None:
+    """Forget campaign NAME (its replies stay)."""
+    with _errors():
+        delete_campaign(data_dir / DB_FILE, name)
+    click.echo(f"campaign {name!r} deleted")
