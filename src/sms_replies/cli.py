@@ -158,14 +158,17 @@ def api(**overrides: Any) -> None:
     from aiohttp import web
 
     from sms_replies.analytics.api import create_api_app
+    from sms_replies.health import add_health_route
 
     settings = load_settings("api", overrides)
+    app = create_api_app(
+        settings.duckdb_path,
+        default_tz=settings.analytics_tz,
+        store_timeout=settings.store_read_timeout,
+    )
+    add_health_route(app, settings)
     web.run_app(
-        create_api_app(
-            settings.duckdb_path,
-            default_tz=settings.analytics_tz,
-            store_timeout=settings.store_read_timeout,
-        ),
+        app,
         host=settings.http_host,
         port=settings.api_port,
         print=None,

@@ -48,6 +48,7 @@ class SinkProgress:
     failed_attempts: int = 0
     last_error: str | None = None
     last_write_monotonic: float | None = None
+    lag: int = 0
     assigned: set[TopicPartition] = field(default_factory=set)
 
 
@@ -77,6 +78,7 @@ class SinkRunner:
         self.dead_letters = dead_letters
         self.backoff = backoff or Backoff()
         self.progress = SinkProgress()
+        self._committed: dict[TopicPartition, int] = {}
         self._stopping = asyncio.Event()
         self._consumer = AIOKafkaConsumer(
             topics.replies,
@@ -139,7 +141,21 @@ class SinkRunner:
             if deadline is not None and time.monotonic() >= deadline:
                 break
         self.progress.assigned = set(self._consumer.assignment())
+        self._record_lag(records)
         return records
+
+    def _record_lag(self, records: Sequence[ConsumerRecord[bytes, bytes]]) -> None:
+        """Replies not yet written: fetch high watermarks (right on Tansu too) minus position."""
+        next_offsets = {TopicPartition(r.topic, r.partition): r.offset + 1 for r in records}
+        lag = 0
+        for tp in self.progress.assigned:
+            highwater = self._consumer.highwater(tp)
+            if highwater is None:
+                continue
+            position = next_offsets.get(tp, self._committed.get(tp, highwater))
+            lag += max(highwater - position, 0)
+        self.progress.lag = lag
+        metrics.SINK_LAG.labels(self.sink.name).set(lag)
 
     async def _deliver(self, records: Sequence[ConsumerRecord[bytes, bytes]]) -> None:
         replies: list[Reply] = []
@@ -220,6 +236,7 @@ class SinkRunner:
             offsets[tp] = max(offsets.get(tp, 0), record.offset + 1)
         try:
             await self._consumer.commit(offsets)
+            self._committed.update(offsets)
         except CommitFailedError as exc:
             # A rebalance took the partitions away; their new owner replays the
             # batch and the idempotent write absorbs it.

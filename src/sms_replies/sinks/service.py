@@ -75,6 +75,7 @@ async def _start_web(runners: list[SinkRunner], settings: Settings) -> web.AppRu
                 "written": r.progress.written,
                 "dead_lettered": r.progress.dead_lettered,
                 "failed_attempts": r.progress.failed_attempts,
+                "lag": r.progress.lag,
                 "last_error": r.progress.last_error,
                 "seconds_since_last_write": (
                     None

@@ -1,0 +1,50 @@
+"""One health view of the whole pipeline: asks each process's own health endpoint."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from sms_replies.settings import Settings
+
+HEALTH_SETTINGS = web.AppKey("health_settings", Settings)
+
+
+def endpoints(settings: Settings) -> dict[str, str]:
+    host = settings.http_host if settings.http_host != "0.0.0.0" else "127.0.0.1"
+    return {
+        "ingest": f"http://{host}:{settings.http_port}/readyz",
+        "worker": f"http://{host}:{settings.worker_web_port}/healthz",
+        "sinks": f"http://{host}:{settings.sinks_web_port}/healthz",
+    }
+
+
+async def _probe(session: aiohttp.ClientSession, url: str) -> dict[str, Any]:
+    try:
+        async with session.get(url) as response:
+            detail = await response.json(content_type=None)
+            return {"up": response.status == 200, "status": response.status, "detail": detail}
+    except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+        return {"up": False, "status": None, "detail": type(exc).__name__}
+
+
+async def pipeline_health(settings: Settings) -> dict[str, Any]:
+    timeout = aiohttp.ClientTimeout(total=2)
+    async with aiohttp.ClientSession(timeout=timeout) as session:
+        names = list(endpoints(settings))
+        results = await asyncio.gather(*(_probe(session, u) for u in endpoints(settings).values()))
+    components = dict(zip(names, results, strict=True))
+    return {"up": all(c["up"] for c in components.values()), "components": components}
+
+
+async def handle_pipeline_health(request: web.Request) -> web.Response:
+    report = await pipeline_health(request.app[HEALTH_SETTINGS])
+    return web.json_response(report, status=200 if report["up"] else 503)
+
+
+def add_health_route(app: web.Application, settings: Settings) -> None:
+    app[HEALTH_SETTINGS] = settings
+    app.router.add_get("/health", handle_pipeline_health)
