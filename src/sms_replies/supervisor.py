@@ -22,10 +22,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import aiohttp
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
 
 from sms_replies.broker.admin import ensure_topics
 from sms_replies.broker.embedded import EmbeddedBroker
 from sms_replies.broker.lag import group_lag
+from sms_replies.contract import ExpiryTick
 from sms_replies.ingest.app import CALLBACK_PATH
 from sms_replies.procs import spawn
 from sms_replies.settings import Settings
@@ -34,6 +37,8 @@ from sms_replies.sinks.runner import group_id
 log = logging.getLogger(__name__)
 
 RESTART_BACKOFF_MAX = 30.0
+# Later than any deadline: expires every pending message and tombstone.
+FLUSH_ALL_MS = 2**62
 
 
 @dataclass
@@ -157,8 +162,31 @@ class Pipeline:
             self.broker.stop()
             self.broker = None
 
+    async def _flush_pending(self) -> None:
+        """Publish every long reply still waiting for parts, as incomplete.
+
+        The embedded broker keeps the worker's changelog in memory only: a part
+        held in the table when it stops would be lost. An expiry tick from far in
+        the future expires them all, through the same path as a timeout; a part
+        that comes after the restart is stored on its own (nothing is dropped).
+        """
+        s = self.settings
+        producer = AIOKafkaProducer(bootstrap_servers=s.bootstrap, acks="all")
+        await producer.start()
+        try:
+            tick = ExpiryTick(now_ms=FLUSH_ALL_MS).encode()
+            for partition in range(s.topic_partitions):
+                await producer.send_and_wait(s.topics.raw, tick, partition=partition)
+        finally:
+            await producer.stop()
+        log.info("asked the worker to publish pending long replies before the broker stops")
+
     async def _drain(self) -> None:
         s = self.settings
+        try:
+            await self._flush_pending()
+        except KafkaError as exc:
+            log.warning("cannot flush pending replies (%s)", exc)
         groups = [(s.worker_id, s.topics.raw)] + [
             (group_id(s.topic_prefix, name), s.topics.replies) for name in s.sinks
         ]

@@ -1,0 +1,76 @@
+"""`sms-replies run` as a user starts it: embedded broker, all processes, graceful stop."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from sms_replies.broker.embedded import free_port
+from tests.integration.conftest import read_rows, wait_ready
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.mark.timeout(180)
+async def test_run_accepts_callbacks_and_stops_without_losing_any(tmp_path: Path) -> None:
+    ports = {name: free_port() for name in ("HTTP", "API", "WORKER_WEB", "SINKS_WEB")}
+    env = {
+        **os.environ,
+        **{f"SMS_REPLIES_{name}_PORT": str(port) for name, port in ports.items()},
+        "SMS_REPLIES_DATA_DIR": str(tmp_path / "data"),
+        "SMS_REPLIES_CALLBACK_TOKEN": "t0ken",
+        "SMS_REPLIES_SINK_BATCH_TIMEOUT": "0.2",
+    }
+    env.pop("SMS_REPLIES_KAFKA_BOOTSTRAP", None)
+    with (tmp_path / "run.log").open("wb") as log:
+        run = subprocess.Popen(
+            [sys.executable, "-m", "sms_replies", "run"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=log,
+        )
+    try:
+        assert run.stdout is not None
+        line = await asyncio.to_thread(run.stdout.readline)
+        url = line.decode().rsplit(" ", 1)[-1].strip()
+        assert url == f"http://127.0.0.1:{ports['HTTP']}/callbacks/smspartner?token=t0ken"
+        await wait_ready(f"http://127.0.0.1:{ports['API']}/health", timeout=60)
+        async with aiohttp.ClientSession() as session:
+            single = {
+                "msisdn": "33612345678",
+                "to": "33756781234",
+                "messageId": "s1",
+                "text": "Oui",
+            }
+            half = {
+                "msisdn": "33612345678",
+                "to": "33756781234",
+                "messageId": "p1",
+                "concat": "true",
+                "concat-ref": "7",
+                "concat-total": "2",
+                "concat-part": "1",
+                "text": "Je viens ",
+            }
+            for body in (single, half):
+                async with session.post(url, data=body) as response:
+                    assert response.status == 200
+    finally:
+        run.send_signal(signal.SIGINT)  # Ctrl-C
+        code = await asyncio.to_thread(run.wait, 90)
+        assert run.stdout is not None
+        run.stdout.close()
+    assert code == 0
+    rows = read_rows(tmp_path / "data" / "replies.duckdb")
+    # The half-received reply is not lost with the in-memory broker: published incomplete.
+    assert sorted((r["text"], r["complete"]) for r in rows) == [
+        ("Je viens […]", False),
+        ("Oui", True),
+    ]
