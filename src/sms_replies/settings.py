@@ -49,7 +49,7 @@ class Settings(BaseSettings):
     signature_method: Literal["md5hash", "md5", "sha1", "sha256", "sha512"] = Field(
         "sha256",
         description="How `sig` is computed: md5hash = MD5(params + secret); "
-        "md5|sha1|sha256|sha512 = HMAC of the params with the secret.",
+        "md5, sha1, sha256 or sha512 = HMAC of the params with the secret.",
     )
     signature_max_skew: float = Field(
         300.0, gt=0, description="Largest age (either way, seconds) of a signed `timestamp`."

@@ -1,42 +1,61 @@
 """The aiohttp ingress: ``/callbacks/smspartner``, health and metrics.
 
-The handler stays thin: read parameters, :func:`parse_callback`, publish,
-answer. 200 only after the broker acknowledged; 503 + Retry-After when it did
-not, so the provider retries; 4xx for bad input, which is kept in the rejects
-topic for audit. No response carries internal detail.
+The handler stays thin: check the request's limits and credentials, read the
+parameters, :func:`parse_callback`, publish, answer. 200 only after the broker
+acknowledged; 503 + Retry-After when it did not, so the provider retries; 4xx
+for bad input, which is kept in the rejects topic for audit. Every answer is a
+small JSON object without internal detail, errors of the router (404, 405) and
+unexpected exceptions (500) included: see docs/security.md.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
 import time
 from collections.abc import AsyncIterator
+from http import HTTPStatus
 from typing import Any
 
 import orjson
 from aiohttp import web
+from aiohttp.typedefs import Handler
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from sms_replies import metrics
 from sms_replies.errors import BrokerUnavailable, InvalidCallback
 from sms_replies.ingest.parsing import parse_callback
 from sms_replies.ingest.publisher import Publisher
+from sms_replies.ingest.signature import SignatureError, verify_signature
 from sms_replies.settings import Settings
 
 log = logging.getLogger(__name__)
 
 CALLBACK_PATH = "/callbacks/smspartner"
 RETRY_AFTER_SECONDS = "5"
+# Request line = method + path + '?' + query + version: room for the path around the query.
+REQUEST_LINE_SLACK = 1024
 
 PUBLISHER = web.AppKey("publisher", Publisher)
 SETTINGS = web.AppKey("settings", Settings)
 
+_JSON_TYPE = "application/json"
 _FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
+_UNSUPPORTED_TYPE = (
+    "unsupported content type: use application/x-www-form-urlencoded, "
+    "multipart/form-data or application/json"
+)
 
 
 def create_app(settings: Settings, publisher: Publisher | None = None) -> web.Application:
-    app = web.Application(client_max_size=settings.max_body_bytes)
+    app = web.Application(
+        client_max_size=settings.max_body_bytes,
+        middlewares=[_errors_as_json],
+        # Let a query up to max_query_bytes reach the handler (answered 414 there,
+        # and audited); a longer request line is refused by aiohttp's parser.
+        handler_args={"max_line_size": max(8190, settings.max_query_bytes + REQUEST_LINE_SLACK)},
+    )
     app[SETTINGS] = settings
     app[PUBLISHER] = publisher or Publisher(
         settings.bootstrap, settings.topics, timeout=settings.publish_timeout
@@ -61,11 +80,50 @@ async def _publisher_lifecycle(app: web.Application) -> AsyncIterator[None]:
 
 
 class _Rejected(Exception):
-    def __init__(self, status: int, reason: str, problems: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        reason: str,
+        problems: dict[str, str] | None = None,
+        *,
+        close: bool = False,
+    ) -> None:
         super().__init__(reason)
         self.status = status
         self.reason = reason
         self.problems = problems or {}
+        self.close = close  # answer with Connection: close (body left unread)
+
+
+@web.middleware
+async def _errors_as_json(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """aiohttp's own error pages (404, 405...) and any unexpected exception, as JSON.
+
+    Both are rejects like the handler's: counted and kept for audit. A 500 never
+    says more than "internal error"; the traceback goes to the log only.
+    """
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
+        rejected = _Rejected(exc.status, _phrase(exc.status))
+        return await _reject(request, request.app[PUBLISHER], rejected, headers=headers)
+    except Exception:
+        log.exception("internal error on %s %s", request.method, request.path)
+        try:
+            return await _reject(request, request.app[PUBLISHER], _Rejected(500, "internal error"))
+        except Exception:
+            log.exception("internal error while rejecting %s %s", request.method, request.path)
+            return _json({"error": "internal error"}, status=500)
+
+
+def _phrase(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase.lower()
+    except ValueError:
+        return "error"
 
 
 async def handle_callback(request: web.Request) -> web.Response:
@@ -73,8 +131,10 @@ async def handle_callback(request: web.Request) -> web.Response:
     settings = request.app[SETTINGS]
     publisher = request.app[PUBLISHER]
     try:
+        _check_query(request, settings)
         _check_token(request, settings)
-        params = await _read_params(request)
+        params = await _read_params(request, settings)
+        _check_signature(params, settings)
         try:
             part = parse_callback(params, received_at_ms)
         except InvalidCallback as exc:
@@ -95,41 +155,94 @@ async def handle_callback(request: web.Request) -> web.Response:
     return _json({"status": "accepted"})
 
 
+def _check_query(request: web.Request, settings: Settings) -> None:
+    if len(request.rel_url.raw_query_string) > settings.max_query_bytes:
+        raise _Rejected(414, "query string too long")
+    if len(request.query) > settings.max_params:
+        raise _Rejected(400, "invalid callback", {"callback": "too many parameters"})
+
+
 def _check_token(request: web.Request, settings: Settings) -> None:
     if settings.callback_token is None:
         return
-    given = request.query.get("token", "")
-    expected = settings.callback_token.get_secret_value()
-    if not hmac.compare_digest(given.encode(), expected.encode()):
+    # Constant time whether the token is missing, short, long or wrong.
+    given = request.query.get("token", "").encode("utf-8", "replace")
+    expected = settings.callback_token.get_secret_value().encode()
+    if not hmac.compare_digest(given, expected):
         raise _Rejected(401, "missing or wrong token")
 
 
-async def _read_params(request: web.Request) -> dict[str, Any]:
-    params: dict[str, Any] = {key: request.query.getone(key) for key in request.query}
-    if request.method != "POST" or not request.body_exists:
-        return params
-    content_type = request.content_type
+def _check_signature(params: dict[str, Any], settings: Settings) -> None:
+    if settings.signature_secret is None:
+        return
     try:
-        if content_type == "application/json":
-            body = orjson.loads(await request.read())
-            if not isinstance(body, dict):
-                raise _Rejected(400, "invalid callback", {"body": "expected a JSON object"})
-            params.update(body)
-        elif content_type in _FORM_TYPES:
-            form = await request.post()
-            params.update({key: form.getone(key) for key in form if isinstance(form[key], str)})
-        else:
-            raise _Rejected(415, f"unsupported content type {content_type!r}")
-    except orjson.JSONDecodeError:
-        raise _Rejected(400, "invalid callback", {"body": "not valid JSON"}) from None
-    except web.HTTPRequestEntityTooLarge:
-        raise _Rejected(413, "body too large") from None
-    except UnicodeDecodeError:
-        raise _Rejected(400, "invalid callback", {"body": "not valid UTF-8"}) from None
+        verify_signature(
+            params,
+            settings.signature_secret.get_secret_value(),
+            settings.signature_method,
+            now=time.time(),
+            max_skew=settings.signature_max_skew,
+        )
+    except SignatureError as exc:
+        raise _Rejected(401, exc.reason) from None
+
+
+async def _read_params(request: web.Request, settings: Settings) -> dict[str, Any]:
+    """Query and body parameters as one dict; a key given twice is refused."""
+    items: list[tuple[str, Any]] = list(request.query.items())
+    if request.method == "POST" and request.body_exists:
+        items.extend(await _read_body(request, settings))
+    if len(items) > settings.max_params:
+        raise _Rejected(400, "invalid callback", {"callback": "too many parameters"})
+    params: dict[str, Any] = {}
+    duplicated: set[str] = set()
+    for key, value in items:
+        if key in params:
+            duplicated.add(key)
+        params[key] = value
+    if duplicated:
+        problems = {key: "parameter given more than once" for key in sorted(duplicated)}
+        raise _Rejected(400, "invalid callback", problems)
     return params
 
 
-async def _reject(request: web.Request, publisher: Publisher, rejected: _Rejected) -> web.Response:
+async def _read_body(request: web.Request, settings: Settings) -> list[tuple[str, Any]]:
+    content_type = request.content_type
+    if content_type != _JSON_TYPE and content_type not in _FORM_TYPES:
+        raise _Rejected(415, _UNSUPPORTED_TYPE)
+    declared = request.content_length
+    if declared is not None and declared > settings.max_body_bytes:
+        raise _Rejected(413, "body too large", close=True)  # refused before reading a byte
+    try:
+        async with asyncio.timeout(settings.body_timeout):
+            if content_type == _JSON_TYPE:
+                body = orjson.loads(await request.read())
+                if not isinstance(body, dict):
+                    raise _Rejected(400, "invalid callback", {"body": "expected a JSON object"})
+                return list(body.items())
+            form = await request.post()
+            return [(key, value) for key, value in form.items() if isinstance(value, str)]
+    except web.HTTPRequestEntityTooLarge:  # chunked, or longer than its Content-Length said
+        raise _Rejected(413, "body too large", close=True) from None
+    except TimeoutError:
+        raise _Rejected(408, "body not received in time", close=True) from None
+    except orjson.JSONDecodeError:
+        raise _Rejected(400, "invalid callback", {"body": "not valid JSON"}) from None
+    except UnicodeDecodeError:
+        raise _Rejected(400, "invalid callback", {"body": "not valid UTF-8"}) from None
+    except _Rejected:
+        raise
+    except Exception as exc:  # the body's framing or encoding is the client's doing
+        log.debug("malformed body: %r", exc)
+        raise _Rejected(400, "invalid callback", {"body": "malformed body"}, close=True) from None
+
+
+async def _reject(
+    request: web.Request,
+    publisher: Publisher,
+    rejected: _Rejected,
+    headers: dict[str, str] | None = None,
+) -> web.Response:
     metrics.CALLBACKS.labels(f"rejected_{rejected.status}").inc()
     audit = orjson.dumps(
         {
@@ -156,7 +269,10 @@ async def _reject(request: web.Request, publisher: Publisher, rejected: _Rejecte
     body: dict[str, Any] = {"error": rejected.reason}
     if rejected.problems:
         body["problems"] = rejected.problems
-    return _json(body, status=rejected.status)
+    response = _json(body, status=rejected.status, headers=headers)
+    if rejected.close:
+        response.force_close()
+    return response
 
 
 def _body_for_audit(request: web.Request) -> str | None:

@@ -18,7 +18,7 @@ from datetime import datetime
 from typing import Annotated, Any, Final, Literal, TypeVar
 
 import phonenumbers
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from sms_replies.contract import Concat, RawPart
 from sms_replies.errors import InvalidCallback
@@ -31,8 +31,24 @@ DEFAULT_REGION: Final = "FR"  # national numbers (06...) are French: SMS Partner
 # Parameters that carry our own authentication, never part of the callback.
 AUTH_PARAMS: Final = frozenset({"token", "sig"})
 
-Text = Annotated[str, Field(max_length=MAX_TEXT)]
-Id = Annotated[str, Field(min_length=1, max_length=MAX_ID)]
+
+def _printable(value: str) -> str:
+    """Identifiers are keys downstream (Kafka, SQL): no control characters (NUL...)."""
+    if any(ord(char) < 0x20 or ord(char) == 0x7F for char in value):
+        raise ValueError("control characters are not allowed")
+    return value
+
+
+# Every field has a bound: a callback is small whatever its encoding. The text
+# is kept as sent (a GSM '@' may arrive as NUL from a careless gateway).
+def _gsm_at(text: str) -> str:
+    # GSM 03.38 codes '@' as 0x00; gateways that pass the septet through send a
+    # NUL, which no store accepts in text.
+    return text.replace("\x00", "@")
+
+
+Text = Annotated[str, Field(max_length=MAX_TEXT), AfterValidator(_gsm_at)]
+Id = Annotated[str, Field(min_length=1, max_length=MAX_ID), AfterValidator(_printable)]
 Phone = Annotated[str, Field(min_length=1, max_length=MAX_PHONE)]
 
 
@@ -61,7 +77,10 @@ class LongNumberCallback(_Callback):
     @classmethod
     def _timestamp_format(cls, value: str | None) -> str | None:
         if value is not None:
-            datetime.strptime(value, "%Y-%m-%d %H:%M:%S")  # raises ValueError -> 400
+            try:
+                datetime.strptime(value, "%Y-%m-%d %H:%M:%S")
+            except ValueError:  # -> 400; strptime's own message would echo the input
+                raise ValueError("expected YYYY-MM-DD HH:MM:SS") from None
         return value
 
 
@@ -69,7 +88,7 @@ class ShortNumberCallback(_Callback):
     type: Literal["response", "stop"]
     phone_number: Phone
     text: Text = ""
-    message_id: Annotated[str, Field(max_length=MAX_ID)] = ""
+    message_id: Annotated[str, Field(max_length=MAX_ID), AfterValidator(_printable)] = ""
 
 
 def parse_callback(params: Mapping[str, Any], received_at_ms: int) -> RawPart:

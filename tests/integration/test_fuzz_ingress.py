@@ -1,0 +1,29 @@
+"""A short fuzz run (2,000 hostile requests) against a real ingress process.
+
+The full run is ``python -m benchmarks.fuzz_ingress --requests 100000``.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from benchmarks.fuzz_ingress import run
+
+from sms_replies.broker.embedded import EmbeddedBroker
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.mark.timeout(90)
+def test_two_thousand_hostile_requests_never_break_the_ingress(broker: EmbeddedBroker) -> None:
+    started = time.monotonic()
+    figures = run(2_000, seed=11, concurrency=32, bootstrap=broker.bootstrap)
+    assert figures["requests"] == 2_000
+    assert figures["ingress_alive"]
+    assert figures["valid_after"] == 200
+    assert not [s for s in figures["statuses"] if s.startswith("5") and s != "503"]
+    assert figures["leaks"] == 0
+    # Every JSON refusal the clients saw is in the rejects topic.
+    assert figures["audited"] >= figures["app_rejects_answered"] > 1_000
+    assert time.monotonic() - started < 60

@@ -1,0 +1,365 @@
+"""The ingress's defences, over real HTTP with an in-memory publisher (no broker).
+
+Every refusal must be a small JSON answer, counted, and kept for audit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import orjson
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+
+from sms_replies import metrics
+from sms_replies.contract import RawPart, Topics
+from sms_replies.ingest.app import CALLBACK_PATH, create_app
+from sms_replies.ingest.publisher import Publisher
+from sms_replies.settings import Settings
+
+CALLBACK = {"msisdn": "33612345678", "to": "33756781234", "messageId": "m-1", "text": "Oui"}
+Client = TestClient[web.Request, web.Application]
+
+
+class MemoryPublisher(Publisher):
+    def __init__(self) -> None:
+        super().__init__("unused:9092", Topics.with_prefix("unit"), timeout=1)
+        self.parts: list[RawPart] = []
+        self.rejects: list[dict[str, Any]] = []
+        self.fail_with: Exception | None = None
+
+    async def connect(self) -> Any:
+        return None
+
+    async def publish(self, part: RawPart) -> None:
+        if self.fail_with is not None:
+            raise self.fail_with
+        self.parts.append(part)
+
+    async def publish_reject(self, record: bytes) -> None:
+        self.rejects.append(orjson.loads(record))
+
+    async def stop(self) -> None:
+        return None
+
+
+def make_settings(**overrides: Any) -> Settings:
+    return Settings.load(kafka_bootstrap="unused:9092", **overrides)
+
+
+@pytest.fixture
+def publisher() -> MemoryPublisher:
+    return MemoryPublisher()
+
+
+@pytest.fixture
+async def serve(
+    publisher: MemoryPublisher,
+) -> AsyncIterator[Callable[..., Any]]:
+    clients: list[Client] = []
+
+    async def start(**overrides: Any) -> Client:
+        client: Client = TestClient(TestServer(create_app(make_settings(**overrides), publisher)))
+        await client.start_server()
+        clients.append(client)
+        return client
+
+    yield start
+    for client in clients:
+        await client.close()
+
+
+async def assert_json_error(response: Any, status: int) -> dict[str, Any]:
+    assert response.status == status
+    assert response.content_type == "application/json"
+    text = await response.text()
+    assert "Traceback" not in text
+    body: dict[str, Any] = orjson.loads(text)
+    assert "error" in body
+    return body
+
+
+async def raw_request(client: Client, data: bytes, *, then: bytes = b"") -> bytes:
+    """Send raw bytes, keep the socket open, return what the server answered."""
+    assert client.server.port is not None
+    reader, writer = await asyncio.open_connection("127.0.0.1", client.server.port)
+    try:
+        writer.write(data)
+        await writer.drain()
+        async with asyncio.timeout(5):
+            answer = await reader.readuntil(b"\r\n\r\n")
+            length = int(
+                next(
+                    line.split(b":")[1]
+                    for line in answer.split(b"\r\n")
+                    if line.lower().startswith(b"content-length:")
+                )
+            )
+            return answer + await reader.readexactly(length)
+    finally:
+        writer.close()
+        await writer.wait_closed()
+
+
+# -- token -------------------------------------------------------------------
+
+
+async def test_token_is_compared_in_constant_time_even_when_missing(
+    serve: Callable[..., Any], monkeypatch: pytest.MonkeyPatch, publisher: MemoryPublisher
+) -> None:
+    calls: list[tuple[bytes, bytes]] = []
+    compare = hmac.compare_digest
+
+    def spy(a: bytes, b: bytes) -> bool:
+        calls.append((a, b))
+        return compare(a, b)
+
+    monkeypatch.setattr(hmac, "compare_digest", spy)  # the module ingress.app uses
+    client = await serve(callback_token="s3cret")
+    assert (await client.get(CALLBACK_PATH, params=CALLBACK)).status == 401
+    assert (await client.get(CALLBACK_PATH, params={**CALLBACK, "token": "s3cre"})).status == 401
+    assert (await client.get(CALLBACK_PATH, params={**CALLBACK, "token": "s3cret"})).status == 200
+    assert calls == [(b"", b"s3cret"), (b"s3cre", b"s3cret"), (b"s3cret", b"s3cret")]
+    assert [r["status"] for r in publisher.rejects] == [401, 401]
+    assert all("token" not in r["query"] for r in publisher.rejects)
+
+
+# -- signature ---------------------------------------------------------------
+
+
+def signed(params: dict[str, str], secret: str = "sig-secret") -> dict[str, str]:
+    """Sign like the provider would, written out independently of the ingress code."""
+    text = "".join(
+        f"&{k}={v.replace('&', '_').replace('=', '_')}" for k, v in sorted(params.items())
+    )
+    sig = hmac.new(secret.encode(), text.encode(), hashlib.sha256).hexdigest()
+    return {**params, "sig": sig}
+
+
+async def test_signed_callback_is_accepted_by_get_form_and_json(
+    serve: Callable[..., Any], publisher: MemoryPublisher
+) -> None:
+    client = await serve(signature_secret="sig-secret", signature_method="sha256")
+    params = signed({**CALLBACK, "text": "a=b&c", "timestamp": str(int(time.time()))})
+    assert (await client.get(CALLBACK_PATH, params=params)).status == 200
+    assert (await client.post(CALLBACK_PATH, data=params)).status == 200
+    assert (await client.post(CALLBACK_PATH, json=params)).status == 200
+    # Our token may ride along in the query: it is not part of the signature.
+    assert (await client.get(CALLBACK_PATH, params={**params, "token": "x"})).status == 200
+    assert [p.text for p in publisher.parts] == ["a=b&c"] * 4
+
+
+@pytest.mark.parametrize(
+    ("tamper", "reason"),
+    [
+        (lambda p: {k: v for k, v in p.items() if k != "sig"}, "missing signature"),
+        (lambda p: {**p, "text": "Non"}, "wrong signature"),
+        (lambda p: {**p, "sig": p["sig"][:-1]}, "wrong signature"),
+    ],
+)
+async def test_bad_signature_gets_401_and_is_audited(
+    serve: Callable[..., Any],
+    publisher: MemoryPublisher,
+    tamper: Callable[[dict[str, str]], dict[str, str]],
+    reason: str,
+) -> None:
+    client = await serve(signature_secret="sig-secret", signature_method="sha256")
+    params = tamper(signed({**CALLBACK, "timestamp": str(int(time.time()))}))
+    body = await assert_json_error(await client.post(CALLBACK_PATH, data=params), 401)
+    assert body["error"] == reason
+    assert not publisher.parts
+    [audit] = publisher.rejects
+    assert audit["status"] == 401
+    assert audit["reason"] == reason
+
+
+async def test_replayed_signed_callback_gets_401(
+    serve: Callable[..., Any], publisher: MemoryPublisher
+) -> None:
+    client = await serve(signature_secret="sig-secret", signature_max_skew=300)
+    old = signed({**CALLBACK, "timestamp": str(int(time.time()) - 301)})
+    body = await assert_json_error(await client.get(CALLBACK_PATH, params=old), 401)
+    assert body["error"] == "timestamp outside the accepted window"
+    unsigned_time = signed(dict(CALLBACK))
+    body = await assert_json_error(await client.get(CALLBACK_PATH, params=unsigned_time), 401)
+    assert body["error"] == "missing timestamp"
+    assert [r["status"] for r in publisher.rejects] == [401, 401]
+
+
+# -- limits ------------------------------------------------------------------
+
+
+async def test_long_query_gets_414_and_too_many_params_400(
+    serve: Callable[..., Any], publisher: MemoryPublisher
+) -> None:
+    client = await serve(max_query_bytes=1024, max_params=10)
+    long_query = {**CALLBACK, "pad": "x" * 2000}
+    await assert_json_error(await client.get(CALLBACK_PATH, params=long_query), 414)
+    many = {**CALLBACK, **{f"k{i}": "v" for i in range(7)}}
+    body = await assert_json_error(await client.get(CALLBACK_PATH, params=many), 400)
+    assert body["problems"] == {"callback": "too many parameters"}
+    # Query and body together count.
+    body = await assert_json_error(
+        await client.post(CALLBACK_PATH, params={"a": "1", "b": "2"}, data=many), 400
+    )
+    assert [r["status"] for r in publisher.rejects] == [414, 400, 400]
+
+
+async def test_default_query_limit_is_reachable_and_answered_414(
+    serve: Callable[..., Any],
+) -> None:
+    client = await serve()  # 8 KiB query: aiohttp's request-line limit is raised above it
+    await assert_json_error(await client.get(CALLBACK_PATH, params={"x": "y" * 8300}), 414)
+
+
+async def test_duplicated_parameters_are_refused(serve: Callable[..., Any]) -> None:
+    client = await serve()
+    query = "msisdn=33612345678&to=33756781234&messageId=m-1&msisdn=33700000000"
+    body = await assert_json_error(await client.get(f"{CALLBACK_PATH}?{query}"), 400)
+    assert body["problems"] == {"msisdn": "parameter given more than once"}
+    # Across query and body as well.
+    response = await client.post(CALLBACK_PATH, params={"text": "a"}, data=CALLBACK | {"text": "b"})
+    assert (await assert_json_error(response, 400))["problems"] == {
+        "text": "parameter given more than once"
+    }
+
+
+async def test_declared_oversized_body_is_refused_before_reading_it(
+    serve: Callable[..., Any], publisher: MemoryPublisher
+) -> None:
+    client = await serve()
+    head = (
+        f"POST {CALLBACK_PATH} HTTP/1.1\r\nHost: x\r\n"
+        "Content-Type: application/json\r\nContent-Length: 100000000\r\n\r\n"
+    ).encode()
+    started = time.monotonic()
+    answer = await raw_request(client, head + b'{"msisdn": ')  # the rest never comes
+    assert answer.startswith(b"HTTP/1.1 413")
+    assert b"Connection: close" in answer
+    assert time.monotonic() - started < 2
+    assert publisher.rejects[-1]["status"] == 413
+    assert publisher.rejects[-1]["body"] is None
+
+
+async def test_chunked_oversized_body_gets_413(serve: Callable[..., Any]) -> None:
+    client = await serve(max_body_bytes=1000)
+
+    async def chunks() -> AsyncIterator[bytes]:
+        for _ in range(20):
+            yield b"a" * 100
+
+    response = await client.post(
+        CALLBACK_PATH, data=chunks(), headers={"Content-Type": "application/json"}
+    )
+    await assert_json_error(response, 413)
+
+
+async def test_slow_body_gets_408(serve: Callable[..., Any], publisher: MemoryPublisher) -> None:
+    client = await serve(body_timeout=0.3)
+    head = (
+        f"POST {CALLBACK_PATH} HTTP/1.1\r\nHost: x\r\n"
+        "Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 100\r\n\r\n"
+    ).encode()
+    answer = await raw_request(client, head + b"msisdn=336")
+    assert answer.startswith(b"HTTP/1.1 408")
+    assert publisher.rejects[-1]["status"] == 408
+
+
+@pytest.mark.parametrize(
+    ("headers", "body", "status", "problem"),
+    [
+        ({"Content-Type": "text/plain"}, b"msisdn=1", 415, None),
+        ({"Content-Type": "application/json"}, b"[" * 5000, 400, "not valid JSON"),
+        ({"Content-Type": "application/json"}, b'{"a": "\xff"}', 400, "not valid JSON"),
+        (
+            {"Content-Type": "application/x-www-form-urlencoded; charset=bogus"},
+            b"msisdn=1",
+            400,
+            "malformed body",
+        ),
+        (
+            {"Content-Type": "application/x-www-form-urlencoded"},
+            b"msisdn=\xff\xfe",
+            400,
+            "not valid UTF-8",
+        ),
+        (
+            {"Content-Type": "multipart/form-data; boundary=zz"},
+            b"--zz\r\nContent-Disposition: form-data; name=a\r\n\r\nb\r\n--yy--",
+            400,
+            "malformed body",
+        ),
+        (
+            {"Content-Type": "multipart/form-data"},  # no boundary
+            b"--zz--",
+            400,
+            "malformed body",
+        ),
+    ],
+)
+async def test_malformed_bodies_get_4xx_never_500(
+    serve: Callable[..., Any],
+    publisher: MemoryPublisher,
+    headers: dict[str, str],
+    body: bytes,
+    status: int,
+    problem: str | None,
+) -> None:
+    client = await serve()
+    answer = await assert_json_error(
+        await client.post(CALLBACK_PATH, data=body, headers=headers), status
+    )
+    if problem is not None:
+        assert answer["problems"] == {"body": problem}
+    assert publisher.rejects[-1]["status"] == status
+
+
+async def test_ids_with_control_characters_are_refused(serve: Callable[..., Any]) -> None:
+    client = await serve()
+    response = await client.post(CALLBACK_PATH, json={**CALLBACK, "messageId": "m\x00-1"})
+    body = await assert_json_error(response, 400)
+    assert "messageId" in body["problems"]
+
+
+# -- error pages -------------------------------------------------------------
+
+
+async def test_router_errors_are_json_and_audited(
+    serve: Callable[..., Any], publisher: MemoryPublisher
+) -> None:
+    client = await serve()
+    body = await assert_json_error(await client.get("/nope?token=secret"), 404)
+    assert body == {"error": "not found"}
+    response = await client.put(CALLBACK_PATH, data=b"x")
+    assert (await assert_json_error(response, 405)) == {"error": "method not allowed"}
+    assert set(response.headers["Allow"].split(",")) == {"GET", "POST"}
+    assert [(r["status"], r["path"]) for r in publisher.rejects] == [
+        (404, "/nope"),
+        (405, CALLBACK_PATH),
+    ]
+    assert publisher.rejects[0]["query"] == {}
+
+
+async def test_unexpected_exception_is_a_plain_500(
+    serve: Callable[..., Any], publisher: MemoryPublisher, caplog: pytest.LogCaptureFixture
+) -> None:
+    publisher.fail_with = RuntimeError("secret internals at /srv/app.py line 42")
+    client = await serve()
+    response = await client.get(CALLBACK_PATH, params=CALLBACK)
+    assert (await assert_json_error(response, 500)) == {"error": "internal error"}
+    assert "secret internals" not in await response.text()
+    assert "secret internals" in caplog.text  # the operator sees it, the caller does not
+    assert publisher.rejects[-1]["status"] == 500
+
+
+async def test_rejects_are_counted_by_status(serve: Callable[..., Any]) -> None:
+    client = await serve()
+    before = metrics.CALLBACKS.labels("rejected_404")._value.get()
+    await client.get("/missing")
+    assert metrics.CALLBACKS.labels("rejected_404")._value.get() == before + 1
