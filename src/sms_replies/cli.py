@@ -158,7 +158,7 @@ def api(**overrides: Any) -> None:
     from aiohttp import web
 
     from sms_replies.analytics.api import create_api_app
-    from sms_replies.health import add_health_route
+    from sms_replies.health import add_health_route, add_metrics_route
 
     settings = load_settings("api", overrides)
     app = create_api_app(
@@ -167,6 +167,7 @@ def api(**overrides: Any) -> None:
         store_timeout=settings.store_read_timeout,
     )
     add_health_route(app, settings)
+    add_metrics_route(app)
     web.run_app(
         app,
         host=settings.http_host,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -59,9 +60,31 @@ async def test_run_accepts_callbacks_and_stops_without_losing_any(tmp_path: Path
                 "concat-part": "1",
                 "text": "Je viens ",
             }
+            stop = {"type": "stop", "phone_number": "+33699999999", "message_id": 5}
             for body in (single, half):
                 async with session.post(url, data=body) as response:
                     assert response.status == 200
+            async with session.post(url, json=stop) as response:
+                assert response.status == 200
+            # The analyst's views agree on what went through the pipeline.
+            api = f"http://127.0.0.1:{ports['API']}/api/summary"
+            for _ in range(100):
+                async with session.get(api, params={"since": "1h"}) as response:
+                    summary = await response.json()
+                if summary["totals"]["replies"] == 2:
+                    break
+                await asyncio.sleep(0.2)
+            cli = await asyncio.to_thread(
+                subprocess.run,
+                [sys.executable, "-m", "sms_replies", "stats", "--since", "1h", "--format", "json"],
+                env=env,
+                capture_output=True,
+                check=True,
+            )
+            from_cli = json.loads(cli.stdout)
+        totals = summary["totals"]
+        assert (totals["replies"], totals["senders"], totals["stops"]) == (2, 2, 1)
+        assert from_cli["totals"] == totals
     finally:
         run.send_signal(signal.SIGINT)  # Ctrl-C
         code = await asyncio.to_thread(run.wait, 90)
@@ -71,6 +94,7 @@ async def test_run_accepts_callbacks_and_stops_without_losing_any(tmp_path: Path
     rows = read_rows(tmp_path / "data" / "replies.duckdb")
     # The half-received reply is not lost with the in-memory broker: published incomplete.
     assert sorted((r["text"], r["complete"]) for r in rows) == [
+        ("", True),
         ("Je viens […]", False),
         ("Oui", True),
     ]
