@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 from collections.abc import Callable
 from pathlib import Path
 
@@ -142,3 +144,24 @@ async def test_expiry_ticks_publish_incomplete_then_late_then_forget(
     await put_on_partition(app, [tick(t0 + 60_000 + timeout_ms + horizon_ms)])
     assert first.partition_key not in app.tables["pending"]
     assert len(replies) == 2
+
+
+async def test_with_a_pseudonymize_key_no_number_leaves_the_worker_in_clear(
+    tmp_path: Path, make_part: Callable[..., RawPart]
+) -> None:
+    replies: list[Reply] = []
+
+    async def publish(reply: Reply) -> None:
+        replies.append(reply)
+
+    settings = Settings.load(
+        kafka_bootstrap="127.0.0.1:1", data_dir=tmp_path, pseudonymize_key="k3y"
+    )
+    app = create_app(
+        settings, publish_reply=publish, store="memory://", loop=asyncio.get_running_loop()
+    )
+    app.finalize()
+    parts = [make_part(part=n, text=f"p{n}", sender="+33611112222") for n in (2, 1)]
+    await put_parts(app, [*parts, make_part(text="STOP", sender="+33611112222")])
+    expected = "h:" + hmac.new(b"k3y", b"+33611112222", hashlib.sha256).hexdigest()
+    assert [(r.text, r.sender) for r in replies] == [("p1p2", expected), ("STOP", expected)]

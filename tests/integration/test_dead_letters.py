@@ -1,0 +1,65 @@
+"""Poison records become data on the dead-letter topic; the streams go on."""
+
+from __future__ import annotations
+
+import asyncio
+
+import orjson
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from sms_replies.contract import RawPart
+from sms_replies.settings import Settings
+from tests.integration.conftest import Processes, wait_for_rows
+
+pytestmark = pytest.mark.integration
+
+
+async def dead_letters(settings: Settings, count: int) -> list[dict[str, str]]:
+    consumer = AIOKafkaConsumer(
+        settings.topics.dead_letter,
+        bootstrap_servers=settings.bootstrap,
+        auto_offset_reset="earliest",
+    )
+    await consumer.start()
+    found: list[dict[str, str]] = []
+    try:
+        async with asyncio.timeout(60):
+            while len(found) < count:
+                batch = await consumer.getmany(timeout_ms=200)
+                found += [orjson.loads(r.value) for rs in batch.values() for r in rs if r.value]
+    finally:
+        await consumer.stop()
+    return found
+
+
+@pytest.mark.timeout(120)
+async def test_poison_in_raw_and_replies_topics_is_dead_lettered(
+    settings: Settings, processes: Processes
+) -> None:
+    processes.start("worker")
+    processes.start("sinks")
+    good = RawPart(
+        channel="long_number",
+        sender="+33612345678",
+        recipient="+33756781234",
+        text="Oui",
+        provider_message_id="g1",
+        message_type="text",
+        received_at_ms=1_764_000_000_000,
+    )
+    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap, acks="all")
+    await producer.start()
+    try:
+        await producer.send_and_wait(settings.topics.raw, b"\x00 not a record", key=b"k")
+        await producer.send_and_wait(settings.topics.replies, b'{"v": 1, "nope": true}', key=b"r")
+        await producer.send_and_wait(settings.topics.raw, good.encode(), key=good.partition_key)
+    finally:
+        await producer.stop()
+    rows = await wait_for_rows(settings.duckdb_path, 1, timeout=90)
+    assert [r["text"] for r in rows] == ["Oui"]
+    letters = await dead_letters(settings, 2)
+    by_stage = {letter.get("stage") or letter.get("sink"): letter for letter in letters}
+    assert set(by_stage) == {"reassembly", "duckdb"}
+    assert "not JSON" in by_stage["reassembly"]["error"]
+    assert by_stage["duckdb"]["record"] == '{"v": 1, "nope": true}'
