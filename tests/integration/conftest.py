@@ -19,6 +19,7 @@ from typing import Any
 import aiohttp
 import duckdb
 import pytest
+from aiokafka import AIOKafkaConsumer
 
 from sms_replies.broker.admin import ensure_topics
 from sms_replies.broker.embedded import EmbeddedBroker, free_port
@@ -93,6 +94,32 @@ async def processes(settings: Settings, tmp_path: Path) -> AsyncIterator[Process
     procs = Processes(settings, tmp_path)
     yield procs
     procs.stop_all()
+
+
+async def consume(bootstrap: str, topic: str, count: int, timeout: float = 20) -> list[bytes]:
+    """At least ``count`` values of ``topic`` from the beginning (no consumer group)."""
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", group_id=None
+    )
+    await consumer.start()
+    values: list[bytes] = []
+    try:
+        async with asyncio.timeout(timeout):
+            while len(values) < count:
+                batch = await consumer.getmany(timeout_ms=200)
+                values.extend(r.value for records in batch.values() for r in records if r.value)
+    finally:
+        await consumer.stop()
+    return values
+
+
+async def start_pipeline(processes: Processes, settings: Settings) -> str:
+    """Worker, sinks and ingress as processes; returns the callback URL once ready."""
+    for command in ("worker", "sinks", "ingest"):
+        processes.start(command)
+    base = f"http://{settings.http_host}:{settings.http_port}"
+    await wait_ready(f"{base}/readyz")
+    return f"{base}/callbacks/smspartner"
 
 
 async def wait_ready(url: str, timeout: float = 30) -> None:

@@ -11,7 +11,12 @@ import aiohttp
 import pytest
 
 from sms_replies.settings import Settings
-from tests.integration.conftest import Processes, read_rows, wait_for_rows, wait_ready
+from tests.integration.conftest import (
+    Processes,
+    read_rows,
+    start_pipeline,
+    wait_for_rows,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -51,11 +56,7 @@ async def post_all(url: str, bodies: list[dict[str, str]]) -> None:
 async def test_worker_killed_mid_stream_loses_no_pending_part(
     settings: Settings, processes: Processes
 ) -> None:
-    for command in ("worker", "sinks", "ingest"):
-        processes.start(command)
-    base = f"http://{settings.http_host}:{settings.http_port}"
-    await wait_ready(f"{base}/readyz")
-    url = f"{base}/callbacks/smspartner"
+    url = await start_pipeline(processes, settings)
 
     # Every first part is pending in the worker's table when it is killed.
     await post_all(url, [part(n, 1) for n in range(MESSAGES)])
@@ -81,11 +82,7 @@ async def test_worker_killed_mid_stream_loses_no_pending_part(
 async def test_sinks_killed_and_store_locked_lose_nothing(
     settings: Settings, processes: Processes
 ) -> None:
-    for command in ("worker", "sinks", "ingest"):
-        processes.start(command)
-    base = f"http://{settings.http_host}:{settings.http_port}"
-    await wait_ready(f"{base}/readyz")
-    url = f"{base}/callbacks/smspartner"
+    url = await start_pipeline(processes, settings)
     singles = [
         {"msisdn": f"336{n:08d}", "to": "33756781234", "messageId": f"s{n}", "text": f"r{n}"}
         for n in range(300)

@@ -2,35 +2,20 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import orjson
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaProducer
 
 from sms_replies.contract import RawPart
 from sms_replies.settings import Settings
-from tests.integration.conftest import Processes, wait_for_rows
+from tests.integration.conftest import Processes, consume, wait_for_rows
 
 pytestmark = pytest.mark.integration
 
 
 async def dead_letters(settings: Settings, count: int) -> list[dict[str, str]]:
-    consumer = AIOKafkaConsumer(
-        settings.topics.dead_letter,
-        bootstrap_servers=settings.bootstrap,
-        auto_offset_reset="earliest",
-    )
-    await consumer.start()
-    found: list[dict[str, str]] = []
-    try:
-        async with asyncio.timeout(60):
-            while len(found) < count:
-                batch = await consumer.getmany(timeout_ms=200)
-                found += [orjson.loads(r.value) for rs in batch.values() for r in rs if r.value]
-    finally:
-        await consumer.stop()
-    return found
+    values = await consume(settings.bootstrap, settings.topics.dead_letter, count, timeout=60)
+    return [orjson.loads(value) for value in values]
 
 
 @pytest.mark.timeout(120)

@@ -9,33 +9,17 @@ from collections.abc import AsyncIterator
 import orjson
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
-from aiokafka import AIOKafkaConsumer
 
 from sms_replies.broker.admin import ensure_topics
 from sms_replies.broker.embedded import EmbeddedBroker
 from sms_replies.contract import RawPart
 from sms_replies.ingest.app import CALLBACK_PATH, create_app
 from sms_replies.settings import Settings
+from tests.integration.conftest import consume
 
 pytestmark = pytest.mark.integration
 
 CALLBACK = {"msisdn": "33612345678", "to": "33756781234", "messageId": "m-1", "text": "Oui"}
-
-
-async def consume(bootstrap: str, topic: str, count: int, timeout: float = 20) -> list[bytes]:
-    consumer = AIOKafkaConsumer(
-        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", group_id=None
-    )
-    await consumer.start()
-    values: list[bytes] = []
-    try:
-        async with asyncio.timeout(timeout):
-            while len(values) < count:
-                batch = await consumer.getmany(timeout_ms=200)
-                values.extend(r.value for records in batch.values() for r in records if r.value)
-    finally:
-        await consumer.stop()
-    return values
 
 
 @pytest.fixture

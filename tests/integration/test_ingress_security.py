@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import hmac
 import time
@@ -13,33 +12,17 @@ import orjson
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
-from aiokafka import AIOKafkaConsumer
 
 from sms_replies.broker.admin import ensure_topics
 from sms_replies.ingest.app import CALLBACK_PATH, create_app
 from sms_replies.settings import Settings
+from tests.integration.conftest import consume
 
 pytestmark = pytest.mark.integration
 
 CALLBACK = {"msisdn": "33612345678", "to": "33756781234", "messageId": "m-1", "text": "Oui"}
 SECRET = "provider-signing-secret"
 Client = TestClient[web.Request, web.Application]
-
-
-async def consume(bootstrap: str, topic: str, count: int, timeout: float = 20) -> list[bytes]:
-    consumer = AIOKafkaConsumer(
-        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", group_id=None
-    )
-    await consumer.start()
-    values: list[bytes] = []
-    try:
-        async with asyncio.timeout(timeout):
-            while len(values) < count:
-                batch = await consumer.getmany(timeout_ms=200)
-                values.extend(r.value for records in batch.values() for r in records if r.value)
-    finally:
-        await consumer.stop()
-    return values
 
 
 def sign(params: dict[str, str]) -> dict[str, str]:

@@ -12,7 +12,12 @@ import aiohttp
 import pytest
 
 from sms_replies.settings import Settings
-from tests.integration.conftest import Processes, read_rows, wait_for_rows, wait_ready
+from tests.integration.conftest import (
+    Processes,
+    read_rows,
+    start_pipeline,
+    wait_for_rows,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -215,11 +220,7 @@ async def send(
 async def test_every_shape_and_encoding_lands_once_in_duckdb(
     settings: Settings, processes: Processes
 ) -> None:
-    for command in ("worker", "sinks", "ingest"):
-        processes.start(command)
-    base = f"http://{settings.http_host}:{settings.http_port}"
-    await wait_ready(f"{base}/readyz")
-    url = f"{base}/callbacks/smspartner"
+    url = await start_pipeline(processes, settings)
     started = datetime.now(UTC)
     async with aiohttp.ClientSession() as session:
         for encoding, fields in callbacks():
