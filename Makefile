@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml examples/*/pyproject.toml 2>/dev/null | cksum | cut -d' ' -f1)
 
-.PHONY: run test lint fmt unit bench clean system-deps
+.PHONY: run test lint fmt unit bench faults clean system-deps
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -38,8 +38,13 @@ test: lint system-deps  ## lint, type check, then every test layer (starts its o
 unit: $(STAMP)
 	$(BIN)/pytest tests/unit tests/faust
 
-bench: $(STAMP)
+bench: $(STAMP)  ## every benchmark on the embedded broker; writes docs/benchmarks.md
+	@command -v wrk >/dev/null || (apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null)
 	$(BIN)/python -m benchmarks
+
+faults: $(STAMP)  ## the full fault-injection suite (the short form runs in make test)
+	$(BIN)/python -m tests.faults --callbacks 5000
 
 clean:
 	rm -rf $(VENV) data .pytest_cache .mypy_cache .ruff_cache

@@ -77,20 +77,14 @@ def run(**overrides: Any) -> None:
 @settings_options
 @converting_errors
 def ingest(**overrides: Any) -> None:
-    """The HTTP ingress alone."""
-    from aiohttp import web
-
-    from sms_replies.ingest.app import create_app
+    """The HTTP ingress alone (--ingest-workers N: N processes on one port)."""
+    from sms_replies.ingest.server import serve
 
     settings = load_settings("ingest", overrides)
-    web.run_app(
-        create_app(settings),
-        host=settings.http_host,
-        port=settings.http_port,
-        print=None,
-        shutdown_timeout=settings.publish_timeout + 5,
-        access_log=None,
-    )
+    try:
+        serve(settings)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
 
 
 @main.command()
@@ -100,12 +94,12 @@ def worker(**overrides: Any) -> None:
     """The Faust worker that reassembles long replies."""
     from faust import Worker
 
-    from sms_replies.broker.admin import ensure_topics
+    from sms_replies.broker.admin import wait_for_topics
     from sms_replies.streams.app import create_app
 
     settings = load_settings("worker", overrides)
     asyncio.run(
-        ensure_topics(
+        wait_for_topics(
             settings.bootstrap,
             settings.topics,
             partitions=settings.topic_partitions,

@@ -105,7 +105,6 @@ class Reply:
     provider_message_ids: tuple[str, ...]
     last_part_at_ms: int | None = None  # when the last part arrived; None: same as received
     late: bool = False  # a part that arrived after its message expired, published alone
-    part_numbers: tuple[int, ...] = ()  # which parts the text holds (empty: a single message)
 
     def encode(self) -> bytes:
         return orjson.dumps({"v": SCHEMA_VERSION, **_asdict(self)})
@@ -116,7 +115,6 @@ class Reply:
         del fields["v"]
         try:
             fields["provider_message_ids"] = tuple(fields["provider_message_ids"])
-            fields["part_numbers"] = tuple(fields.get("part_numbers", ()))
             return cls(**fields)
         except (TypeError, KeyError) as exc:
             raise RecordDecodeError(f"not a Reply record: {exc}") from None

@@ -54,6 +54,12 @@ class Settings(BaseSettings):
     signature_max_skew: float = Field(
         300.0, gt=0, description="Largest age (either way, seconds) of a signed `timestamp`."
     )
+    ingest_workers: int = Field(
+        1,
+        ge=1,
+        description="Processes serving the ingress on one port (SO_REUSEPORT); "
+        "one process uses at most one core.",
+    )
 
     # Kafka
     kafka_bootstrap: str | None = Field(

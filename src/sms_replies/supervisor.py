@@ -37,6 +37,8 @@ from sms_replies.sinks.runner import group_id
 log = logging.getLogger(__name__)
 
 RESTART_BACKOFF_MAX = 30.0
+# A child that ran this long before dying starts again with no backoff.
+HEALTHY_RUN_SECONDS = 60.0
 # Later than any deadline: expires every pending message and tombstone.
 FLUSH_ALL_MS = 2**62
 
@@ -138,6 +140,8 @@ class Pipeline:
             for child in self.children.values():
                 if child.exited:
                     code = child.process.returncode if child.process else None
+                    if time.monotonic() - child.started_at > HEALTHY_RUN_SECONDS:
+                        child.restarts = 0
                     delay = min(RESTART_BACKOFF_MAX, 2.0**child.restarts)
                     log.error("%s exited with %s; restarting in %.0fs", child.command, code, delay)
                     await asyncio.sleep(delay)

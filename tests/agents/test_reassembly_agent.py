@@ -62,13 +62,14 @@ async def test_parts_in_reverse_order_give_one_complete_reply(
     assert replies[0].provider_message_ids == tuple(p.provider_message_id for p in parts)
 
 
-async def test_duplicates_before_and_after_completion_are_ignored(
+async def test_duplicates_change_no_state_and_re_emit_the_published_reply(
     harness: tuple[faust.App, list[Reply], list[str]], make_part: Callable[..., RawPart]
 ) -> None:
     app, replies, _ = harness
     first, second = make_part(part=1, text="a"), make_part(part=2, text="b")
     await put_parts(app, [first, first, second, second])
-    assert [r.text for r in replies] == ["ab"]
+    assert [r.text for r in replies] == ["ab", "ab"]
+    assert replies[0] == replies[1]
     state = PendingMessage.decode(app.tables["pending"][first.partition_key])
     assert state.parts == {}
     assert state.closed is not None
@@ -137,13 +138,17 @@ async def test_expiry_ticks_publish_incomplete_then_late_then_forget(
     assert expired.provider_message_ids == (first.provider_message_id, third.provider_message_id)
 
     await put_on_partition(app, [(late.encode(), partition), (first.encode(), partition)])
+    # The late part is published alone; the re-delivered first part re-emits
+    # the expired reply it belongs to (same reply_id: one row).
     assert [(r.text, r.late, r.complete) for r in replies[1:]] == [
-        (f"{GAP_MARKER}milieu {GAP_MARKER}", True, False)
+        (f"{GAP_MARKER}milieu {GAP_MARKER}", True, False),
+        (f"Bonjour {GAP_MARKER}fin", False, False),
     ]
+    assert replies[2] == expired
     assert first.partition_key in app.tables["pending"]
     await put_on_partition(app, [tick(t0 + 60_000 + timeout_ms + horizon_ms)])
     assert first.partition_key not in app.tables["pending"]
-    assert len(replies) == 2
+    assert len(replies) == 3
 
 
 async def test_with_a_pseudonymize_key_no_number_leaves_the_worker_in_clear(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 
@@ -52,3 +53,26 @@ async def ensure_topics(
         raise BrokerUnavailable(f"cannot create topics on {bootstrap}: {exc}") from None
     finally:
         await admin.close()
+
+
+async def wait_for_topics(
+    bootstrap: str,
+    topics: Topics,
+    *,
+    partitions: int,
+    replication_factor: int = 1,
+    max_delay: float = 10.0,
+) -> None:
+    """:func:`ensure_topics`, retried until the broker answers: a process that starts
+    before its broker waits for it instead of exiting."""
+    delay = 0.5
+    while True:
+        try:
+            await ensure_topics(
+                bootstrap, topics, partitions=partitions, replication_factor=replication_factor
+            )
+            return
+        except BrokerUnavailable as exc:
+            log.warning("%s; retrying in %.1fs", exc, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, max_delay)

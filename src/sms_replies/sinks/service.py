@@ -11,7 +11,7 @@ from aiohttp import web
 from aiokafka import AIOKafkaProducer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from sms_replies.broker.admin import ensure_topics
+from sms_replies.broker.admin import wait_for_topics
 from sms_replies.settings import Settings
 from sms_replies.sinks.registry import load_sink
 from sms_replies.sinks.runner import SinkRunner, group_id
@@ -25,12 +25,20 @@ async def serve_sinks(settings: Settings, *, stop: asyncio.Event | None = None) 
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    await ensure_topics(
-        settings.bootstrap,
-        settings.topics,
-        partitions=settings.topic_partitions,
-        replication_factor=settings.replication_factor,
+    waiting = asyncio.create_task(
+        wait_for_topics(
+            settings.bootstrap,
+            settings.topics,
+            partitions=settings.topic_partitions,
+            replication_factor=settings.replication_factor,
+        )
     )
+    stopping = asyncio.create_task(stop.wait())
+    await asyncio.wait([waiting, stopping], return_when=asyncio.FIRST_COMPLETED)
+    if not waiting.done():  # stopped before the broker ever answered
+        waiting.cancel()
+        return
+    stopping.cancel()
     sinks = [load_sink(name).from_settings(settings) for name in settings.sinks]
     dead_letters = AIOKafkaProducer(bootstrap_servers=settings.bootstrap, acks="all")
     await dead_letters.start()

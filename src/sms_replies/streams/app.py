@@ -13,21 +13,32 @@ happen in the context of the partition that owns the key.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import faust
 import orjson
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from sms_replies import metrics
+from sms_replies.broker.offsets import end_offsets
 from sms_replies.contract import ExpiryTick, RawPart, Reply, decode_raw
 from sms_replies.privacy import pseudonymize_reply
 from sms_replies.settings import Settings
 from sms_replies.streams.expiry import ExpiryIndex, partition_of
-from sms_replies.streams.reassembly import PendingMessage, Step, accept, expire_due, next_deadline
+from sms_replies.streams.reassembly import (
+    PendingMessage,
+    Step,
+    accept,
+    expire_due,
+    next_deadline,
+    recovery_deadline,
+)
 
 log = logging.getLogger(__name__)
 
@@ -51,14 +62,87 @@ def faust_settings(settings: Settings) -> dict[str, Any]:
         "broker_session_timeout": 10,
         "broker_heartbeat_interval": 2,
         "broker_rebalance_timeout": 10,
+        # Throughput (benchmarks/reassembly.py): each part costs a changelog write
+        # and half a reply, spread over 2 x 8 partitions; with Faust's linger of 0
+        # the producer sent about one record per request. 50 ms of linger batches
+        # them (Faust flushes the producer before it commits, so acks and
+        # at-least-once are unchanged); replies leave at most 50 ms later.
+        "producer_linger": 0.05,
+        "producer_max_batch_size": 256 * 1024,
+        # A deeper buffer keeps the agent fed between fetches.
+        "stream_buffer_maxsize": 16384,
         "web_host": settings.http_host,
         "web_port": settings.worker_web_port,
     }
-    if settings.kafka_embedded:
-        # Tansu reports a wrong end offset for multi-record batches, which breaks
-        # changelog recovery; one record per batch keeps it right.
-        conf["producer_max_batch_size"] = 1
     return conf
+
+
+class StreamsApp(faust.App):
+    """A Faust app whose changelog recovery reads the right end offsets on Tansu.
+
+    Tansu answers ListOffsets(latest) with the base offset of the last batch + 1,
+    too low once a batch holds several records; recovery would then stop short
+    (memory store: lost state) or refuse the RocksDB offsets (ConsistencyError).
+    Its fetch responses carry the right high watermark, so recovery asks for that
+    instead. Cheaper than the old workaround, one record per produced batch, which
+    capped the changelog (and so the whole stage) at a few thousand writes/s.
+    """
+
+    tansu_bootstrap: str | None = None
+
+    def _new_consumer(self) -> Any:
+        consumer = super()._new_consumer()
+        if self.tansu_bootstrap is not None:
+            # Faust has no hook for this; the method is replaced on this one instance.
+            consumer.highwaters = _fetched_highwaters(self.tansu_bootstrap)  # type: ignore[method-assign,assignment]
+            _shorten_fetch_wait(consumer)
+        return consumer
+
+
+#: Tansu answers a fetch over several partitions only after fetch_max_wait_ms
+#: (measured: ~480 ms) when the new record is on another partition than the
+#: first; Faust hard-codes 1500 ms, a latency floor of its own on every reply.
+TANSU_FETCH_MAX_WAIT_MS = 50
+
+
+def _shorten_fetch_wait(consumer: Any) -> None:
+    thread = consumer._thread
+    create = thread._create_worker_consumer
+
+    def create_worker_consumer(transport: Any) -> Any:
+        client = create(transport)
+        client._fetch_max_wait_ms = TANSU_FETCH_MAX_WAIT_MS  # read by start()
+        return client
+
+    thread._create_worker_consumer = create_worker_consumer
+
+
+def _fetched_highwaters(bootstrap: str) -> Callable[..., Awaitable[dict[Any, int]]]:
+    async def highwaters(*tps: Any) -> dict[Any, int]:
+        # A consumer outside any group: end_offsets() assigns and seeks.
+        probe = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+        await probe.start()
+        try:
+            ends = await end_offsets(probe, [TopicPartition(tp.topic, tp.partition) for tp in tps])
+        finally:
+            await probe.stop()
+        return {tp: ends[TopicPartition(tp.topic, tp.partition)] for tp in tps}
+
+    return highwaters
+
+
+def _exit_on_send_failure(future: Any) -> None:
+    """A reply the producer gave up on must not be followed by a commit of its part.
+
+    aiokafka resolves a record's future before it wakes up ``flush()``, so this
+    runs before Faust's pre-commit flush returns: exiting here leaves the offset
+    uncommitted, and the restarted worker replays the part and re-emits the
+    reply (see streams.reassembly.Closed). Crash-only, on purpose.
+    """
+    if not future.cancelled() and future.exception() is not None:
+        log.critical("reply not published (%r): exiting before any commit", future.exception())
+        logging.shutdown()
+        os._exit(70)
 
 
 def create_app(
@@ -69,13 +153,14 @@ def create_app(
     **overrides: Any,
 ) -> faust.App:
     """The worker app. ``publish_*`` replace the topic sends (tests), ``overrides`` the conf."""
-    app = faust.App(settings.worker_id, **{**faust_settings(settings), **overrides})
+    app = StreamsApp(settings.worker_id, **{**faust_settings(settings), **overrides})
+    if settings.kafka_embedded:
+        app.tansu_bootstrap = settings.bootstrap
     topics = settings.topics
     partitions = settings.topic_partitions
     timeout_ms = int(settings.reassembly_timeout * 1000)
     horizon_ms = int(settings.dedup_horizon * 1000)
     raw_topic = app.topic(topics.raw, partitions=partitions)
-    replies_topic = app.topic(topics.replies)
     dead_letter_topic = app.topic(topics.dead_letter)
     pending = app.Table(
         "pending",
@@ -86,9 +171,25 @@ def create_app(
         help="State of each reassembly key (see streams.reassembly.PendingMessage).",
     )
     index = ExpiryIndex()
+    # Label lookups cost a lock and a dict per call: resolve them once.
+    emitted = {
+        True: metrics.REPLIES_EMITTED.labels("true"),
+        False: metrics.REPLIES_EMITTED.labels("false"),
+    }
+    processed = {
+        name: metrics.PARTS_PROCESSED.labels(name)
+        for name in ("single", "part", "duplicate", "dead_letter")
+    }
 
     async def send_reply(reply: Reply) -> None:
-        await replies_topic.send(key=reply.reply_id.encode(), value=reply.encode())
+        # Straight to the producer: Topic.send wraps each record in a FutureMessage
+        # with callbacks and sensors (about a tenth of the worker's CPU). Faust
+        # flushes this same producer before it commits, so a reply is still out
+        # before the offset of its last part is committed.
+        future = await app.producer.send(
+            topics.replies, reply.reply_id.encode(), reply.encode(), None, None, None
+        )
+        asyncio.ensure_future(future).add_done_callback(_exit_on_send_failure)
 
     async def send_dead_letter(value: bytes, error: str) -> None:
         record = value.decode("utf-8", "replace")
@@ -107,8 +208,15 @@ def create_app(
 
     dead_letter = publish_dead_letter or send_dead_letter
 
+    windows = {"timeout_ms": timeout_ms, "horizon_ms": horizon_ms}
+
     def deadline(state: PendingMessage) -> int:
-        return next_deadline(state, timeout_ms=timeout_ms, horizon_ms=horizon_ms)
+        return next_deadline(state, **windows)
+
+    async def emit(replies: tuple[Reply, ...]) -> None:
+        for reply in replies:
+            await publish(reply)
+            emitted[reply.complete].inc()
 
     async def apply(partition: int, key: bytes, step: Step) -> None:
         if step.pending is None:
@@ -116,30 +224,31 @@ def create_app(
         else:
             pending[key] = step.pending.encode()
             index.schedule(partition, key, deadline(step.pending))
-        for reply in step.replies:
-            await publish(reply)
-            metrics.REPLIES_EMITTED.labels(str(reply.complete).lower()).inc()
+        await emit(step.replies)
 
     async def on_part(partition: int, part: RawPart) -> None:
         if part.concat is None:
             for reply in accept(None, part).replies:
                 await publish(reply)
-                metrics.REPLIES_EMITTED.labels("true").inc()
-            metrics.PARTS_PROCESSED.labels("single").inc()
+                emitted[True].inc()
+            processed["single"].inc()
             return
         key = part.partition_key
         held = pending.get(key)
         step = accept(PendingMessage.decode(held) if held else None, part)
-        if not step.duplicate:
+        if step.duplicate:
+            # No state change; a reply it belongs to is published again (replay-safe).
+            await emit(step.replies)
+        else:
             await apply(partition, key, step)
-        metrics.PARTS_PROCESSED.labels("duplicate" if step.duplicate else "part").inc()
+        processed["duplicate" if step.duplicate else "part"].inc()
 
     async def on_tick(partition: int, tick: ExpiryTick) -> None:
         if not index.is_indexed(partition):
             index.rebuild(
                 partition,
                 (
-                    (key, deadline(PendingMessage.decode(value)))
+                    (key, recovery_deadline(PendingMessage.decode(value), **windows))
                     for key, value in pending.items()
                     if value and partition_of(key, partitions) == partition
                 ),
@@ -149,11 +258,12 @@ def create_app(
             held = pending.get(key)
             if held:
                 state = PendingMessage.decode(held)
-                await apply(
-                    partition,
-                    key,
-                    expire_due(state, tick.now_ms, timeout_ms=timeout_ms, horizon_ms=horizon_ms),
-                )
+                step = expire_due(state, tick.now_ms, **windows)
+                if step.pending is state:  # not due (or a replayed tick): no table write
+                    await emit(step.replies)
+                    index.schedule(partition, key, deadline(state))
+                else:
+                    await apply(partition, key, step)
         metrics.PENDING_MESSAGES.set(len(index))
 
     @app.agent(raw_topic, name="reassemble")
@@ -172,7 +282,7 @@ def create_app(
                 # crashing the agent would skip it silently and stall the stream.
                 log.exception("raw record sent to the dead-letter topic")
                 await dead_letter(value, f"{type(exc).__name__}: {exc}")
-                metrics.PARTS_PROCESSED.labels("dead_letter").inc()
+                processed["dead_letter"].inc()
 
     @app.timer(settings.expiry_tick_interval, on_leader=True)  # type: ignore[untyped-decorator]
     async def send_expiry_ticks() -> None:

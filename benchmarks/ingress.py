@@ -1,0 +1,253 @@
+"""Callbacks per second and latency of the ingress, against a bare aiohttp handler.
+
+Load comes from ``wrk`` (closed loop: 1 thread, 32 connections, Lua scripts
+that give every request its own ``messageId``), for the three encodings the
+provider uses: GET query string, POST form, POST JSON. Targets, measured in
+the same run on the same embedded broker:
+
+* ``bare aiohttp``: a handler that reads the parameters and answers ``ok``
+  (no validation, no Kafka): the ceiling of one aiohttp process here;
+* ``ingress x1``: ``sms-replies ingest`` (validation, then acks=all publish
+  before the 200);
+* ``ingress x2``: the same with ``--ingest-workers 2`` (SO_REUSEPORT).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from benchmarks.common import start_component, stop
+from sms_replies.broker.admin import ensure_topics
+from sms_replies.broker.embedded import EmbeddedBroker, free_port
+from sms_replies.procs import spawn
+from sms_replies.settings import Settings
+
+ENCODINGS = ("get", "form", "json")
+PATH = "/callbacks/smspartner"
+FIELDS = "msisdn=33612345678&to=33756781234&text=Oui+merci&type=text"
+
+_LUA = {
+    "get": f"""
+counter = 0
+request = function()
+  counter = counter + 1
+  return wrk.format("GET", "{PATH}?{FIELDS}&messageId=w" .. counter)
+end
+""",
+    "form": f"""
+counter = 0
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/x-www-form-urlencoded"
+request = function()
+  counter = counter + 1
+  return wrk.format(nil, "{PATH}", nil, "{FIELDS}&messageId=w" .. counter)
+end
+""",
+    "json": f"""
+counter = 0
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+request = function()
+  counter = counter + 1
+  return wrk.format(nil, "{PATH}", nil,
+    '{{"msisdn":"33612345678","to":"33756781234","text":"Oui merci","type":"text",'
+    .. '"messageId":"w' .. counter .. '"}}')
+end
+""",
+}
+
+
+def run(
+    *, duration: float = 10.0, connections: int = 32, bootstrap: str | None = None
+) -> list[dict[str, Any]]:
+    if shutil.which("wrk") is None:
+        return [{"target": "-", "encoding": "-", "skipped": "wrk is not installed"}]
+    with _broker(bootstrap) as address, tempfile.TemporaryDirectory(prefix="ingress-") as tmp:
+        scratch = Path(tmp)
+        for encoding, script in _LUA.items():
+            (scratch / f"{encoding}.lua").write_text(script)
+        settings = Settings.load(
+            kafka_bootstrap=address,
+            kafka_embedded=True,
+            topic_prefix=f"bench-{uuid.uuid4().hex[:8]}",
+            data_dir=scratch / "data",
+            log_level="WARNING",
+        )
+        asyncio.run(ensure_topics(address, settings.topics, partitions=settings.topic_partitions))
+        results: list[dict[str, Any]] = []
+        for target, workers in (("bare aiohttp", 0), ("ingress x1", 1), ("ingress x2", 2)):
+            port = free_port()
+            process = _start_target(settings, port, workers, scratch)
+            try:
+                _wait_listening(port)
+                for encoding in ENCODINGS:
+                    url = f"http://127.0.0.1:{port}{PATH}"
+                    _wrk(url, scratch / f"{encoding}.lua", 1.0, connections)  # warm-up
+                    figures = _wrk(url, scratch / f"{encoding}.lua", duration, connections)
+                    results.append({"target": target, "encoding": encoding, **figures})
+            finally:
+                stop(process)
+        bare = {r["encoding"]: r for r in results if r["target"] == "bare aiohttp"}
+        for r in results:
+            base = bare.get(r["encoding"], {}).get("requests_per_s")
+            if base and r.get("requests_per_s"):
+                r["ratio"] = round(r["requests_per_s"] / base, 2)
+        return results
+
+
+@contextlib.contextmanager
+def _broker(bootstrap: str | None) -> Iterator[str]:
+    if bootstrap:
+        yield bootstrap
+        return
+    with EmbeddedBroker() as embedded:
+        yield embedded.bootstrap
+
+
+def _start_target(
+    settings: Settings, port: int, workers: int, scratch: Path
+) -> subprocess.Popen[bytes]:
+    if workers == 0:
+        log = (scratch / "bare.log").open("ab")
+        try:
+            return spawn(
+                [sys.executable, "-m", "benchmarks.ingress", "--bare", str(port)],
+                stdout=log,
+                stderr=log,
+            )
+        finally:
+            log.close()
+    target = settings.model_copy(update={"http_port": port, "ingest_workers": workers})
+    return start_component("ingest", target, scratch / f"ingest-{workers}.log")
+
+
+def _wait_listening(port: int, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as answer:
+                if answer.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.1)
+    raise TimeoutError(f"nothing ready on port {port}")
+
+
+_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
+
+
+def _wrk(url: str, script: Path, duration: float, connections: int) -> dict[str, Any]:
+    completed = subprocess.run(
+        [
+            "wrk",
+            "-t1",
+            f"-c{connections}",
+            f"-d{max(1, round(duration))}s",
+            "--latency",
+            "-s",
+            str(script),
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    out = completed.stdout
+    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    latency = {
+        pct: float(value) * _UNITS[unit]
+        for pct, value, unit in re.findall(
+            r"^\s+(50|99)(?:\.000)?%\s+([\d.]+)(us|ms|s)\s*$", out, re.M
+        )
+    }
+    errors = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    return {
+        "requests_per_s": round(rate),
+        "p50_ms": round(latency.get("50", float("nan")), 2),
+        "p99_ms": round(latency.get("99", float("nan")), 2),
+        "non_2xx": int(errors.group(1)) if errors else 0,
+        "connections": connections,
+        "seconds": round(duration),
+    }
+
+
+# The bare handler, run in its own process ----------------------------------------
+
+
+def serve_bare(port: int) -> None:
+    from aiohttp import web
+
+    async def callback(request: web.Request) -> web.Response:
+        params = dict(request.query)
+        if request.method == "POST":
+            if request.content_type == "application/json":
+                params.update(await request.json())
+            else:
+                params.update(
+                    {k: v for k, v in (await request.post()).items() if isinstance(v, str)}
+                )
+        return web.Response(text="ok")
+
+    async def ready(request: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_route("*", PATH, callback)
+    app.router.add_get("/readyz", ready)
+    web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None)
+
+
+def render(results: list[dict[str, Any]]) -> Table:
+    table = Table(title="Ingress: callbacks/s (wrk, 1 thread, closed loop), acks=all")
+    for column in ("target", "encoding", "req/s", "p50 ms", "p99 ms", "non-2xx", "x bare"):
+        table.add_column(column, justify="left" if column in ("target", "encoding") else "right")
+    for r in results:
+        if "skipped" in r:
+            table.add_row(r["target"], r["encoding"], r["skipped"], "", "", "", "")
+            continue
+        table.add_row(
+            r["target"],
+            r["encoding"],
+            f"{r['requests_per_s']:,}",
+            f"{r['p50_ms']:.2f}",
+            f"{r['p99_ms']:.2f}",
+            str(r["non_2xx"]),
+            str(r.get("ratio", "-")),
+        )
+    return table
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--duration", type=float, default=10.0)
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--bootstrap")
+    parser.add_argument("--bare", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.bare:
+        serve_bare(args.bare)
+        return
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    results = run(duration=args.duration, connections=args.connections, bootstrap=args.bootstrap)
+    Console(width=120).print(render(results))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,323 @@
+"""Parts per second through the reassembly stage, against a raw aiokafka loop.
+
+A raw topic (8 partitions) is pre-loaded with shuffled, realistic RawPart
+records (90 % two-part messages, 10 % three or four parts) by a plain aiokafka
+producer with normal batching. Two processors then read it from the start,
+each in its own process, one after the other:
+
+* ``raw loop``: aiokafka ``getmany`` -> the same pure ``accept`` logic over a
+  plain dict -> an aiokafka producer. No durable state, no commits: the floor
+  of what any Python processor costs here.
+* ``faust worker``: the production worker, ``python -m sms_replies worker``
+  (RocksDB table with its changelog, the embedded-broker settings).
+
+Each one's rate is measured the same way: replies expected / (last reply's
+timestamp - first reply's), start-up and group join excluded; CPU is the
+process's own. ``--profile`` attaches py-spy to the worker while it runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import contextlib
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from rich.console import Console
+from rich.table import Table
+
+from benchmarks.common import (
+    count_records,
+    cpu_seconds,
+    multipart_load,
+    produce_parts,
+    start_component,
+    stop,
+)
+from sms_replies.broker.admin import ensure_topics
+from sms_replies.broker.embedded import EmbeddedBroker, free_port
+from sms_replies.contract import ExpiryTick, RawPart, decode_raw
+from sms_replies.settings import Settings
+from sms_replies.streams.reassembly import PendingMessage, accept
+
+PARTITIONS = 8
+DEFAULT_PARTS = 200_000
+
+
+def run(
+    parts: int = DEFAULT_PARTS,
+    *,
+    bootstrap: str | None = None,
+    profile: Path | None = None,
+    processors: tuple[str, ...] = ("raw loop", "faust worker"),
+) -> list[dict[str, Any]]:
+    with _broker(bootstrap) as address:
+        return asyncio.run(_run(address, parts, profile, processors))
+
+
+@contextlib.contextmanager
+def _broker(bootstrap: str | None) -> Iterator[str]:
+    if bootstrap:
+        yield bootstrap
+        return
+    with EmbeddedBroker() as embedded:
+        yield embedded.bootstrap
+
+
+async def _run(
+    bootstrap: str, parts: int, profile: Path | None, processors: tuple[str, ...]
+) -> list[dict[str, Any]]:
+    load = multipart_load(parts)
+    prefix = f"bench-{uuid.uuid4().hex[:8]}"
+    settings = Settings.load(topic_prefix=prefix, topic_partitions=PARTITIONS)
+    await ensure_topics(bootstrap, settings.topics, partitions=PARTITIONS)
+    await _create_topic(bootstrap, f"{prefix}.raw-loop-replies")
+    load_s = await produce_parts(bootstrap, settings.topics.raw, load.parts)
+    common = {"parts": len(load.parts), "messages": load.messages, "load_s": round(load_s, 1)}
+    results = []
+    with tempfile.TemporaryDirectory(prefix="reassembly-bench-") as scratch:
+        for name in processors:
+            if name == "raw loop":
+                figures = await _raw_loop(
+                    bootstrap, settings, load.messages, len(load.parts), Path(scratch)
+                )
+            else:
+                figures = await _faust(
+                    bootstrap, settings, load.messages, len(load.parts), Path(scratch), profile
+                )
+            results.append({"processor": name, **common, **figures})
+    raw = next((r for r in results if r["processor"] == "raw loop"), None)
+    for r in results:
+        if raw and r.get("parts_per_s") and raw.get("parts_per_s"):
+            r["ratio"] = round(r["parts_per_s"] / raw["parts_per_s"], 2)
+    return results
+
+
+async def _create_topic(bootstrap: str, name: str) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics(
+            [
+                NewTopic(
+                    name,
+                    num_partitions=PARTITIONS,
+                    replication_factor=1,
+                    topic_configs={"cleanup.policy": "delete", "retention.ms": "86400000"},
+                )
+            ]
+        )
+    finally:
+        await admin.close()
+
+
+async def _watch(
+    process: subprocess.Popen[bytes],
+    bootstrap: str,
+    topic: str,
+    expected: int,
+    parts: int,
+    profile: Path | None = None,
+) -> dict[str, Any]:
+    started = time.monotonic()
+    spy: subprocess.Popen[bytes] | None = None
+    if profile is not None:
+        # Attach once the worker has joined and is busy: start-up is not the question.
+        await count_records(bootstrap, topic, 1, wait_s=120, partitions=PARTITIONS)
+        spy = subprocess.Popen(  # noqa: ASYNC220 (starts at once; not awaited)
+            [
+                str(Path(sys.executable).with_name("py-spy")),
+                "record",
+                "--pid",
+                str(process.pid),
+                "--rate",
+                "200",
+                "--duration",
+                "20",
+                "--format",
+                "raw",
+                "--output",
+                str(profile),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+    count, first, last = await count_records(
+        bootstrap, topic, expected, wait_s=900, partitions=PARTITIONS
+    )
+    cpu = cpu_seconds(process.pid)
+    wall = time.monotonic() - started
+    if spy is not None:
+        spy.wait()
+    figures: dict[str, Any] = {"replies": count, "cpu_s": round(cpu, 1), "wall_s": round(wall, 1)}
+    if count >= expected and first is not None and last is not None and last > first:
+        window = last - first
+        figures["window_s"] = round(window, 2)
+        figures["parts_per_s"] = round(parts / window)
+    return figures
+
+
+async def _raw_loop(
+    bootstrap: str, settings: Settings, messages: int, parts: int, scratch: Path
+) -> dict[str, Any]:
+    topic = f"{settings.topic_prefix}.raw-loop-replies"
+    log = (scratch / "raw-loop.log").open("ab")
+    process = subprocess.Popen(  # noqa: ASYNC220 (starts at once; not awaited)
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.reassembly",
+            "--raw-loop",
+            bootstrap,
+            settings.topics.raw,
+            topic,
+            str(messages),
+        ],
+        stdout=log,
+        stderr=log,
+    )
+    try:
+        return await _watch(process, bootstrap, topic, messages, parts)
+    finally:
+        stop(process)
+        log.close()
+
+
+async def _faust(
+    bootstrap: str,
+    settings: Settings,
+    messages: int,
+    parts: int,
+    scratch: Path,
+    profile: Path | None,
+) -> dict[str, Any]:
+    worker_settings = settings.model_copy(
+        update={
+            "kafka_bootstrap": bootstrap,
+            "kafka_embedded": True,
+            "worker_id": f"{settings.topic_prefix}-reassembly",
+            "data_dir": scratch / "data",
+            "worker_web_port": free_port(),
+            "log_level": "INFO",
+        }
+    )
+    process = start_component("worker", worker_settings, scratch / "worker.log")
+    try:
+        return await _watch(process, bootstrap, settings.topics.replies, messages, parts, profile)
+    finally:
+        stop(process)
+
+
+# The raw loop, run in its own process -------------------------------------------
+
+
+async def raw_loop(bootstrap: str, source: str, sink: str, messages: int) -> None:
+    """getmany -> accept() over a dict -> produce; until ``messages`` replies are out."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, max_poll_records=2000
+    )
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+    await consumer.start()
+    await producer.start()
+    try:
+        tps = [TopicPartition(source, p) for p in range(PARTITIONS)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        state: dict[bytes, PendingMessage] = {}
+        sent = 0
+        while sent < messages:
+            batches = await consumer.getmany(timeout_ms=1000)
+            futures = []
+            for records in batches.values():
+                for record in records:
+                    decoded = decode_raw(record.value)
+                    if isinstance(decoded, ExpiryTick):
+                        continue
+                    part: RawPart = decoded
+                    key = part.partition_key
+                    step = accept(state.get(key), part)
+                    if step.pending is None:
+                        state.pop(key, None)
+                    else:
+                        state[key] = step.pending
+                    for reply in step.replies:
+                        futures.append(
+                            await producer.send(sink, reply.encode(), key=reply.reply_id.encode())
+                        )
+                        sent += 1
+            await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+        await consumer.stop()
+
+
+def render(results: list[dict[str, Any]]) -> Table:
+    table = Table(title="Reassembly: parts/s from a pre-loaded raw topic (8 partitions)")
+    for column in ("processor", "parts", "replies", "window s", "parts/s", "CPU s", "x raw"):
+        table.add_column(column, justify="left" if column == "processor" else "right")
+    for r in results:
+        table.add_row(
+            r["processor"],
+            f"{r['parts']:,}",
+            f"{r['replies']:,}",
+            str(r.get("window_s", "-")),
+            f"{r['parts_per_s']:,}" if r.get("parts_per_s") else "-",
+            str(r["cpu_s"]),
+            str(r.get("ratio", "-")),
+        )
+    return table
+
+
+def summarize_profile(path: Path, top: int = 25) -> list[tuple[str, float, float]]:
+    """(function, self %, inclusive %) from py-spy's raw (collapsed) output."""
+    own: collections.Counter[str] = collections.Counter()
+    inclusive: collections.Counter[str] = collections.Counter()
+    total = 0
+    for line in path.read_text().splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack:
+            continue
+        count = int(count_text)
+        frames = stack.split(";")
+        total += count
+        own[frames[-1]] += count
+        for frame in set(frames):
+            inclusive[frame] += count
+    return [
+        (frame, 100 * own[frame] / total, 100 * inclusive[frame] / total)
+        for frame, _ in inclusive.most_common(top)
+    ]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--parts", type=int, default=DEFAULT_PARTS)
+    parser.add_argument("--bootstrap", help="an already running broker (default: embedded)")
+    parser.add_argument("--profile", type=Path, help="py-spy raw output for the worker")
+    parser.add_argument("--only", choices=("raw loop", "faust worker"))
+    parser.add_argument("--raw-loop", nargs=4, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.raw_loop:
+        bootstrap, source, sink, messages = args.raw_loop
+        asyncio.run(raw_loop(bootstrap, source, sink, int(messages)))
+        return
+    processors = (args.only,) if args.only else ("raw loop", "faust worker")
+    results = run(args.parts, bootstrap=args.bootstrap, profile=args.profile, processors=processors)
+    Console(width=120).print(render(results))
+    if args.profile and args.profile.exists():
+        for frame, own, incl in summarize_profile(args.profile):
+            print(f"{own:5.1f} {incl:5.1f}  {frame}")
+
+
+if __name__ == "__main__":
+    main()
