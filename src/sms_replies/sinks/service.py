@@ -55,6 +55,7 @@ async def serve_sinks(settings: Settings, *, stop: asyncio.Event | None = None) 
                     batch_size=settings.sink_batch_size,
                     batch_timeout=settings.sink_batch_timeout,
                     dead_letters=dead_letters,
+                    fetch_max_wait_ms=50 if settings.kafka_embedded else 500,
                 )
             )
         web_runner = await _start_web(runners, settings)
