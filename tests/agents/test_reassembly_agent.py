@@ -10,6 +10,7 @@ from pathlib import Path
 
 import faust
 import pytest
+from prometheus_client import REGISTRY
 
 from sms_replies.contract import ExpiryTick, RawPart, Reply
 from sms_replies.settings import Settings
@@ -128,7 +129,9 @@ async def test_expiry_ticks_publish_incomplete_then_late_then_forget(
         ],
     )
     assert replies == []
+    assert REGISTRY.get_sample_value("sms_replies_pending_messages") == 1
     await put_on_partition(app, [tick(t0 + 60_000 + timeout_ms)])
+    assert REGISTRY.get_sample_value("sms_replies_pending_messages") == 0
     [expired] = replies
     assert (expired.text, expired.complete, expired.parts_received) == (
         f"Bonjour {GAP_MARKER}fin",

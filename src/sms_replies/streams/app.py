@@ -218,42 +218,53 @@ def create_app(
             await publish(reply)
             emitted[reply.complete].inc()
 
-    async def apply(partition: int, key: bytes, step: Step) -> None:
+    # Long replies waiting for parts, per partition of this worker (the gauge).
+    waiting: dict[int, int] = {}
+
+    async def apply(partition: int, key: bytes, before: PendingMessage | None, step: Step) -> None:
         if step.pending is None:
             pending.pop(key, None)
         else:
             pending[key] = step.pending.encode()
             index.schedule(partition, key, deadline(step.pending))
+        was_waiting = before is not None and bool(before.parts)
+        is_waiting = step.pending is not None and bool(step.pending.parts)
+        waiting[partition] = waiting.get(partition, 0) + is_waiting - was_waiting
         await emit(step.replies)
 
     async def on_part(partition: int, part: RawPart) -> None:
         if part.concat is None:
-            for reply in accept(None, part).replies:
-                await publish(reply)
-                emitted[True].inc()
+            await emit(accept(None, part).replies)
             processed["single"].inc()
             return
         key = part.partition_key
         held = pending.get(key)
-        step = accept(PendingMessage.decode(held) if held else None, part)
+        before = PendingMessage.decode(held) if held else None
+        step = accept(before, part)
         if step.duplicate:
             # No state change; a reply it belongs to is published again (replay-safe).
             await emit(step.replies)
         else:
-            await apply(partition, key, step)
+            await apply(partition, key, before, step)
         processed["duplicate" if step.duplicate else "part"].inc()
 
     async def on_tick(partition: int, tick: ExpiryTick) -> None:
         if not index.is_indexed(partition):
+            states = [
+                (key, PendingMessage.decode(value))
+                for key, value in pending.items()
+                if value and partition_of(key, partitions) == partition
+            ]
             index.rebuild(
-                partition,
-                (
-                    (key, recovery_deadline(PendingMessage.decode(value), **windows))
-                    for key, value in pending.items()
-                    if value and partition_of(key, partitions) == partition
-                ),
+                partition, ((key, recovery_deadline(state, **windows)) for key, state in states)
             )
-            log.info("expiry index of partition %d: %d keys", partition, len(index))
+            waiting[partition] = sum(1 for _, state in states if state.parts)
+            log.info(
+                "partition %d: %d keys indexed, %d replies waiting for parts",
+                partition,
+                len(states),
+                waiting[partition],
+            )
         for key in index.pop_due(partition, tick.now_ms):
             held = pending.get(key)
             if held:
@@ -263,8 +274,8 @@ def create_app(
                     await emit(step.replies)
                     index.schedule(partition, key, deadline(state))
                 else:
-                    await apply(partition, key, step)
-        metrics.PENDING_MESSAGES.set(len(index))
+                    await apply(partition, key, state, step)
+        metrics.PENDING_MESSAGES.set(sum(waiting.values()))
 
     @app.agent(raw_topic, name="reassemble")
     async def reassemble(stream: faust.StreamT[bytes]) -> None:
@@ -292,7 +303,10 @@ def create_app(
 
     async def forget_revoked(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         revoked: set[Any] = args[0] if args else kwargs.get("revoked", set())
-        index.forget(tp.partition for tp in revoked if tp.topic == topics.raw)
+        lost = [tp.partition for tp in revoked if tp.topic == topics.raw]
+        index.forget(lost)
+        for partition in lost:
+            waiting.pop(partition, None)
 
     app.on_partitions_revoked.connect(forget_revoked)
 
