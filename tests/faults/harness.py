@@ -20,8 +20,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-import aiohttp
-
 from sms_replies.broker.admin import ensure_topics
 from sms_replies.broker.embedded import free_port
 from sms_replies.broker.lag import group_lag
@@ -31,6 +29,7 @@ from sms_replies.sinks.runner import group_id
 from tests.faults.check import Verdict, compare, read_store
 from tests.faults.cluster import COMMANDS, Pipeline, ProxiedBroker, StoreLock
 from tests.faults.traffic import Expected, Provider, build_workload
+from tests.integration.conftest import wait_ready
 
 log = logging.getLogger("tests.faults")
 
@@ -163,20 +162,6 @@ async def wait_quiescence(
     return Quiescence(verdict, reached=False, seconds=None, lags=lags)
 
 
-async def _wait_ready(url: str, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    async with aiohttp.ClientSession() as session:
-        while time.monotonic() < deadline:
-            try:
-                async with session.get(url) as response:
-                    if response.status == 200:
-                        return
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.1)
-    raise TimeoutError(f"{url} not ready after {timeout}s")
-
-
 async def run_async(
     callbacks: int = 5000,
     *,
@@ -225,7 +210,7 @@ async def run_async(
             pipeline.start(command)
         supervisor = asyncio.create_task(pipeline.supervise(stop_supervising))
         base = f"http://{settings.http_host}:{settings.http_port}"
-        await _wait_ready(f"{base}/readyz")
+        await wait_ready(f"{base}/readyz", timeout=60.0)
         workload = build_workload(callbacks, seed, duplicate_rate=duplicate_rate, run_tag=tag[:4])
         log.info(
             "seed %d: %d callbacks for %d replies %s; logs in %s",
