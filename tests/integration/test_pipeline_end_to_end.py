@@ -221,7 +221,8 @@ async def test_every_shape_and_encoding_lands_once_in_duckdb(
     settings: Settings, processes: Processes
 ) -> None:
     url = await start_pipeline(processes, settings)
-    started = datetime.now(UTC)
+    now = datetime.now(UTC)
+    started = now.replace(microsecond=now.microsecond // 1000 * 1000)  # stored at ms precision
     async with aiohttp.ClientSession() as session:
         for encoding, fields in callbacks():
             async with await send(session, url, encoding, fields) as response:
