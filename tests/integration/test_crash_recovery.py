@@ -95,18 +95,24 @@ async def test_sinks_killed_and_store_locked_lose_nothing(
     locker = await asyncio.create_subprocess_exec(
         sys.executable,
         "-c",
-        "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); "
-        "print('locked', flush=True); time.sleep(8)",
+        # Holds the write lock until its stdin closes: no timing involved.
+        "import duckdb, sys; c = duckdb.connect(sys.argv[1]); "
+        "print('locked', flush=True); sys.stdin.read()",
         str(settings.duckdb_path),
+        stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
     )
+    assert locker.stdin is not None
     assert locker.stdout is not None
     assert (await locker.stdout.readline()).strip() == b"locked"
     processes.start("sinks")
     await post_all(url, singles[200:])
-    await asyncio.sleep(3)
-    assert locker.returncode is None  # still holding the lock: nothing written yet
+    for _ in range(100):  # the restarted sink meets the lock and backs off
+        if "retry in" in processes.log("sinks"):
+            break
+        await asyncio.sleep(0.2)
+    assert "retry in" in processes.log("sinks")
+    locker.stdin.close()
     await locker.wait()
     rows = await wait_for_rows(settings.duckdb_path, 300, timeout=120)
     assert sorted(r["text"] for r in rows) == sorted(f"r{n}" for n in range(300))
-    assert "retry in" in processes.log("sinks")
