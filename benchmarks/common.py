@@ -19,7 +19,7 @@ import psutil
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from sms_replies.contract import Concat, RawPart
-from sms_replies.procs import spawn
+from sms_replies.procs import spawn, terminate
 from sms_replies.settings import Settings
 
 LONG_NUMBER = "+33756781234"
@@ -141,14 +141,7 @@ def start_component(
 
 
 def stop(process: subprocess.Popen[bytes], timeout: float = 30) -> None:
-    if process.poll() is not None:
-        return
-    process.terminate()
-    try:
-        process.wait(timeout)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
+    terminate(process, timeout)
 
 
 def cpu_seconds(pid: int) -> float:

@@ -23,3 +23,17 @@ def _die_with_parent() -> None:
 def spawn(args: Sequence[str], **kwargs: Any) -> subprocess.Popen[bytes]:
     """Start a child in its own process group (Ctrl-C reaches only the parent)."""
     return subprocess.Popen(list(args), process_group=0, preexec_fn=_die_with_parent, **kwargs)
+
+
+def terminate(process: subprocess.Popen[bytes], timeout: float) -> bool:
+    """SIGTERM, then SIGKILL after ``timeout``; True if it had to be killed. Idempotent."""
+    if process.poll() is not None:
+        return False
+    process.terminate()
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+        return True
+    return False

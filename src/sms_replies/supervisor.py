@@ -30,7 +30,7 @@ from sms_replies.broker.embedded import EmbeddedBroker
 from sms_replies.broker.lag import group_lag
 from sms_replies.contract import ExpiryTick
 from sms_replies.ingest.app import CALLBACK_PATH
-from sms_replies.procs import spawn
+from sms_replies.procs import spawn, terminate
 from sms_replies.settings import Settings
 from sms_replies.sinks.runner import group_id
 
@@ -64,15 +64,8 @@ class Child:
 
     def terminate(self, timeout: float) -> None:
         """SIGTERM, then SIGKILL after ``timeout``. Idempotent."""
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            log.error("%s did not stop in %.0fs: killing it", self.command, timeout)
-            self.process.kill()
-            self.process.wait()
+        if self.process is not None and terminate(self.process, timeout):
+            log.error("%s did not stop in %.0fs: it was killed", self.command, timeout)
 
 
 class Pipeline:

@@ -14,7 +14,7 @@ from types import TracebackType
 from typing import Self
 
 from sms_replies.errors import ConfigError
-from sms_replies.procs import spawn
+from sms_replies.procs import spawn, terminate
 
 log = logging.getLogger(__name__)
 
@@ -74,12 +74,7 @@ class EmbeddedBroker:
         process, self._process = self._process, None
         if process is None or process.poll() is not None:
             return
-        process.terminate()
-        try:
-            process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        terminate(process, timeout)
         log.info("embedded broker on %s stopped", self.bootstrap)
 
     def __enter__(self) -> Self:
