@@ -36,7 +36,7 @@ test: lint system-deps  ## lint, type check, then every test layer (starts its o
 	$(BIN)/pytest
 
 unit: $(STAMP)
-	$(BIN)/pytest tests/unit tests/faust
+	$(BIN)/pytest tests/unit tests/agents
 
 bench: $(STAMP)  ## every benchmark on the embedded broker; writes docs/benchmarks.md
 	@command -v wrk >/dev/null || (apt-get update -qq && \

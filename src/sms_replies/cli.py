@@ -37,6 +37,10 @@ def load_settings(component: str, overrides: dict[str, Any]) -> Settings:
         settings = Settings.load(**overrides)
     except ValidationError as exc:
         raise click.UsageError(f"invalid settings:\n{exc}") from None
+    if component == "worker":
+        from sms_replies.health import worker_name
+
+        component = worker_name(settings.worker_index)
     logs.configure(settings.log_level, component)
     return settings
 
@@ -106,7 +110,7 @@ def worker(**overrides: Any) -> None:
             replication_factor=settings.replication_factor,
         )
     )
-    (settings.data_dir / "worker").mkdir(parents=True, exist_ok=True)
+    settings.worker_state_dir.mkdir(parents=True, exist_ok=True)
     app = create_app(settings)
     # INFO, not Faust's WARN default: at WARN it installs a spinner and sets the
     # root logger to DEBUG, which costs ~20 % of throughput.

@@ -14,13 +14,19 @@ from sms_replies.settings import Settings
 HEALTH_SETTINGS = web.AppKey("health_settings", Settings)
 
 
+def worker_name(index: int) -> str:
+    """Name of worker process ``index``: "worker", then "worker-1", "worker-2", ..."""
+    return f"worker-{index}" if index else "worker"
+
+
 def endpoints(settings: Settings) -> dict[str, str]:
     host = settings.http_host if settings.http_host != "0.0.0.0" else "127.0.0.1"
-    return {
-        "ingest": f"http://{host}:{settings.http_port}/readyz",
-        "worker": f"http://{host}:{settings.worker_web_port}/healthz",
-        "sinks": f"http://{host}:{settings.sinks_web_port}/healthz",
-    }
+    urls = {"ingest": f"http://{host}:{settings.http_port}/readyz"}
+    for i in range(settings.worker_processes):
+        port = settings.model_copy(update={"worker_index": i}).worker_port
+        urls[worker_name(i)] = f"http://{host}:{port}/healthz"
+    urls["sinks"] = f"http://{host}:{settings.sinks_web_port}/healthz"
+    return urls
 
 
 async def _probe(session: aiohttp.ClientSession, url: str) -> dict[str, Any]:

@@ -76,7 +76,24 @@ class Settings(BaseSettings):
 
     # Worker (reassembly)
     worker_id: str = Field("sms-replies-reassembly", description="Faust app id / group id.")
-    worker_web_port: int = Field(6066, ge=0, le=65535, description="Worker health/metrics.")
+    worker_web_port: int = Field(
+        6066, ge=0, le=65535, description="Worker health/metrics (process N: this port + N)."
+    )
+    worker_processes: int = Field(
+        1,
+        ge=1,
+        description="Worker processes `run` starts in one consumer group; they share the "
+        "raw partitions (one process uses at most one core).",
+    )
+    worker_index: int = Field(
+        0, ge=0, description="This worker process's number among them (set by `run`)."
+    )
+    worker_standby_replicas: int = Field(
+        1,
+        ge=0,
+        description="Standby copies of each table partition kept by the other worker "
+        "processes (faster take-over, more CPU); 0 = rebuild from the changelog.",
+    )
     reassembly_timeout: float = Field(
         1800.0, gt=0, description="Seconds without a new part before a long reply expires."
     )
@@ -141,6 +158,16 @@ class Settings(BaseSettings):
     @property
     def duckdb_path(self) -> Path:
         return self.data_dir / "replies.duckdb"
+
+    @property
+    def worker_port(self) -> int:
+        """Web port of this worker process."""
+        return self.worker_web_port + self.worker_index if self.worker_web_port else 0
+
+    @property
+    def worker_state_dir(self) -> Path:
+        """Local table state (RocksDB) of this worker process: one per process."""
+        return self.data_dir / "worker" / str(self.worker_index)
 
     @property
     def bootstrap(self) -> str:

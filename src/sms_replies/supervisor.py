@@ -1,10 +1,12 @@
 """``sms-replies run``: the whole pipeline on one machine, supervised.
 
-Children: ingress, worker and sinks, each a ``python -m sms_replies`` process
-with the same settings (passed as SMS_REPLIES_* variables), plus the embedded
-broker when no bootstrap is given. A child that dies is restarted. Shutdown
-order keeps every acknowledged reply: stop the ingress (no new 200s), wait
-until the worker and the sinks have caught up, stop them, then the broker.
+Children: ingress, ``SMS_REPLIES_WORKER_PROCESSES`` workers (one consumer
+group; worker i gets SMS_REPLIES_WORKER_INDEX=i and is named "worker",
+"worker-1", ...) and sinks, each a ``python -m sms_replies`` process with the
+same settings (passed as SMS_REPLIES_* variables), plus the embedded broker
+when no bootstrap is given. A child that dies is restarted. Shutdown order
+keeps every acknowledged reply: stop the ingress (no new 200s), wait until the
+workers and the sinks have caught up, stop them, then the broker.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from sms_replies.broker.admin import ensure_topics
 from sms_replies.broker.embedded import EmbeddedBroker
 from sms_replies.broker.lag import group_lag
 from sms_replies.contract import ExpiryTick
+from sms_replies.health import worker_name
 from sms_replies.ingest.app import CALLBACK_PATH
 from sms_replies.procs import spawn, terminate
 from sms_replies.settings import Settings
@@ -45,6 +48,7 @@ FLUSH_ALL_MS = 2**62
 
 @dataclass
 class Child:
+    name: str
     command: str
     env: dict[str, str]
     process: subprocess.Popen[bytes] | None = None
@@ -56,7 +60,7 @@ class Child:
         # which then stops the children in a safe order.
         self.process = spawn([sys.executable, "-m", "sms_replies", self.command], env=self.env)
         self.started_at = time.monotonic()
-        log.info("started %s (pid %d)", self.command, self.process.pid)
+        log.info("started %s (pid %d)", self.name, self.process.pid)
 
     @property
     def exited(self) -> bool:
@@ -65,7 +69,7 @@ class Child:
     def terminate(self, timeout: float) -> None:
         """SIGTERM, then SIGKILL after ``timeout``. Idempotent."""
         if self.process is not None and terminate(self.process, timeout):
-            log.error("%s did not stop in %.0fs: it was killed", self.command, timeout)
+            log.error("%s did not stop in %.0fs: it was killed", self.name, timeout)
 
 
 class Pipeline:
@@ -102,9 +106,13 @@ class Pipeline:
                 replication_factor=settings.replication_factor,
             )
             env = {**os.environ, **settings.as_env()}
-            for command in ("worker", "sinks", "ingest", "api"):
-                self.children[command] = Child(command, env)
-                self.children[command].start()
+            children = [
+                Child(worker_name(i), "worker", {**env, "SMS_REPLIES_WORKER_INDEX": str(i)})
+                for i in range(settings.worker_processes)
+            ] + [Child(command, command, env) for command in ("sinks", "ingest", "api")]
+            for child in children:
+                self.children[child.name] = child
+                child.start()
             await self._announce()
             await self._supervise(stop)
         finally:
@@ -136,7 +144,7 @@ class Pipeline:
                     if time.monotonic() - child.started_at > HEALTHY_RUN_SECONDS:
                         child.restarts = 0
                     delay = min(RESTART_BACKOFF_MAX, 2.0**child.restarts)
-                    log.error("%s exited with %s; restarting in %.0fs", child.command, code, delay)
+                    log.error("%s exited with %s; restarting in %.0fs", child.name, code, delay)
                     await asyncio.sleep(delay)
                     child.restarts += 1
                     child.start()
@@ -144,16 +152,16 @@ class Pipeline:
                 await asyncio.wait_for(stop.wait(), 0.5)
 
     async def shutdown(self) -> None:
-        """Ingress first, drain, then worker and sinks, then the broker. Idempotent."""
+        """Ingress first, drain, then workers and sinks, then the broker. Idempotent."""
         for front in ("ingest", "api"):
             if front in self.children:
                 self.children[front].terminate(timeout=30)
         if self.children and self.settings.kafka_embedded:
             # In-memory broker: whatever is not in the store when it stops is gone.
             await self._drain()
-        for command in ("worker", "sinks"):
-            if command in self.children:
-                self.children[command].terminate(timeout=60)
+        # All at once: a worker stopped alone would first take over the others' partitions.
+        back = [c for c in self.children.values() if c.command in ("worker", "sinks")]
+        await asyncio.gather(*(asyncio.to_thread(c.terminate, 60) for c in back))
         self.children.clear()
         if self.broker is not None:
             self.broker.stop()

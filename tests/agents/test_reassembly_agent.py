@@ -7,6 +7,8 @@ import hashlib
 import hmac
 from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import faust
 import pytest
@@ -14,13 +16,34 @@ from prometheus_client import REGISTRY
 
 from sms_replies.contract import ExpiryTick, RawPart, Reply
 from sms_replies.settings import Settings
+from sms_replies.streams import app as streams_app
 from sms_replies.streams.app import create_app
+from sms_replies.streams.batch import SendChangelog
 from sms_replies.streams.expiry import partition_of
 from sms_replies.streams.reassembly import GAP_MARKER, PendingMessage
 
+Changelog = list[tuple[int, bytes, bytes | None]]
+
+
+def recording(changelog: Changelog) -> SendChangelog:
+    """A changelog sender that keeps the records and acknowledges them at once."""
+
+    async def send(partition: int, key: bytes, value: bytes | None) -> asyncio.Future[Any]:
+        changelog.append((partition, key, value))
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        future.set_result(SimpleNamespace(offset=len(changelog) - 1))
+        return future
+
+    return send
+
 
 @pytest.fixture
-async def harness(tmp_path: Path) -> tuple[faust.App, list[Reply], list[str]]:
+def changelog() -> Changelog:
+    return []
+
+
+@pytest.fixture
+async def harness(tmp_path: Path, changelog: Changelog) -> tuple[faust.App, list[Reply], list[str]]:
     replies: list[Reply] = []
     dead: list[str] = []
 
@@ -35,6 +58,7 @@ async def harness(tmp_path: Path) -> tuple[faust.App, list[Reply], list[str]]:
         settings,
         publish_reply=publish,
         publish_dead_letter=dead_letter,
+        publish_changelog=recording(changelog),
         store="memory://",
         loop=asyncio.get_running_loop(),
     )
@@ -42,11 +66,20 @@ async def harness(tmp_path: Path) -> tuple[faust.App, list[Reply], list[str]]:
     return app, replies, dead
 
 
+async def settle(events: list[Any]) -> None:
+    """Wait until the agent has handled (acked) every event: it works in batches."""
+    async with asyncio.timeout(10):
+        # Faust only sets a flag on the message: nothing to await.
+        while not all(event.message.acked for event in events):  # noqa: ASYNC110
+            await asyncio.sleep(0.005)
+
+
 async def put_parts(app: faust.App, parts: list[RawPart]) -> None:
+    """Each part handled before the next is put (a batch each)."""
     agent = app.agents["reassemble"]
     async with agent.test_context() as tested:
         for part in parts:
-            await tested.put(part.encode(), key=part.partition_key)
+            await settle([await tested.put(part.encode(), key=part.partition_key)])
 
 
 async def test_parts_in_reverse_order_give_one_complete_reply(
@@ -91,8 +124,11 @@ async def test_undecodable_record_goes_to_dead_letter_and_stream_goes_on(
     app, replies, dead = harness
     agent = app.agents["reassemble"]
     async with agent.test_context() as tested:
-        await tested.put(b"not json", key=b"k")
-        await tested.put(make_part(text="Oui").encode(), key=b"k")
+        events = [
+            await tested.put(b"not json", key=b"k"),
+            await tested.put(make_part(text="Oui").encode(), key=b"k"),
+        ]
+        await settle(events)
     assert len(dead) == 1
     assert "not JSON" in dead[0]
     assert [r.text for r in replies] == ["Oui"]
@@ -102,8 +138,10 @@ async def put_on_partition(app: faust.App, records: list[tuple[bytes, int]]) -> 
     """Put raw values on given partitions, as the broker would deliver them."""
     agent = app.agents["reassemble"]
     async with agent.test_context() as tested:
-        for value, partition in records:
-            await tested.put(value, key=None, partition=partition)
+        events = [
+            await tested.put(value, key=None, partition=partition) for value, partition in records
+        ]
+        await settle(events)
 
 
 async def test_expiry_ticks_publish_incomplete_then_late_then_forget(
@@ -166,10 +204,50 @@ async def test_with_a_pseudonymize_key_no_number_leaves_the_worker_in_clear(
         kafka_bootstrap="127.0.0.1:1", data_dir=tmp_path, pseudonymize_key="k3y"
     )
     app = create_app(
-        settings, publish_reply=publish, store="memory://", loop=asyncio.get_running_loop()
+        settings,
+        publish_reply=publish,
+        publish_changelog=recording([]),
+        store="memory://",
+        loop=asyncio.get_running_loop(),
     )
     app.finalize()
     parts = [make_part(part=n, text=f"p{n}", sender="+33611112222") for n in (2, 1)]
     await put_parts(app, [*parts, make_part(text="STOP", sender="+33611112222")])
     expected = "h:" + hmac.new(b"k3y", b"+33611112222", hashlib.sha256).hexdigest()
     assert [(r.text, r.sender) for r in replies] == [("p1p2", expected), ("STOP", expected)]
+
+
+async def test_a_key_touched_several_times_in_one_batch_is_written_once(
+    harness: tuple[faust.App, list[Reply], list[str]],
+    changelog: Changelog,
+    make_part: Callable[..., RawPart],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    app, replies, _ = harness
+    # A window long enough that the three parts are surely one batch.
+    monkeypatch.setattr(streams_app, "BATCH_WITHIN_S", 1.0)
+    parts = [make_part(part=n, total=3, text=t) for n, t in ((2, "b"), (1, "a"), (3, "c"))]
+    agent = app.agents["reassemble"]
+    async with agent.test_context() as tested:
+        events = [await tested.put(p.encode(), key=p.partition_key, wait=False) for p in parts]
+        await settle(events)
+    assert [r.text for r in replies] == ["abc"]
+    [(_, key, value)] = changelog  # one write for three updates
+    assert key == parts[0].partition_key
+    assert value == app.tables["pending"][key]
+    assert value is not None
+    state = PendingMessage.decode(value)
+    assert (state.parts, state.closed is not None) == ({}, True)
+
+
+async def test_every_state_change_reaches_the_changelog(
+    harness: tuple[faust.App, list[Reply], list[str]],
+    changelog: Changelog,
+    make_part: Callable[..., RawPart],
+) -> None:
+    app, _, _ = harness
+    first, second = make_part(part=1, text="a"), make_part(part=2, text="b")
+    await put_parts(app, [first, second])
+    # Two batches (the first part is handled before the second is put): two writes.
+    assert [PendingMessage.decode(v).parts.keys() for _, _, v in changelog if v] == [{1}, set()]
+    assert changelog[-1][2] == app.tables["pending"][first.partition_key]

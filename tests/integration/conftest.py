@@ -59,13 +59,17 @@ class Processes:
         self.log_dir = log_dir
         self.children: dict[str, subprocess.Popen[bytes]] = {}
 
-    def start(self, command: str, **extra_env: str) -> subprocess.Popen[bytes]:
+    def start(
+        self, command: str, name: str | None = None, **extra_env: str
+    ) -> subprocess.Popen[bytes]:
+        """``name`` (default: ``command``) keys the child here and names its log file."""
+        name = name or command
         env = {**os.environ, **self.settings.as_env(), **extra_env}
-        with (self.log_dir / f"{command}.log").open("ab") as log:
+        with (self.log_dir / f"{name}.log").open("ab") as log:
             child = spawn(
                 [sys.executable, "-m", "sms_replies", command], env=env, stdout=log, stderr=log
             )
-        self.children[command] = child
+        self.children[name] = child
         return child
 
     def stop(self, command: str, sig: int | None = None, timeout: float = 30) -> int:

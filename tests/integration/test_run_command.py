@@ -15,13 +15,12 @@ import pytest
 
 from sms_replies.broker.embedded import free_port
 from tests.integration.conftest import read_rows, wait_ready
+from tests.integration.test_worker_processes import free_port_run
 
 pytestmark = pytest.mark.integration
 
 
-@pytest.mark.timeout(180)
-async def test_run_accepts_callbacks_and_stops_without_losing_any(tmp_path: Path) -> None:
-    ports = {name: free_port() for name in ("HTTP", "API", "WORKER_WEB", "SINKS_WEB")}
+def run_env(tmp_path: Path, ports: dict[str, int]) -> dict[str, str]:
     env = {
         **os.environ,
         **{f"SMS_REPLIES_{name}_PORT": str(port) for name, port in ports.items()},
@@ -30,6 +29,13 @@ async def test_run_accepts_callbacks_and_stops_without_losing_any(tmp_path: Path
         "SMS_REPLIES_SINK_BATCH_TIMEOUT": "0.2",
     }
     env.pop("SMS_REPLIES_KAFKA_BOOTSTRAP", None)
+    return env
+
+
+@pytest.mark.timeout(180)
+async def test_run_accepts_callbacks_and_stops_without_losing_any(tmp_path: Path) -> None:
+    ports = {name: free_port() for name in ("HTTP", "API", "WORKER_WEB", "SINKS_WEB")}
+    env = run_env(tmp_path, ports)
     with (tmp_path / "run.log").open("wb") as log:
         run = subprocess.Popen(
             [sys.executable, "-m", "sms_replies", "run"],
@@ -98,3 +104,33 @@ async def test_run_accepts_callbacks_and_stops_without_losing_any(tmp_path: Path
         ("Je viens […]", False),
         ("Oui", True),
     ]
+
+
+@pytest.mark.timeout(180)
+async def test_run_starts_every_worker_process(tmp_path: Path) -> None:
+    ports = {name: free_port() for name in ("HTTP", "API", "SINKS_WEB")}
+    ports["WORKER_WEB"] = free_port_run(2)
+    env = {**run_env(tmp_path, ports), "SMS_REPLIES_WORKER_PROCESSES": "2"}
+    with (tmp_path / "run.log").open("wb") as log:
+        run = subprocess.Popen(
+            [sys.executable, "-m", "sms_replies", "run"], env=env, stdout=log, stderr=log
+        )
+    try:
+        health = f"http://127.0.0.1:{ports['API']}/health"
+        await wait_ready(health, timeout=60)
+        async with aiohttp.ClientSession() as session, session.get(health) as response:
+            components = (await response.json())["components"]
+    finally:
+        run.send_signal(signal.SIGINT)
+        code = await asyncio.to_thread(run.wait, 90)
+    assert code == 0
+    assert {name: c["up"] for name, c in components.items()} == {
+        "ingest": True,
+        "worker": True,
+        "worker-1": True,
+        "sinks": True,
+    }
+    text = (tmp_path / "run.log").read_text()
+    assert "started worker (pid" in text
+    assert "started worker-1 (pid" in text
+    assert "it was killed" not in text  # every worker stopped on SIGTERM

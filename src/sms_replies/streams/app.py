@@ -18,7 +18,7 @@ import logging
 import os
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, cast
 
 import faust
 import orjson
@@ -30,6 +30,7 @@ from sms_replies.broker.offsets import end_offsets
 from sms_replies.contract import ExpiryTick, RawPart, Reply, decode_raw
 from sms_replies.privacy import pseudonymize_reply
 from sms_replies.settings import Settings
+from sms_replies.streams.batch import SendChangelog, TableBatch, in_event
 from sms_replies.streams.expiry import ExpiryIndex, partition_of
 from sms_replies.streams.reassembly import (
     PendingMessage,
@@ -42,6 +43,11 @@ from sms_replies.streams.reassembly import (
 
 log = logging.getLogger(__name__)
 
+#: Raw records handled per batch, and the longest wait to fill one (added latency
+#: when traffic is low). See benchmarks/reassembly.py for what batching buys.
+BATCH_MAX_EVENTS = 1000
+BATCH_WITHIN_S = 0.02
+
 PublishReply = Callable[[Reply], Awaitable[None]]
 PublishDeadLetter = Callable[[bytes, str], Awaitable[None]]
 
@@ -51,7 +57,7 @@ def faust_settings(settings: Settings) -> dict[str, Any]:
     conf: dict[str, Any] = {
         "broker": f"kafka://{settings.bootstrap}",
         "store": "rocksdb://",
-        "datadir": str(settings.data_dir / "worker"),
+        "datadir": str(settings.worker_state_dir),
         "topic_partitions": settings.topic_partitions,
         "topic_replication_factor": settings.replication_factor,
         "key_serializer": "raw",
@@ -72,7 +78,8 @@ def faust_settings(settings: Settings) -> dict[str, Any]:
         # A deeper buffer keeps the agent fed between fetches.
         "stream_buffer_maxsize": 16384,
         "web_host": settings.http_host,
-        "web_port": settings.worker_web_port,
+        "web_port": settings.worker_port,
+        "table_standby_replicas": settings.worker_standby_replicas,
     }
     return conf
 
@@ -150,6 +157,7 @@ def create_app(
     *,
     publish_reply: PublishReply | None = None,
     publish_dead_letter: PublishDeadLetter | None = None,
+    publish_changelog: SendChangelog | None = None,
     **overrides: Any,
 ) -> faust.App:
     """The worker app. ``publish_*`` replace the topic sends (tests), ``overrides`` the conf."""
@@ -170,6 +178,7 @@ def create_app(
         value_type=bytes,
         help="State of each reassembly key (see streams.reassembly.PendingMessage).",
     )
+    changelog_topic = pending.changelog_topic.get_topic_name()
     index = ExpiryIndex()
     # Label lookups cost a lock and a dict per call: resolve them once.
     emitted = {
@@ -191,6 +200,13 @@ def create_app(
         )
         asyncio.ensure_future(future).add_done_callback(_exit_on_send_failure)
 
+    async def send_changelog(partition: int, key: bytes, value: bytes | None) -> Any:
+        future = await app.producer.send(changelog_topic, key, value, partition, None, None)
+        delivery = asyncio.ensure_future(future)
+        # A lost changelog record would be a lost state on take-over: crash first.
+        delivery.add_done_callback(_exit_on_send_failure)
+        return delivery
+
     async def send_dead_letter(value: bytes, error: str) -> None:
         record = value.decode("utf-8", "replace")
         envelope = {"stage": "reassembly", "error": error, "record": record}
@@ -207,6 +223,7 @@ def create_app(
         await base_publish(pseudonymize_reply(reply, pseudonymize_key))
 
     dead_letter = publish_dead_letter or send_dead_letter
+    changelog = publish_changelog or send_changelog
 
     windows = {"timeout_ms": timeout_ms, "horizon_ms": horizon_ms}
 
@@ -221,40 +238,49 @@ def create_app(
     # Long replies waiting for parts, per partition of this worker (the gauge).
     waiting: dict[int, int] = {}
 
-    async def apply(partition: int, key: bytes, before: PendingMessage | None, step: Step) -> None:
+    async def apply(
+        batch: TableBatch,
+        event: Any,
+        key: bytes,
+        before: PendingMessage | None,
+        step: Step,
+    ) -> None:
+        partition: int = event.message.partition
         if step.pending is None:
-            pending.pop(key, None)
+            batch.set(key, None, event)
         else:
-            pending[key] = step.pending.encode()
+            batch.set(key, step.pending.encode(), event)
             index.schedule(partition, key, deadline(step.pending))
         was_waiting = before is not None and bool(before.parts)
         is_waiting = step.pending is not None and bool(step.pending.parts)
         waiting[partition] = waiting.get(partition, 0) + is_waiting - was_waiting
         await emit(step.replies)
 
-    async def on_part(partition: int, part: RawPart) -> None:
+    async def on_part(batch: TableBatch, event: Any, part: RawPart) -> None:
         if part.concat is None:
             await emit(accept(None, part).replies)
             processed["single"].inc()
             return
         key = part.partition_key
-        held = pending.get(key)
+        held = batch.get(key, event)
         before = PendingMessage.decode(held) if held else None
         step = accept(before, part)
         if step.duplicate:
             # No state change; a reply it belongs to is published again (replay-safe).
             await emit(step.replies)
         else:
-            await apply(partition, key, before, step)
+            await apply(batch, event, key, before, step)
         processed["duplicate" if step.duplicate else "part"].inc()
 
-    async def on_tick(partition: int, tick: ExpiryTick) -> None:
+    async def on_tick(batch: TableBatch, event: Any, tick: ExpiryTick) -> None:
+        partition: int = event.message.partition
         if not index.is_indexed(partition):
-            states = [
-                (key, PendingMessage.decode(value))
-                for key, value in pending.items()
-                if value and partition_of(key, partitions) == partition
-            ]
+            with in_event(event):
+                states = [
+                    (key, PendingMessage.decode(value))
+                    for key, value in pending.items()
+                    if value and partition_of(key, partitions) == partition
+                ]
             index.rebuild(
                 partition, ((key, recovery_deadline(state, **windows)) for key, state in states)
             )
@@ -266,7 +292,7 @@ def create_app(
                 waiting[partition],
             )
         for key in index.pop_due(partition, tick.now_ms):
-            held = pending.get(key)
+            held = batch.get(key, event)
             if held:
                 state = PendingMessage.decode(held)
                 step = expire_due(state, tick.now_ms, **windows)
@@ -274,26 +300,36 @@ def create_app(
                     await emit(step.replies)
                     index.schedule(partition, key, deadline(state))
                 else:
-                    await apply(partition, key, state, step)
+                    await apply(batch, event, key, state, step)
         metrics.PENDING_MESSAGES.set(sum(waiting.values()))
+
+    async def on_event(batch: TableBatch, event: Any) -> None:
+        value: bytes = event.value
+        try:
+            record = decode_raw(value)
+            if isinstance(record, ExpiryTick):
+                # The index is rebuilt from the table itself: let it see this batch.
+                await batch.flush()
+                await on_tick(batch, event, record)
+            else:
+                await on_part(batch, event, record)
+        except Exception as exc:
+            # A record we cannot process is data for the dead-letter topic;
+            # crashing the agent would skip it silently and stall the stream.
+            log.exception("raw record sent to the dead-letter topic")
+            await dead_letter(value, f"{type(exc).__name__}: {exc}")
+            processed["dead_letter"].inc()
 
     @app.agent(raw_topic, name="reassemble")
     async def reassemble(stream: faust.StreamT[bytes]) -> None:
-        async for event in stream.events():
-            value: bytes = event.value
-            partition: int = event.message.partition
-            try:
-                record = decode_raw(value)
-                if isinstance(record, ExpiryTick):
-                    await on_tick(partition, record)
-                else:
-                    await on_part(partition, record)
-            except Exception as exc:
-                # A record we cannot process is data for the dead-letter topic;
-                # crashing the agent would skip it silently and stall the stream.
-                log.exception("raw record sent to the dead-letter topic")
-                await dead_letter(value, f"{type(exc).__name__}: {exc}")
-                processed["dead_letter"].inc()
+        # A batch at a time: Faust acks the batch's events after the loop body,
+        # and flushes the producer (replies, changelog) before it commits them.
+        batches = cast(faust.Stream[bytes], stream).take_events  # not on StreamT
+        async for events in batches(BATCH_MAX_EVENTS, within=BATCH_WITHIN_S):
+            batch = TableBatch(pending, changelog)
+            for event in events:
+                await on_event(batch, event)
+            await batch.flush()
 
     @app.timer(settings.expiry_tick_interval, on_leader=True)  # type: ignore[untyped-decorator]
     async def send_expiry_ticks() -> None:
@@ -312,7 +348,8 @@ def create_app(
 
     @app.page("/metrics")
     async def metrics_page(web: Any, request: Any) -> Any:
-        return web.bytes(generate_latest(), content_type=CONTENT_TYPE_LATEST)
+        # As a header: aiohttp refuses a content_type argument with a charset in it.
+        return web.bytes(generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     @app.page("/healthz")
     async def health_page(web: Any, request: Any) -> Any:

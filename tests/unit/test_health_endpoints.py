@@ -1,0 +1,35 @@
+"""The pipeline health view asks every process, each worker process at its own port."""
+
+from __future__ import annotations
+
+from sms_replies.health import endpoints, worker_name
+from sms_replies.settings import Settings
+
+
+def test_one_worker_process_is_named_worker() -> None:
+    settings = Settings.load(http_port=9000, worker_web_port=7000, sinks_web_port=7100)
+    assert endpoints(settings) == {
+        "ingest": "http://127.0.0.1:9000/readyz",
+        "worker": "http://127.0.0.1:7000/healthz",
+        "sinks": "http://127.0.0.1:7100/healthz",
+    }
+
+
+def test_every_worker_process_is_listed_at_its_own_port() -> None:
+    settings = Settings.load(
+        http_host="0.0.0.0",
+        http_port=9000,
+        worker_web_port=7000,
+        sinks_web_port=7100,
+        worker_processes=3,
+        worker_index=2,  # the asking process's own index does not matter
+    )
+    assert endpoints(settings) == {
+        "ingest": "http://127.0.0.1:9000/readyz",
+        "worker": "http://127.0.0.1:7000/healthz",
+        "worker-1": "http://127.0.0.1:7001/healthz",
+        "worker-2": "http://127.0.0.1:7002/healthz",
+        "sinks": "http://127.0.0.1:7100/healthz",
+    }
+    # The supervisor names its children the same way.
+    assert [worker_name(i) for i in range(3)] == ["worker", "worker-1", "worker-2"]
