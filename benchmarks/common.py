@@ -18,6 +18,7 @@ from typing import Any
 import psutil
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from sms_replies.broker.offsets import end_offsets
 from sms_replies.contract import Concat, RawPart
 from sms_replies.procs import spawn, terminate
 from sms_replies.settings import Settings
@@ -102,6 +103,7 @@ async def count_records(
     *,
     wait_s: float,
     partitions: int,
+    start: dict[int, int] | None = None,
 ) -> tuple[int, float | None, float | None]:
     """Read ``topic`` until ``expected`` records: (count, first, last) record timestamps in s.
 
@@ -114,6 +116,9 @@ async def count_records(
         tps = [TopicPartition(topic, p) for p in range(partitions)]
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
+        for tp in tps:  # only what came after ``start`` (offsets per partition)
+            if start and start.get(tp.partition):
+                consumer.seek(tp, start[tp.partition])
         count, first, last = 0, None, None
         deadline = time.monotonic() + wait_s
         while count < expected and time.monotonic() < deadline:
@@ -127,6 +132,18 @@ async def count_records(
         return count, first, last
     finally:
         await consumer.stop()
+
+
+async def end_offsets_of(bootstrap: str, topic: str, partitions: int) -> dict[int, int]:
+    """Where each partition of ``topic`` ends now (fetch high watermarks: right on Tansu)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        tps = [TopicPartition(topic, p) for p in range(partitions)]
+        ends = await end_offsets(consumer, tps)
+    finally:
+        await consumer.stop()
+    return {tp.partition: ends[tp] for tp in tps}
 
 
 def start_component(

@@ -43,7 +43,7 @@ from sms_replies.broker.admin import ensure_topics
 from sms_replies.broker.embedded import EmbeddedBroker, free_port
 from sms_replies.settings import Settings
 
-RATES = (250, 500, 1000, 1500, 2000, 3000, 4000, 5000)
+RATES = (250, 500, 1000, 1500, 2000, 2500, 3000, 4000, 5000)
 QUICK_RATES = (250, 1000, 2000)
 PATH = "/callbacks/smspartner"
 
@@ -53,6 +53,7 @@ def run(
     *,
     step_seconds: float = 10.0,
     ingest_workers: int = 1,
+    worker_processes: int = 1,
 ) -> list[dict[str, Any]]:
     with EmbeddedBroker() as broker, tempfile.TemporaryDirectory(prefix="e2e-") as tmp:
         scratch = Path(tmp)
@@ -68,15 +69,22 @@ def run(
             sinks=["duckdb"],
             sink_batch_timeout=0.25,
             ingest_workers=ingest_workers,
+            worker_processes=worker_processes,
             log_level="WARNING",
         )
         asyncio.run(
             ensure_topics(broker.bootstrap, settings.topics, partitions=settings.topic_partitions)
         )
-        (settings.data_dir / "worker").mkdir(parents=True)
         processes = [
+            start_component(
+                "worker",
+                settings.model_copy(update={"worker_index": index}),
+                scratch / f"worker-{index}.log",
+            )
+            for index in range(worker_processes)
+        ] + [
             start_component(command, settings, scratch / f"{command}.log")
-            for command in ("worker", "sinks", "ingest")
+            for command in ("sinks", "ingest")
         ]
         try:
             return asyncio.run(_steps(settings, rates, step_seconds, scratch))
@@ -308,6 +316,7 @@ def main() -> None:
     parser.add_argument("--rates", type=lambda s: [int(x) for x in s.split(",")])
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--ingest-workers", type=int, default=1)
+    parser.add_argument("--worker-processes", type=int, default=1)
     parser.add_argument("--offer", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.offer:
@@ -315,7 +324,10 @@ def main() -> None:
         print(json.dumps(asyncio.run(offer(url, prefix, int(rate), float(seconds)))))
         return
     results = run(
-        args.rates or RATES, step_seconds=args.seconds, ingest_workers=args.ingest_workers
+        args.rates or RATES,
+        step_seconds=args.seconds,
+        ingest_workers=args.ingest_workers,
+        worker_processes=args.worker_processes,
     )
     Console(width=140).print(render(results))
     print(f"knee: {knee(results)} callbacks/s")

@@ -2,8 +2,8 @@
 
 A raw topic (8 partitions) is pre-loaded with shuffled, realistic RawPart
 records (90 % two-part messages, 10 % three or four parts) by a plain aiokafka
-producer with normal batching. Two processors then read it from the start,
-each in its own process, one after the other:
+producer with normal batching. Each processor then reads it from the start, as
+one process and as two sharing the partitions (``x2``), one after the other:
 
 * ``raw loop``: aiokafka ``getmany`` -> the same pure ``accept`` logic over a
   plain dict -> an aiokafka producer. No durable state, no commits: the floor
@@ -39,6 +39,7 @@ from rich.table import Table
 from benchmarks.common import (
     count_records,
     cpu_seconds,
+    end_offsets_of,
     multipart_load,
     produce_parts,
     start_component,
@@ -52,6 +53,8 @@ from sms_replies.streams.reassembly import PendingMessage, accept
 
 PARTITIONS = 8
 DEFAULT_PARTS = 200_000
+#: Each processor as one process, then as two sharing the partitions (2 cores here).
+PROCESSORS = ("raw loop", "faust worker", "raw loop x2", "faust worker x2")
 
 
 def run(
@@ -59,7 +62,7 @@ def run(
     *,
     bootstrap: str | None = None,
     profile: Path | None = None,
-    processors: tuple[str, ...] = ("raw loop", "faust worker"),
+    processors: tuple[str, ...] = PROCESSORS,
 ) -> list[dict[str, Any]]:
     with _broker(bootstrap) as address:
         return asyncio.run(_run(address, parts, profile, processors))
@@ -87,19 +90,31 @@ async def _run(
     results = []
     with tempfile.TemporaryDirectory(prefix="reassembly-bench-") as scratch:
         for name in processors:
-            if name == "raw loop":
+            count = 2 if name.endswith(" x2") else 1
+            if name.startswith("raw loop"):
                 figures = await _raw_loop(
-                    bootstrap, settings, load.messages, len(load.parts), Path(scratch)
+                    bootstrap, settings, load.messages, len(load.parts), Path(scratch), count
                 )
             else:
                 figures = await _faust(
-                    bootstrap, settings, load.messages, len(load.parts), Path(scratch), profile
+                    bootstrap,
+                    settings,
+                    load.messages,
+                    len(load.parts),
+                    Path(scratch),
+                    profile if count == 1 else None,
+                    count,
                 )
-            results.append({"processor": name, **common, **figures})
-    raw = next((r for r in results if r["processor"] == "raw loop"), None)
+            results.append({"processor": name, "processes": count, **common, **figures})
+    rates = {r["processor"]: r.get("parts_per_s") for r in results}
     for r in results:
-        if raw and r.get("parts_per_s") and raw.get("parts_per_s"):
-            r["ratio"] = round(r["parts_per_s"] / raw["parts_per_s"], 2)
+        # Against the raw loop with as many processes, and against the single raw loop.
+        same = rates.get("raw loop x2" if r["processes"] == 2 else "raw loop")
+        single = rates.get("raw loop")
+        if r.get("parts_per_s") and same:
+            r["ratio"] = round(r["parts_per_s"] / same, 2)
+        if r.get("parts_per_s") and single:
+            r["ratio_single"] = round(r["parts_per_s"] / single, 2)
     return results
 
 
@@ -122,24 +137,25 @@ async def _create_topic(bootstrap: str, name: str) -> None:
 
 
 async def _watch(
-    process: subprocess.Popen[bytes],
+    processes: list[subprocess.Popen[bytes]],
     bootstrap: str,
     topic: str,
     expected: int,
     parts: int,
     profile: Path | None = None,
+    start: dict[int, int] | None = None,
 ) -> dict[str, Any]:
     started = time.monotonic()
     spy: subprocess.Popen[bytes] | None = None
     if profile is not None:
         # Attach once the worker has joined and is busy: start-up is not the question.
-        await count_records(bootstrap, topic, 1, wait_s=120, partitions=PARTITIONS)
+        await count_records(bootstrap, topic, 1, wait_s=120, partitions=PARTITIONS, start=start)
         spy = subprocess.Popen(  # noqa: ASYNC220 (starts at once; not awaited)
             [
                 str(Path(sys.executable).with_name("py-spy")),
                 "record",
                 "--pid",
-                str(process.pid),
+                str(processes[0].pid),
                 "--rate",
                 "200",
                 "--duration",
@@ -153,9 +169,9 @@ async def _watch(
             stderr=subprocess.DEVNULL,
         )
     count, first, last = await count_records(
-        bootstrap, topic, expected, wait_s=900, partitions=PARTITIONS
+        bootstrap, topic, expected, wait_s=900, partitions=PARTITIONS, start=start
     )
-    cpu = cpu_seconds(process.pid)
+    cpu = sum(cpu_seconds(process.pid) for process in processes)
     wall = time.monotonic() - started
     if spy is not None:
         spy.wait()
@@ -168,28 +184,33 @@ async def _watch(
 
 
 async def _raw_loop(
-    bootstrap: str, settings: Settings, messages: int, parts: int, scratch: Path
+    bootstrap: str, settings: Settings, messages: int, parts: int, scratch: Path, count: int
 ) -> dict[str, Any]:
-    topic = f"{settings.topic_prefix}.raw-loop-replies"
-    log = (scratch / "raw-loop.log").open("ab")
-    process = subprocess.Popen(  # noqa: ASYNC220 (starts at once; not awaited)
-        [
-            sys.executable,
-            "-m",
-            "benchmarks.reassembly",
-            "--raw-loop",
-            bootstrap,
-            settings.topics.raw,
-            topic,
-            str(messages),
-        ],
-        stdout=log,
-        stderr=log,
-    )
+    topic = f"{settings.topic_prefix}.raw-loop-replies-{count}"
+    await _create_topic(bootstrap, topic)
+    log = (scratch / f"raw-loop-{count}.log").open("ab")
+    processes = [
+        subprocess.Popen(  # noqa: ASYNC220 (starts at once; not awaited)
+            [
+                sys.executable,
+                "-m",
+                "benchmarks.reassembly",
+                "--raw-loop",
+                bootstrap,
+                settings.topics.raw,
+                topic,
+                ",".join(str(p) for p in range(PARTITIONS) if p % count == index),
+            ],
+            stdout=log,
+            stderr=log,
+        )
+        for index in range(count)
+    ]
     try:
-        return await _watch(process, bootstrap, topic, messages, parts)
+        return await _watch(processes, bootstrap, topic, messages, parts)
     finally:
-        stop(process)
+        for process in processes:
+            stop(process)
         log.close()
 
 
@@ -200,29 +221,41 @@ async def _faust(
     parts: int,
     scratch: Path,
     profile: Path | None,
+    count: int,
 ) -> dict[str, Any]:
-    worker_settings = settings.model_copy(
-        update={
-            "kafka_bootstrap": bootstrap,
-            "kafka_embedded": True,
-            "worker_id": f"{settings.topic_prefix}-reassembly",
-            "data_dir": scratch / "data",
-            "worker_web_port": free_port(),
-            "log_level": "INFO",
-        }
-    )
-    process = start_component("worker", worker_settings, scratch / "worker.log")
+    # Each run its own group (and changelog); replies counted from where they end now.
+    group = f"{settings.topic_prefix}-reassembly-{count}"
+    replies = settings.topics.replies
+    start = await end_offsets_of(bootstrap, replies, PARTITIONS)
+    processes = []
+    for index in range(count):
+        worker_settings = settings.model_copy(
+            update={
+                "kafka_bootstrap": bootstrap,
+                "kafka_embedded": True,
+                "worker_id": group,
+                "worker_index": index,
+                "worker_processes": count,
+                "data_dir": scratch / f"data-{count}",
+                "worker_web_port": free_port(),
+                "log_level": "INFO",
+            }
+        )
+        processes.append(
+            start_component("worker", worker_settings, scratch / f"worker-{count}-{index}.log")
+        )
     try:
-        return await _watch(process, bootstrap, settings.topics.replies, messages, parts, profile)
+        return await _watch(processes, bootstrap, replies, messages, parts, profile, start)
     finally:
-        stop(process)
+        for process in processes:
+            stop(process)
 
 
 # The raw loop, run in its own process -------------------------------------------
 
 
-async def raw_loop(bootstrap: str, source: str, sink: str, messages: int) -> None:
-    """getmany -> accept() over a dict -> produce; until ``messages`` replies are out."""
+async def raw_loop(bootstrap: str, source: str, sink: str, partitions: list[int]) -> None:
+    """getmany -> accept() over a dict -> produce, for ``partitions``; until stopped."""
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap, enable_auto_commit=False, max_poll_records=2000
     )
@@ -230,12 +263,11 @@ async def raw_loop(bootstrap: str, source: str, sink: str, messages: int) -> Non
     await consumer.start()
     await producer.start()
     try:
-        tps = [TopicPartition(source, p) for p in range(PARTITIONS)]
+        tps = [TopicPartition(source, p) for p in partitions]
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
         state: dict[bytes, PendingMessage] = {}
-        sent = 0
-        while sent < messages:
+        while True:
             batches = await consumer.getmany(timeout_ms=1000)
             futures = []
             for records in batches.values():
@@ -254,7 +286,6 @@ async def raw_loop(bootstrap: str, source: str, sink: str, messages: int) -> Non
                         futures.append(
                             await producer.send(sink, reply.encode(), key=reply.reply_id.encode())
                         )
-                        sent += 1
             await asyncio.gather(*futures)
     finally:
         await producer.stop()
@@ -263,7 +294,8 @@ async def raw_loop(bootstrap: str, source: str, sink: str, messages: int) -> Non
 
 def render(results: list[dict[str, Any]]) -> Table:
     table = Table(title="Reassembly: parts/s from a pre-loaded raw topic (8 partitions)")
-    for column in ("processor", "parts", "replies", "window s", "parts/s", "CPU s", "x raw"):
+    columns = ("processor", "parts", "replies", "window s", "parts/s", "CPU s", "x raw", "x 1 raw")
+    for column in columns:
         table.add_column(column, justify="left" if column == "processor" else "right")
     for r in results:
         table.add_row(
@@ -274,6 +306,7 @@ def render(results: list[dict[str, Any]]) -> Table:
             f"{r['parts_per_s']:,}" if r.get("parts_per_s") else "-",
             str(r["cpu_s"]),
             str(r.get("ratio", "-")),
+            str(r.get("ratio_single", "-")),
         )
     return table
 
@@ -304,14 +337,14 @@ def main() -> None:
     parser.add_argument("--parts", type=int, default=DEFAULT_PARTS)
     parser.add_argument("--bootstrap", help="an already running broker (default: embedded)")
     parser.add_argument("--profile", type=Path, help="py-spy raw output for the worker")
-    parser.add_argument("--only", choices=("raw loop", "faust worker"))
+    parser.add_argument("--only", choices=PROCESSORS, action="append")
     parser.add_argument("--raw-loop", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.raw_loop:
-        bootstrap, source, sink, messages = args.raw_loop
-        asyncio.run(raw_loop(bootstrap, source, sink, int(messages)))
+        bootstrap, source, sink, partitions = args.raw_loop
+        asyncio.run(raw_loop(bootstrap, source, sink, [int(p) for p in partitions.split(",")]))
         return
-    processors = (args.only,) if args.only else ("raw loop", "faust worker")
+    processors = tuple(args.only) if args.only else PROCESSORS
     results = run(args.parts, bootstrap=args.bootstrap, profile=args.profile, processors=processors)
     Console(width=120).print(render(results))
     if args.profile and args.profile.exists():

@@ -57,7 +57,7 @@ class TableBatch:
         if key in self._staged:
             return self._staged[key][1]
         with in_event(event):
-            value: bytes | None = self._table.get(key)
+            value: bytes | None = self._table.data.get(key)
         return value or None
 
     def set(self, key: bytes, value: bytes | None, event: Any) -> None:
