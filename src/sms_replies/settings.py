@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from sms_replies.contract import Topics
@@ -113,7 +113,7 @@ class Settings(BaseSettings):
     )
     sink_batch_size: int = Field(1000, ge=1, description="Most replies per sink write.")
     sink_batch_timeout: float = Field(1.0, gt=0, description="Seconds to fill a batch.")
-    sinks_web_port: int = Field(6067, ge=0, le=65535, description="Sinks health/metrics.")
+    sinks_web_port: int = Field(6065, ge=0, le=65535, description="Sinks health/metrics.")
     data_dir: Path = Field(Path("data"), description="Local state: DuckDB file, worker state.")
     postgres_dsn: SecretStr | None = Field(None, description="PostgreSQL DSN for the sink.")
 
@@ -145,6 +145,25 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [name.strip() for name in value.split(",") if name.strip()]
         return value
+
+    @model_validator(mode="after")
+    def _distinct_ports(self) -> Settings:
+        # Worker N listens on worker_web_port + N: that range must not meet another port.
+        if self.worker_web_port:
+            workers = range(self.worker_web_port, self.worker_web_port + self.worker_processes)
+            others = {
+                "http_port": self.http_port,
+                "sinks_web_port": self.sinks_web_port,
+                "api_port": self.api_port,
+            }
+            clashes = [name for name, port in others.items() if port and port in workers]
+            if clashes:
+                raise ValueError(
+                    f"worker ports {workers.start}-{workers.stop - 1} "
+                    f"(worker_web_port + each of {self.worker_processes} processes) "
+                    f"overlap {', '.join(clashes)}"
+                )
+        return self
 
     @classmethod
     def load(cls, **overrides: Any) -> Settings:

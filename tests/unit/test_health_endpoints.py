@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import pytest
+from pydantic import ValidationError
+
 from sms_replies.health import endpoints, worker_name
 from sms_replies.settings import Settings
 
@@ -33,3 +36,10 @@ def test_every_worker_process_is_listed_at_its_own_port() -> None:
     }
     # The supervisor names its children the same way.
     assert [worker_name(i) for i in range(3)] == ["worker", "worker-1", "worker-2"]
+
+
+def test_worker_ports_that_meet_another_port_are_refused() -> None:
+    with pytest.raises(ValidationError, match="overlap sinks_web_port"):
+        Settings.load(worker_web_port=7000, worker_processes=3, sinks_web_port=7002)
+    # The defaults leave room above the worker port for more processes.
+    assert Settings.load(worker_processes=8).worker_processes == 8
