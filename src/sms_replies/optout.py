@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 
@@ -33,9 +34,17 @@ def _fold(text: str) -> str:
     return _NON_WORD.sub(" ", ascii_only.upper()).strip()
 
 
+#: Folding is per character, so the folded head of a text is the head of the folded
+#: text: when it already holds a word break, the first word is whole in it.
+_HEAD = 64
+
+
+@functools.lru_cache(maxsize=1024)  # a reply's keyword and its STOP check fold the same text
 def keyword_of(text: str) -> str:
     """First word of the text, uppercased, accents and punctuation stripped ('' if none)."""
-    folded = _fold(text)
+    folded = _fold(text[:_HEAD])
+    if len(text) > _HEAD and " " not in folded:
+        folded = _fold(text)  # the first word may go on past the head
     return folded.split(" ", 1)[0] if folded else ""
 
 

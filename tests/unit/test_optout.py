@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from sms_replies.optout import keyword_of, stop_source
+from sms_replies.optout import _fold, keyword_of, stop_source
 
 
 @pytest.mark.parametrize(
@@ -40,3 +42,18 @@ def test_other_texts_are_not(text: str) -> None:
 def test_provider_stop_wins_whatever_the_text() -> None:
     assert stop_source("", "stop") == "provider"
     assert stop_source("merci", "stop") == "provider"
+
+
+def _keyword_of_whole_text(text: str) -> str:
+    folded = _fold(text)
+    return folded.split(" ", 1)[0] if folded else ""
+
+
+@given(st.text(alphabet=st.characters(codec="utf-8"), max_size=200))
+def test_keyword_from_the_head_of_the_text_is_the_keyword_of_the_whole_text(text: str) -> None:
+    assert keyword_of(text) == _keyword_of_whole_text(text)
+
+
+@given(st.text(alphabet="aéE\u0301 .!-ﬁ①\u00a0x", min_size=60, max_size=70))
+def test_keyword_when_the_head_ends_inside_or_next_to_a_word(text: str) -> None:
+    assert keyword_of(text) == _keyword_of_whole_text(text)

@@ -69,16 +69,6 @@ class Closed:
                 return assemble([part], total=self.total, late=True)
         return self.reply()
 
-    def as_dict(self) -> dict[str, object]:
-        return {
-            "total": self.total,
-            "message": [p.as_dict() for p in self.message],
-            "expired": self.expired,
-            "at_ms": self.at_ms,
-            "late": [p.as_dict() for p in self.late],
-            "closed_by": self.closed_by,
-        }
-
     @classmethod
     def from_dict(cls, fields: dict[str, Any]) -> Closed:
         return cls(
@@ -104,12 +94,10 @@ class PendingMessage:
         return max(p.received_at_ms for p in self.parts.values())
 
     def encode(self) -> bytes:
+        # orjson writes the dataclasses (Closed, RawPart, Concat) itself, field by
+        # field: the shape Closed.from_dict and RawPart.from_dict read back.
         return orjson.dumps(
-            {
-                "total": self.total,
-                "parts": [p.as_dict() for p in self.parts.values()],
-                "closed": None if self.closed is None else self.closed.as_dict(),
-            }
+            {"total": self.total, "parts": tuple(self.parts.values()), "closed": self.closed}
         )
 
     @classmethod
