@@ -54,7 +54,13 @@ from sms_replies.streams.reassembly import PendingMessage, accept
 PARTITIONS = 8
 DEFAULT_PARTS = 200_000
 #: Each processor as one process, then as two sharing the partitions (2 cores here).
-PROCESSORS = ("raw loop", "faust worker", "raw loop x2", "faust worker x2")
+PROCESSORS = (
+    "raw loop",
+    "faust worker",
+    "raw loop x2",
+    "faust worker x2",
+    "faust worker x2, no standby",
+)
 
 
 def run(
@@ -90,7 +96,7 @@ async def _run(
     results = []
     with tempfile.TemporaryDirectory(prefix="reassembly-bench-") as scratch:
         for name in processors:
-            count = 2 if name.endswith(" x2") else 1
+            count = 2 if " x2" in name else 1
             if name.startswith("raw loop"):
                 figures = await _raw_loop(
                     bootstrap, settings, load.messages, len(load.parts), Path(scratch), count
@@ -104,6 +110,7 @@ async def _run(
                     Path(scratch),
                     profile if count == 1 else None,
                     count,
+                    standby=0 if "no standby" in name else 1,
                 )
             results.append({"processor": name, "processes": count, **common, **figures})
     rates = {r["processor"]: r.get("parts_per_s") for r in results}
@@ -222,9 +229,10 @@ async def _faust(
     scratch: Path,
     profile: Path | None,
     count: int,
+    standby: int,
 ) -> dict[str, Any]:
     # Each run its own group (and changelog); replies counted from where they end now.
-    group = f"{settings.topic_prefix}-reassembly-{count}"
+    group = f"{settings.topic_prefix}-reassembly-{count}-{standby}"
     replies = settings.topics.replies
     start = await end_offsets_of(bootstrap, replies, PARTITIONS)
     processes = []
@@ -236,13 +244,16 @@ async def _faust(
                 "worker_id": group,
                 "worker_index": index,
                 "worker_processes": count,
-                "data_dir": scratch / f"data-{count}",
+                "worker_standby_replicas": standby,
+                "data_dir": scratch / f"data-{count}-{standby}",
                 "worker_web_port": free_port(),
                 "log_level": "INFO",
             }
         )
         processes.append(
-            start_component("worker", worker_settings, scratch / f"worker-{count}-{index}.log")
+            start_component(
+                "worker", worker_settings, scratch / f"worker-{count}-{standby}-{index}.log"
+            )
         )
     try:
         return await _watch(processes, bootstrap, replies, messages, parts, profile, start)

@@ -145,9 +145,10 @@ def render_markdown(saved: dict[str, Any]) -> str:
             "partitions. `raw loop`: aiokafka `getmany`, the same pure `accept()` logic",
             "over a dict, an aiokafka producer; no durable state. `faust worker`:",
             "`sms-replies worker` as in production (RocksDB table and its changelog,",
-            "acks=all; `x2` = `SMS_REPLIES_WORKER_PROCESSES=2`). Rate = parts / (last reply -",
-            "first reply). `x raw loop`: against the raw loop with as many processes;",
-            "`x 1 raw loop`: against the single raw loop.",
+            "acks=all; `x2` = `SMS_REPLIES_WORKER_PROCESSES=2`, with the default of one",
+            "standby replica per table partition, or `SMS_REPLIES_WORKER_STANDBY_REPLICAS=0`).",
+            "Rate = parts / (last reply - first reply). `x raw loop`: against the raw loop",
+            "with as many processes; `x 1 raw loop`: against the single raw loop.",
             "",
             _table(
                 [
@@ -324,14 +325,26 @@ on this machine. Findings, in order of what they bought:
    Same-day runs: 2,095 -> 2,724-2,879 (batches) -> 3,372 (direct writes) ->
    3,912 parts/s (field names cached in the record encoder, reads from the store).
 6. **More processes.** `SMS_REPLIES_WORKER_PROCESSES=2` starts two workers in one
-   group (own RocksDB directory and web port each): x2 in the table above.
+   group (own RocksDB directory and web port each): x2 in the table above. With
+   Faust's default of one standby replica, each process also follows the other's
+   changelog, which costs about a third of the CPU here; without standbys two
+   processes went from about 3,900-4,100 to 8,654 parts/s in one run (take-over
+   then rebuilds the partition from the changelog: see docs/configuration.md).
+
+7. **Cheaper records.** State parts serialised by orjson natively, the keyword
+   folded from the head of the text only (property-tested against the whole
+   text): both processors got faster (raw loop 13-15k -> 16-18k parts/s, worker
+   3,900 -> 4,100), so the ratio did not move: a fixed cost per event, Faust's,
+   weighs more against cheaper logic.
 
 What is left is Faust itself. `python -m benchmarks.faust_floor` runs an agent
-that only counts events over the same topic with the worker's settings: 9,600-
-12,300 events/s, at about 90 us of CPU per event before the agent does anything
-(consumer thread, the conductor's `wait_first` creating two tasks per message,
-stream iteration). The raw loop with all our logic costs about 65 us per part.
-So one Faust process cannot reach 0.5x the raw loop however little the agent
-does; reaching it would mean replacing Faust's consumer loop. The worker's own
-work (decode, `accept`, encode, table read and write, two produce calls) is now
+that only counts events over the same topic with the worker's settings:
+9,600-12,300 events/s, 90-110 us of CPU per event before the agent does anything
+(consumer thread; the drain loop's `wait_first`, which creates four tasks per
+message; the conductor; stream iteration). The raw loop spends about 60 us per
+part on everything, our logic included; 0.5x of it is about 120 us per part. One
+Faust process cannot get there while its floor alone is 90-110 us: that would
+take replacing Faust's consumer loop, which we did not do (it is what keeps
+stale records out during rebalances). The worker's own work (decode, `accept`,
+encode, table read and write, two produce calls) is about 150 us per part,
 about half of its CPU."""
