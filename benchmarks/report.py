@@ -314,8 +314,9 @@ on this machine. Findings, in order of what they bought:
    The sink runner's aiokafka consumer (default 500 ms) pays the same toll.
 
 5. **Batches, one write per key, changelog in bulk.** The agent takes events
-   1,000 at a time (`take_events`, 20 ms window; Faust acks them after the
-   batch, and flushes the producer before it commits). `streams/batch.py`
+   1,000 at a time (`noack_take`, 20 ms window) and acks them once the batch is
+   handled (Faust flushes the producer before it commits; `take_events` would
+   ack a batch cut short by a crash or a shutdown). `streams/batch.py`
    stages table writes, so a key touched twice in a batch is written once, and
    writes bypass `Table.__setitem__`: the value goes to the store, the changelog
    record straight to the producer, and the persisted changelog offset is

@@ -251,3 +251,33 @@ async def test_every_state_change_reaches_the_changelog(
     # Two batches (the first part is handled before the second is put): two writes.
     assert [PendingMessage.decode(v).parts.keys() for _, _, v in changelog if v] == [{1}, set()]
     assert changelog[-1][2] == app.tables["pending"][first.partition_key]
+
+
+async def test_a_batch_stopped_half_way_is_not_acked(
+    tmp_path: Path, make_part: Callable[..., RawPart]
+) -> None:
+    """Acked = committable. A batch cut short (shutdown, crash) must be read again."""
+    entered = asyncio.Event()
+
+    async def stuck_changelog(partition: int, key: bytes, value: bytes | None) -> Any:
+        entered.set()
+        await asyncio.Event().wait()  # the broker never answers
+
+    async def publish(reply: Reply) -> None:
+        pass
+
+    settings = Settings.load(kafka_bootstrap="127.0.0.1:1", data_dir=tmp_path)
+    app = create_app(
+        settings,
+        publish_reply=publish,
+        publish_changelog=stuck_changelog,
+        store="memory://",
+        loop=asyncio.get_running_loop(),
+    )
+    app.finalize()
+    part = make_part(part=1, total=2, text="a")
+    async with app.agents["reassemble"].test_context() as tested:
+        event = await tested.put(part.encode(), key=part.partition_key)
+        await asyncio.wait_for(entered.wait(), 10)  # the batch is being written
+    # The agent was stopped in the middle of the batch's writes.
+    assert not event.message.acked

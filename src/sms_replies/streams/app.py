@@ -322,14 +322,27 @@ def create_app(
 
     @app.agent(raw_topic, name="reassemble")
     async def reassemble(stream: faust.StreamT[bytes]) -> None:
-        # A batch at a time: Faust acks the batch's events after the loop body,
-        # and flushes the producer (replies, changelog) before it commits them.
-        batches = cast(faust.Stream[bytes], stream).take_events  # not on StreamT
-        async for events in batches(BATCH_MAX_EVENTS, within=BATCH_WITHIN_S):
-            batch = TableBatch(pending, changelog)
+        # A batch at a time, acked only once handled: its replies and changelog
+        # records are sent by then, and Faust flushes its producer before it
+        # commits. (`take_events` would ack a batch even when its handling fails
+        # or is cancelled half-way.) A batch never acked is read again.
+        batches = cast(faust.Stream[bytes], stream).noack_take
+        async for taken in batches(BATCH_MAX_EVENTS, within=BATCH_WITHIN_S):
+            events = cast(list[Any], taken)  # noack_take yields the events themselves
+            try:
+                batch = TableBatch(pending, changelog)
+                for event in events:
+                    await on_event(batch, event)
+                await batch.flush()
+            except Exception:
+                # Records are handled one by one above (bad ones go to the dead-letter
+                # topic); what escapes is the store or the producer failing. Crash-only:
+                # nothing of this batch is acked, the restarted worker reads it again.
+                log.critical("batch not handled: exiting before any commit", exc_info=True)
+                logging.shutdown()
+                os._exit(70)
             for event in events:
-                await on_event(batch, event)
-            await batch.flush()
+                await stream.ack(event)
 
     @app.timer(settings.expiry_tick_interval, on_leader=True)  # type: ignore[untyped-decorator]
     async def send_expiry_ticks() -> None:

@@ -1,6 +1,6 @@
 """One batch of raw events against the Faust table: reads through, writes coalesced.
 
-The worker handles raw records a batch at a time (``Stream.take_events``). A key
+The worker handles raw records a batch at a time (``Stream.noack_take``). A key
 touched several times in a batch (parts of one reply arriving close together,
 as they do in real traffic) is written once, its last value, to the local store
 and to the changelog.
