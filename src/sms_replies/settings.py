@@ -94,6 +94,17 @@ class Settings(BaseSettings):
         description="Standby copies of each table partition kept by the other worker "
         "processes (faster take-over, more CPU); 0 = rebuild from the changelog.",
     )
+    worker_rocksdb_write_buffer_mib: int = Field(
+        8,
+        ge=1,
+        description="Per table partition: one RocksDB memtable (MiB); at most two are "
+        "held. Faust's default, 3 x 64 MiB, grows a worker by up to 192 MiB per partition.",
+    )
+    worker_rocksdb_cache_mib: int = Field(
+        16,
+        ge=1,
+        description="Per table partition: RocksDB block cache (MiB). Faust's default is 2 GiB.",
+    )
     reassembly_timeout: float = Field(
         1800.0, gt=0, description="Seconds without a new part before a long reply expires."
     )

@@ -46,6 +46,7 @@ log = logging.getLogger(__name__)
 #: Raw records handled per batch, and the longest wait to fill one (added latency
 #: when traffic is low). See benchmarks/reassembly.py for what batching buys.
 BATCH_MAX_EVENTS = 1000
+MIB = 1024 * 1024
 BATCH_WITHIN_S = 0.02
 
 PublishReply = Callable[[Reply], Awaitable[None]]
@@ -80,6 +81,13 @@ def faust_settings(settings: Settings) -> dict[str, Any]:
         "web_host": settings.http_host,
         "web_port": settings.worker_port,
         "table_standby_replicas": settings.worker_standby_replicas,
+        # Bounded memory: per partition about 2 memtables + the block cache.
+        "rocksdb_options": {
+            "write_buffer_size": settings.worker_rocksdb_write_buffer_mib * MIB,
+            "max_write_buffer_number": 2,
+            "block_cache_size": settings.worker_rocksdb_cache_mib * MIB,
+            "block_cache_compressed_size": settings.worker_rocksdb_cache_mib * MIB,
+        },
     }
     return conf
 
