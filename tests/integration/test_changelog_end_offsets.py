@@ -62,6 +62,17 @@ async def wait_caught_up(settings: Settings, timeout: float = 90) -> None:
     raise TimeoutError("worker did not catch up")
 
 
+def assert_bounded_rocksdb(settings: Settings) -> None:
+    """Each table partition's RocksDB runs with our memory bounds, not Faust's defaults."""
+    options = sorted(settings.worker_state_dir.rglob("OPTIONS-*"))
+    assert options, "no RocksDB database under the worker's state directory"
+    write_buffer = settings.worker_rocksdb_write_buffer_mib * 1024 * 1024
+    for path in options:
+        text = path.read_text()
+        assert f"write_buffer_size={write_buffer}\n" in text, path
+        assert "max_write_buffer_number=2\n" in text, path
+
+
 @pytest.mark.timeout(240)
 @pytest.mark.parametrize("keep_local_state", [True, False], ids=["rocksdb-kept", "rocksdb-lost"])
 async def test_pending_parts_survive_kill_with_batched_changelog(
@@ -72,6 +83,7 @@ async def test_pending_parts_survive_kill_with_batched_changelog(
     await wait_caught_up(settings)
     await asyncio.sleep(4)  # past a commit (2.8 s) so the restart starts from committed offsets
     processes.stop("worker", signal.SIGKILL)
+    assert_bounded_rocksdb(settings)
     if not keep_local_state:
         shutil.rmtree(settings.data_dir / "worker", ignore_errors=True)
         (settings.data_dir / "worker").mkdir(parents=True)

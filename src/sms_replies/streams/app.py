@@ -53,6 +53,16 @@ PublishReply = Callable[[Reply], Awaitable[None]]
 PublishDeadLetter = Callable[[bytes, str], Awaitable[None]]
 
 
+def rocksdb_options(settings: Settings) -> dict[str, int]:
+    """Bounded memory: per table partition, at most two memtables and the block cache."""
+    return {
+        "write_buffer_size": settings.worker_rocksdb_write_buffer_mib * MIB,
+        "max_write_buffer_number": 2,
+        "block_cache_size": settings.worker_rocksdb_cache_mib * MIB,
+        "block_cache_compressed_size": settings.worker_rocksdb_cache_mib * MIB,
+    }
+
+
 def faust_settings(settings: Settings) -> dict[str, Any]:
     """Faust configuration for this pipeline (see docs/operations.md)."""
     conf: dict[str, Any] = {
@@ -81,13 +91,6 @@ def faust_settings(settings: Settings) -> dict[str, Any]:
         "web_host": settings.http_host,
         "web_port": settings.worker_port,
         "table_standby_replicas": settings.worker_standby_replicas,
-        # Bounded memory: per partition about 2 memtables + the block cache.
-        "rocksdb_options": {
-            "write_buffer_size": settings.worker_rocksdb_write_buffer_mib * MIB,
-            "max_write_buffer_number": 2,
-            "block_cache_size": settings.worker_rocksdb_cache_mib * MIB,
-            "block_cache_compressed_size": settings.worker_rocksdb_cache_mib * MIB,
-        },
     }
     return conf
 
@@ -185,6 +188,7 @@ def create_app(
         key_type=bytes,  # bytes types select Faust's "raw" codec: we encode ourselves
         value_type=bytes,
         help="State of each reassembly key (see streams.reassembly.PendingMessage).",
+        options=rocksdb_options(settings),  # store options: Faust has no app-wide setting
     )
     changelog_topic = pending.changelog_topic.get_topic_name()
     index = ExpiryIndex()
