@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import platform
 import random
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib import metadata
@@ -18,6 +20,7 @@ from typing import Any
 import psutil
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from sms_replies.broker.embedded import EmbeddedBroker, free_port
 from sms_replies.broker.offsets import end_offsets
 from sms_replies.contract import Concat, RawPart
 from sms_replies.procs import spawn, terminate
@@ -144,6 +147,31 @@ async def end_offsets_of(bootstrap: str, topic: str, partitions: int) -> dict[in
     finally:
         await consumer.stop()
     return {tp.partition: ends[tp] for tp in tps}
+
+
+@contextlib.contextmanager
+def broker_at(bootstrap: str | None) -> Iterator[str]:
+    """``bootstrap`` when given, else an embedded broker for the duration."""
+    if bootstrap:
+        yield bootstrap
+        return
+    with EmbeddedBroker() as embedded:
+        yield embedded.bootstrap
+
+
+def bench_settings(bootstrap: str, data_dir: Path, **overrides: Any) -> Settings:
+    """Settings of a benchmark run: its own topics, group, ports and data directory."""
+    return Settings.load(
+        kafka_bootstrap=bootstrap,
+        kafka_embedded=True,
+        topic_prefix=f"bench-{uuid.uuid4().hex[:8]}",
+        worker_id=f"bench-{uuid.uuid4().hex[:8]}",
+        http_port=free_port(),
+        worker_web_port=free_port(),
+        sinks_web_port=free_port(),
+        data_dir=data_dir,
+        **overrides,
+    )
 
 
 def start_component(

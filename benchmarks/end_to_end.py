@@ -28,7 +28,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -38,9 +37,9 @@ import duckdb
 from rich.console import Console
 from rich.table import Table
 
-from benchmarks.common import start_component, stop
+from benchmarks.common import bench_settings, start_component, stop
 from sms_replies.broker.admin import ensure_topics
-from sms_replies.broker.embedded import EmbeddedBroker, free_port
+from sms_replies.broker.embedded import EmbeddedBroker
 from sms_replies.settings import Settings
 
 RATES = (250, 500, 1000, 1500, 2000, 2500, 3000, 4000, 5000)
@@ -57,15 +56,9 @@ def run(
 ) -> list[dict[str, Any]]:
     with EmbeddedBroker() as broker, tempfile.TemporaryDirectory(prefix="e2e-") as tmp:
         scratch = Path(tmp)
-        settings = Settings.load(
-            kafka_bootstrap=broker.bootstrap,
-            kafka_embedded=True,
-            topic_prefix=f"bench-{uuid.uuid4().hex[:8]}",
-            worker_id=f"bench-{uuid.uuid4().hex[:8]}",
-            http_port=free_port(),
-            worker_web_port=free_port(),
-            sinks_web_port=free_port(),
-            data_dir=scratch / "data",
+        settings = bench_settings(
+            broker.bootstrap,
+            scratch / "data",
             sinks=["duckdb"],
             sink_batch_timeout=0.25,
             ingest_workers=ingest_workers,

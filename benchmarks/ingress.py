@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import os
 import re
 import shutil
@@ -26,16 +25,15 @@ import tempfile
 import time
 import urllib.request
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
-from benchmarks.common import start_component, stop
+from benchmarks.common import broker_at, start_component, stop
 from sms_replies.broker.admin import ensure_topics
-from sms_replies.broker.embedded import EmbeddedBroker, free_port
+from sms_replies.broker.embedded import free_port
 from sms_replies.procs import spawn
 from sms_replies.settings import Settings
 
@@ -79,7 +77,7 @@ def run(
 ) -> list[dict[str, Any]]:
     if shutil.which("wrk") is None:
         return [{"target": "-", "encoding": "-", "skipped": "wrk is not installed"}]
-    with _broker(bootstrap) as address, tempfile.TemporaryDirectory(prefix="ingress-") as tmp:
+    with broker_at(bootstrap) as address, tempfile.TemporaryDirectory(prefix="ingress-") as tmp:
         scratch = Path(tmp)
         for encoding, script in _LUA.items():
             (scratch / f"{encoding}.lua").write_text(script)
@@ -110,15 +108,6 @@ def run(
             if base and r.get("requests_per_s"):
                 r["ratio"] = round(r["requests_per_s"] / base, 2)
         return results
-
-
-@contextlib.contextmanager
-def _broker(bootstrap: str | None) -> Iterator[str]:
-    if bootstrap:
-        yield bootstrap
-        return
-    with EmbeddedBroker() as embedded:
-        yield embedded.bootstrap
 
 
 def _start_target(

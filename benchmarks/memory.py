@@ -17,7 +17,6 @@ import asyncio
 import random
 import tempfile
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -26,9 +25,9 @@ from aiokafka import AIOKafkaProducer
 from rich.console import Console
 from rich.table import Table
 
-from benchmarks.common import LONG_NUMBER, start_component, stop
+from benchmarks.common import LONG_NUMBER, bench_settings, start_component, stop
 from sms_replies.broker.admin import ensure_topics
-from sms_replies.broker.embedded import EmbeddedBroker, free_port
+from sms_replies.broker.embedded import EmbeddedBroker
 from sms_replies.contract import Concat, RawPart
 from sms_replies.settings import Settings
 
@@ -38,13 +37,9 @@ INCOMPLETE = 0.05
 def run(parts: int = 1_000_000, rate: int = 1500) -> dict[str, Any]:
     with EmbeddedBroker() as broker, tempfile.TemporaryDirectory(prefix="memory-") as tmp:
         scratch = Path(tmp)
-        settings = Settings.load(
-            kafka_bootstrap=broker.bootstrap,
-            kafka_embedded=True,
-            topic_prefix=f"bench-{uuid.uuid4().hex[:8]}",
-            worker_id=f"bench-{uuid.uuid4().hex[:8]}",
-            worker_web_port=free_port(),
-            data_dir=scratch / "data",
+        settings = bench_settings(
+            broker.bootstrap,
+            scratch / "data",
             reassembly_timeout=5,
             dedup_horizon=30,
             expiry_tick_interval=1,

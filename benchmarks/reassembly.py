@@ -21,13 +21,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
-import contextlib
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +35,7 @@ from rich.console import Console
 from rich.table import Table
 
 from benchmarks.common import (
+    broker_at,
     count_records,
     cpu_seconds,
     end_offsets_of,
@@ -46,7 +45,7 @@ from benchmarks.common import (
     stop,
 )
 from sms_replies.broker.admin import ensure_topics
-from sms_replies.broker.embedded import EmbeddedBroker, free_port
+from sms_replies.broker.embedded import free_port
 from sms_replies.contract import ExpiryTick, RawPart, decode_raw
 from sms_replies.settings import Settings
 from sms_replies.streams.reassembly import PendingMessage, accept
@@ -70,17 +69,8 @@ def run(
     profile: Path | None = None,
     processors: tuple[str, ...] = PROCESSORS,
 ) -> list[dict[str, Any]]:
-    with _broker(bootstrap) as address:
+    with broker_at(bootstrap) as address:
         return asyncio.run(_run(address, parts, profile, processors))
-
-
-@contextlib.contextmanager
-def _broker(bootstrap: str | None) -> Iterator[str]:
-    if bootstrap:
-        yield bootstrap
-        return
-    with EmbeddedBroker() as embedded:
-        yield embedded.bootstrap
 
 
 async def _run(

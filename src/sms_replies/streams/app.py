@@ -202,22 +202,24 @@ def create_app(
         for name in ("single", "part", "duplicate", "dead_letter")
     }
 
-    async def send_reply(reply: Reply) -> None:
+    async def send_or_exit(
+        topic: str, key: bytes, value: bytes | None, partition: int | None = None
+    ) -> Any:
         # Straight to the producer: Topic.send wraps each record in a FutureMessage
         # with callbacks and sensors (about a tenth of the worker's CPU). Faust
-        # flushes this same producer before it commits, so a reply is still out
-        # before the offset of its last part is committed.
-        future = await app.producer.send(
-            topics.replies, reply.reply_id.encode(), reply.encode(), None, None, None
-        )
-        asyncio.ensure_future(future).add_done_callback(_exit_on_send_failure)
-
-    async def send_changelog(partition: int, key: bytes, value: bytes | None) -> Any:
-        future = await app.producer.send(changelog_topic, key, value, partition, None, None)
+        # flushes this same producer before it commits, so a record is out before
+        # the offsets of what produced it are committed; a lost reply or changelog
+        # record (a lost state on take-over) exits the worker first.
+        future = await app.producer.send(topic, key, value, partition, None, None)
         delivery = asyncio.ensure_future(future)
-        # A lost changelog record would be a lost state on take-over: crash first.
         delivery.add_done_callback(_exit_on_send_failure)
         return delivery
+
+    async def send_reply(reply: Reply) -> None:
+        await send_or_exit(topics.replies, reply.reply_id.encode(), reply.encode())
+
+    async def send_changelog(partition: int, key: bytes, value: bytes | None) -> Any:
+        return await send_or_exit(changelog_topic, key, value, partition)
 
     async def send_dead_letter(value: bytes, error: str) -> None:
         record = value.decode("utf-8", "replace")

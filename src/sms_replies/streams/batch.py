@@ -64,8 +64,8 @@ class TableBatch:
         """Stage ``value`` for ``key`` (None deletes it); written by :meth:`flush`."""
         self._staged[key] = (event, value)
 
-    async def flush(self) -> int:
-        """Write each staged key once, store then changelog; returns how many."""
+    async def flush(self) -> None:
+        """Write each staged key once, store then changelog."""
         store = self._table.data
         last_sent: dict[int, asyncio.Future[Any]] = {}
         for key, (event, value) in self._staged.items():
@@ -82,9 +82,7 @@ class TableBatch:
             # acknowledged means the store holds every earlier one too.
             persist = functools.partial(_persist_offset, store, TP(topic, partition))
             future.add_done_callback(persist)
-        written = len(self._staged)
         self._staged.clear()
-        return written
 
 
 def _persist_offset(store: Any, tp: TP, future: asyncio.Future[Any]) -> None:
