@@ -39,13 +39,22 @@ def _fold(text: str) -> str:
 _HEAD = 64
 
 
-@functools.lru_cache(maxsize=1024)  # a reply's keyword and its STOP check fold the same text
 def keyword_of(text: str) -> str:
     """First word of the text, uppercased, accents and punctuation stripped ('' if none)."""
-    folded = _fold(text[:_HEAD])
-    if len(text) > _HEAD and " " not in folded:
-        folded = _fold(text)  # the first word may go on past the head
+    word, whole = _first_word_of_head(text[:_HEAD])
+    if whole or len(text) <= _HEAD:
+        return word
+    folded = _fold(text)  # the first word may go on past the head (rare: not cached)
     return folded.split(" ", 1)[0] if folded else ""
+
+
+# A reply's keyword and its STOP check fold the same text. Keyed by the head, so
+# the cache holds at most 1,024 heads of 64 characters whatever the texts' length.
+@functools.lru_cache(maxsize=1024)
+def _first_word_of_head(head: str) -> tuple[str, bool]:
+    """The head's first word, and whether it is whole (a word break follows it)."""
+    folded = _fold(head)
+    return (folded.split(" ", 1)[0] if folded else ""), " " in folded
 
 
 def stop_source(text: str, message_type: str) -> StopSource | None:

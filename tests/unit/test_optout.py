@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import gc
+import tracemalloc
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -57,3 +60,19 @@ def test_keyword_from_the_head_of_the_text_is_the_keyword_of_the_whole_text(text
 @given(st.text(alphabet="aéE\u0301 .!-ﬁ①\u00a0x", min_size=60, max_size=70))
 def test_keyword_when_the_head_ends_inside_or_next_to_a_word(text: str) -> None:
     assert keyword_of(text) == _keyword_of_whole_text(text)
+
+
+def test_the_keyword_cache_holds_heads_not_whole_texts() -> None:
+    """1,024 distinct 8,000-character replies leave at most a few hundred KiB cached."""
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for n in range(1024):  # distinct heads: the cache fills
+            assert keyword_of(f"{n:04d} " + "é" * 8000) == f"{n:04d}"
+        gc.collect()  # the texts are gone: what remains is what the cache keeps
+        retained = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    # Whole texts would keep 1,024 x 16 KB = 16 MiB alive; heads about 200 KiB.
+    assert retained < 512 * 1024, retained
