@@ -1,7 +1,8 @@
 """The Faust worker: one agent reassembles raw parts into replies.
 
-Thin on purpose: decoding and reassembly are :mod:`.reassembly`, the expiry
-index :mod:`.expiry`; this module wires them to a topic, a table and a
+Thin on purpose: the handling of each batch of raw events is
+:class:`.handler.ReassemblyHandler` (reassembly itself :mod:`.reassembly`, the
+expiry index :mod:`.expiry`); this module wires it to a topic, a table and a
 producer. At least once: Faust flushes the producer before it commits the raw
 offsets, and replies carry a deterministic ``reply_id`` that sinks deduplicate.
 
@@ -25,21 +26,13 @@ import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from sms_replies import metrics
 from sms_replies.broker.offsets import end_offsets
-from sms_replies.contract import ExpiryTick, RawPart, Reply, decode_raw
+from sms_replies.contract import ExpiryTick, Reply
 from sms_replies.privacy import pseudonymize_reply
 from sms_replies.settings import Settings
 from sms_replies.streams.batch import SendChangelog, TableBatch, in_event
-from sms_replies.streams.expiry import ExpiryIndex, partition_of
-from sms_replies.streams.reassembly import (
-    PendingMessage,
-    Step,
-    accept,
-    expire_due,
-    next_deadline,
-    recovery_deadline,
-)
+from sms_replies.streams.expiry import partition_of
+from sms_replies.streams.handler import PublishDeadLetter, PublishReply, ReassemblyHandler
 
 log = logging.getLogger(__name__)
 
@@ -48,9 +41,6 @@ log = logging.getLogger(__name__)
 BATCH_MAX_EVENTS = 1000
 MIB = 1024 * 1024
 BATCH_WITHIN_S = 0.02
-
-PublishReply = Callable[[Reply], Awaitable[None]]
-PublishDeadLetter = Callable[[bytes, str], Awaitable[None]]
 
 
 def rocksdb_options(settings: Settings) -> dict[str, int]:
@@ -177,8 +167,6 @@ def create_app(
         app.tansu_bootstrap = settings.bootstrap
     topics = settings.topics
     partitions = settings.topic_partitions
-    timeout_ms = int(settings.reassembly_timeout * 1000)
-    horizon_ms = int(settings.dedup_horizon * 1000)
     raw_topic = app.topic(topics.raw, partitions=partitions)
     dead_letter_topic = app.topic(topics.dead_letter)
     pending = app.Table(
@@ -191,16 +179,6 @@ def create_app(
         options=rocksdb_options(settings),  # store options: Faust has no app-wide setting
     )
     changelog_topic = pending.changelog_topic.get_topic_name()
-    index = ExpiryIndex()
-    # Label lookups cost a lock and a dict per call: resolve them once.
-    emitted = {
-        True: metrics.REPLIES_EMITTED.labels("true"),
-        False: metrics.REPLIES_EMITTED.labels("false"),
-    }
-    processed = {
-        name: metrics.PARTS_PROCESSED.labels(name)
-        for name in ("single", "part", "duplicate", "dead_letter")
-    }
 
     async def send_or_exit(
         topic: str, key: bytes, value: bytes | None, partition: int | None = None
@@ -236,103 +214,23 @@ def create_app(
         # reaches the replies topic or any store.
         await base_publish(pseudonymize_reply(reply, pseudonymize_key))
 
-    dead_letter = publish_dead_letter or send_dead_letter
     changelog = publish_changelog or send_changelog
 
-    windows = {"timeout_ms": timeout_ms, "horizon_ms": horizon_ms}
+    def scan_partition(event: Any, partition: int) -> list[tuple[bytes, bytes]]:
+        with in_event(event):
+            return [
+                (key, value)
+                for key, value in pending.items()
+                if partition_of(key, partitions) == partition
+            ]
 
-    def deadline(state: PendingMessage) -> int:
-        return next_deadline(state, **windows)
-
-    async def emit(replies: tuple[Reply, ...]) -> None:
-        for reply in replies:
-            await publish(reply)
-            emitted[reply.complete].inc()
-
-    # Long replies waiting for parts, per partition of this worker (the gauge).
-    waiting: dict[int, int] = {}
-
-    async def apply(
-        batch: TableBatch,
-        event: Any,
-        key: bytes,
-        before: PendingMessage | None,
-        step: Step,
-    ) -> None:
-        partition: int = event.message.partition
-        if step.pending is None:
-            batch.set(key, None, event)
-        else:
-            batch.set(key, step.pending.encode(), event)
-            index.schedule(partition, key, deadline(step.pending))
-        was_waiting = before is not None and bool(before.parts)
-        is_waiting = step.pending is not None and bool(step.pending.parts)
-        waiting[partition] = waiting.get(partition, 0) + is_waiting - was_waiting
-        await emit(step.replies)
-
-    async def on_part(batch: TableBatch, event: Any, part: RawPart) -> None:
-        if part.concat is None:
-            await emit(accept(None, part).replies)
-            processed["single"].inc()
-            return
-        key = part.partition_key
-        held = batch.get(key, event)
-        before = PendingMessage.decode(held) if held else None
-        step = accept(before, part)
-        if step.duplicate:
-            # No state change; a reply it belongs to is published again (replay-safe).
-            await emit(step.replies)
-        else:
-            await apply(batch, event, key, before, step)
-        processed["duplicate" if step.duplicate else "part"].inc()
-
-    async def on_tick(batch: TableBatch, event: Any, tick: ExpiryTick) -> None:
-        partition: int = event.message.partition
-        if not index.is_indexed(partition):
-            with in_event(event):
-                states = [
-                    (key, PendingMessage.decode(value))
-                    for key, value in pending.items()
-                    if value and partition_of(key, partitions) == partition
-                ]
-            index.rebuild(
-                partition, ((key, recovery_deadline(state, **windows)) for key, state in states)
-            )
-            waiting[partition] = sum(1 for _, state in states if state.parts)
-            log.info(
-                "partition %d: %d keys indexed, %d replies waiting for parts",
-                partition,
-                len(states),
-                waiting[partition],
-            )
-        for key in index.pop_due(partition, tick.now_ms):
-            held = batch.get(key, event)
-            if held:
-                state = PendingMessage.decode(held)
-                step = expire_due(state, tick.now_ms, **windows)
-                if step.pending is state:  # not due (or a replayed tick): no table write
-                    await emit(step.replies)
-                    index.schedule(partition, key, deadline(state))
-                else:
-                    await apply(batch, event, key, state, step)
-        metrics.PENDING_MESSAGES.set(sum(waiting.values()))
-
-    async def on_event(batch: TableBatch, event: Any) -> None:
-        value: bytes = event.value
-        try:
-            record = decode_raw(value)
-            if isinstance(record, ExpiryTick):
-                # The index is rebuilt from the table itself: let it see this batch.
-                await batch.flush()
-                await on_tick(batch, event, record)
-            else:
-                await on_part(batch, event, record)
-        except Exception as exc:
-            # A record we cannot process is data for the dead-letter topic;
-            # crashing the agent would skip it silently and stall the stream.
-            log.exception("raw record sent to the dead-letter topic")
-            await dead_letter(value, f"{type(exc).__name__}: {exc}")
-            processed["dead_letter"].inc()
+    handler = ReassemblyHandler(
+        timeout_ms=int(settings.reassembly_timeout * 1000),
+        horizon_ms=int(settings.dedup_horizon * 1000),
+        publish=publish,
+        dead_letter=publish_dead_letter or send_dead_letter,
+        scan_partition=scan_partition,
+    )
 
     @app.agent(raw_topic, name="reassemble")
     async def reassemble(stream: faust.StreamT[bytes]) -> None:
@@ -344,10 +242,7 @@ def create_app(
         async for taken in batches(BATCH_MAX_EVENTS, within=BATCH_WITHIN_S):
             events = cast(list[Any], taken)  # noack_take yields the events themselves
             try:
-                batch = TableBatch(pending, changelog)
-                for event in events:
-                    await on_event(batch, event)
-                await batch.flush()
+                await handler.handle_batch(TableBatch(pending, changelog), events)
             except Exception:
                 # Records are handled one by one above (bad ones go to the dead-letter
                 # topic); what escapes is the store or the producer failing. Crash-only:
@@ -366,10 +261,7 @@ def create_app(
 
     async def forget_revoked(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         revoked: set[Any] = args[0] if args else kwargs.get("revoked", set())
-        lost = [tp.partition for tp in revoked if tp.topic == topics.raw]
-        index.forget(lost)
-        for partition in lost:
-            waiting.pop(partition, None)
+        handler.forget(tp.partition for tp in revoked if tp.topic == topics.raw)
 
     app.on_partitions_revoked.connect(forget_revoked)
 
