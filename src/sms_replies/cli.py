@@ -168,7 +168,7 @@ def api(**overrides: Any) -> None:
     add_metrics_route(app)
     web.run_app(
         app,
-        host=settings.http_host,
+        host=settings.api_host,
         port=settings.api_port,
         print=None,
         access_log=None,

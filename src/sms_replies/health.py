@@ -9,7 +9,7 @@ import aiohttp
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from sms_replies.settings import Settings
+from sms_replies.settings import Settings, local_address
 
 HEALTH_SETTINGS = web.AppKey("health_settings", Settings)
 
@@ -20,12 +20,13 @@ def worker_name(index: int) -> str:
 
 
 def endpoints(settings: Settings) -> dict[str, str]:
-    host = settings.http_host if settings.http_host != "0.0.0.0" else "127.0.0.1"
-    urls = {"ingest": f"http://{host}:{settings.http_port}/readyz"}
+    urls = {"ingest": f"http://{local_address(settings.http_host)}:{settings.http_port}/readyz"}
+    worker_host = local_address(settings.worker_web_host)
     for i in range(settings.worker_processes):
         port = settings.model_copy(update={"worker_index": i}).worker_port
-        urls[worker_name(i)] = f"http://{host}:{port}/healthz"
-    urls["sinks"] = f"http://{host}:{settings.sinks_web_port}/healthz"
+        urls[worker_name(i)] = f"http://{worker_host}:{port}/healthz"
+    sinks_host = local_address(settings.sinks_web_host)
+    urls["sinks"] = f"http://{sinks_host}:{settings.sinks_web_port}/healthz"
     return urls
 
 

@@ -18,12 +18,24 @@ from sms_replies.contract import Topics
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
 
+#: Listen addresses that mean "every interface".
+WILDCARD_HOSTS = frozenset({"", "0.0.0.0", "::", "[::]"})
+
+
+def local_address(host: str) -> str:
+    """Where a process on this machine reaches a server listening on ``host``."""
+    return "127.0.0.1" if host in WILDCARD_HOSTS else host
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SMS_REPLIES_", frozen=True, extra="forbid")
 
     # HTTP ingress
-    http_host: str = Field("127.0.0.1", description="Address the ingress listens on.")
+    http_host: str = Field(
+        "127.0.0.1",
+        description="Address the ingress listens on (0.0.0.0: every interface); "
+        "moves the ingress only.",
+    )
     http_port: int = Field(8080, ge=0, le=65535, description="Port of the ingress (0: any).")
     callback_token: SecretStr | None = Field(
         None, description="When set, callbacks must carry ?token=<value> (else 401)."
@@ -70,12 +82,20 @@ class Settings(BaseSettings):
         description="The broker is the embedded Tansu: apply its workarounds "
         "(set by `run`; set it yourself when pointing at `sms-replies broker`).",
     )
+    broker_host: str = Field(
+        "127.0.0.1",
+        description="Address the embedded broker started by `run` listens on "
+        "(any Kafka client reaching it reads and writes every topic).",
+    )
     topic_prefix: str = Field("sms-replies", description="Prefix of every topic name.")
     topic_partitions: int = Field(8, ge=1, description="Partitions of the raw topic.")
     replication_factor: int = Field(1, ge=1, description="Replication of created topics.")
 
     # Worker (reassembly)
     worker_id: str = Field("sms-replies-reassembly", description="Faust app id / group id.")
+    worker_web_host: str = Field(
+        "127.0.0.1", description="Address of the worker's health/metrics web server."
+    )
     worker_web_port: int = Field(
         6066, ge=0, le=65535, description="Worker health/metrics (process N: this port + N)."
     )
@@ -124,11 +144,17 @@ class Settings(BaseSettings):
     )
     sink_batch_size: int = Field(1000, ge=1, description="Most replies per sink write.")
     sink_batch_timeout: float = Field(1.0, gt=0, description="Seconds to fill a batch.")
+    sinks_web_host: str = Field(
+        "127.0.0.1", description="Address of the sinks' health/metrics web server."
+    )
     sinks_web_port: int = Field(6065, ge=0, le=65535, description="Sinks health/metrics.")
     data_dir: Path = Field(Path("data"), description="Local state: DuckDB file, worker state.")
     postgres_dsn: SecretStr | None = Field(None, description="PostgreSQL DSN for the sink.")
 
     # Analytics and privacy
+    api_host: str = Field(
+        "127.0.0.1", description="Address the analytics API/dashboard listens on."
+    )
     api_port: int = Field(8081, ge=0, le=65535, description="Port of the analytics API/dashboard.")
     analytics_tz: str = Field(
         "Europe/Paris", description="IANA zone for analytics buckets and displayed times."

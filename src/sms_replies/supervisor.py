@@ -34,7 +34,7 @@ from sms_replies.contract import ExpiryTick
 from sms_replies.health import worker_name
 from sms_replies.ingest.app import CALLBACK_PATH
 from sms_replies.procs import spawn, terminate
-from sms_replies.settings import Settings
+from sms_replies.settings import Settings, local_address
 from sms_replies.sinks.runner import group_id
 
 log = logging.getLogger(__name__)
@@ -89,7 +89,7 @@ class Pipeline:
     async def run(self, stop: asyncio.Event) -> None:
         settings = self.settings
         if not settings.kafka_bootstrap:
-            self.broker = EmbeddedBroker(settings.http_host)
+            self.broker = EmbeddedBroker(settings.broker_host)
             bootstrap = self.broker.start()
             # The worker's local state belongs to the broker it was built from;
             # a fresh in-memory broker means a fresh state.
@@ -133,7 +133,7 @@ class Pipeline:
         token = f"?token={s.callback_token.get_secret_value()}" if s.callback_token else ""
         where = "embedded broker" if s.kafka_embedded else "broker"
         log.info("%s at %s; DuckDB store at %s", where, s.kafka_bootstrap, s.duckdb_path)
-        log.info("dashboard: http://%s:%d/dashboard/", s.http_host, s.api_port)
+        log.info("dashboard: http://%s:%d/dashboard/", local_address(s.api_host), s.api_port)
         self.on_ready(f"{base}{CALLBACK_PATH}{token}")
 
     async def _supervise(self, stop: asyncio.Event) -> None:

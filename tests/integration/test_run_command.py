@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ipaddress
 import json
 import os
 import signal
@@ -11,6 +13,7 @@ import sys
 from pathlib import Path
 
 import aiohttp
+import psutil
 import pytest
 
 from sms_replies.broker.embedded import free_port
@@ -134,3 +137,50 @@ async def test_run_starts_every_worker_process(tmp_path: Path) -> None:
     assert "started worker (pid" in text
     assert "started worker-1 (pid" in text
     assert "it was killed" not in text  # every worker stopped on SIGTERM
+
+
+def listening_sockets(root_pid: int) -> set[tuple[str, int, str]]:
+    """(address, port, process name) of every TCP listener of a process tree, from /proc/net."""
+    root = psutil.Process(root_pid)
+    listeners: set[tuple[str, int, str]] = set()
+    for process in [root, *root.children(recursive=True)]:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            for conn in process.net_connections(kind="tcp"):
+                if conn.status == psutil.CONN_LISTEN:
+                    listeners.add((conn.laddr.ip, conn.laddr.port, process.name()))
+    return listeners
+
+
+def is_loopback(address: str) -> bool:
+    return ipaddress.ip_address(address).is_loopback
+
+
+@pytest.mark.timeout(180)
+async def test_with_the_ingress_on_every_interface_nothing_else_leaves_loopback(
+    tmp_path: Path,
+) -> None:
+    ports = {name: free_port() for name in ("HTTP", "API", "WORKER_WEB", "SINKS_WEB")}
+    env = {**run_env(tmp_path, ports), "SMS_REPLIES_HTTP_HOST": "0.0.0.0"}
+    with (tmp_path / "run.log").open("wb") as log:
+        run = subprocess.Popen(
+            [sys.executable, "-m", "sms_replies", "run"], env=env, stdout=log, stderr=log
+        )
+    try:
+        await wait_ready(f"http://127.0.0.1:{ports['API']}/health", timeout=60)
+        listeners = listening_sockets(run.pid)
+        async with aiohttp.ClientSession() as session:
+            # Faust's table view would serve the reassembly state.
+            tables = f"http://127.0.0.1:{ports['WORKER_WEB']}/table/pending/"
+            async with session.get(tables) as response:
+                table_status = response.status
+    finally:
+        run.send_signal(signal.SIGINT)
+        code = await asyncio.to_thread(run.wait, 90)
+    assert code == 0
+    listening_ports = {port for _, port, _ in listeners}
+    # Every component was seen listening (the broker on a port of its own choosing).
+    assert set(ports.values()) <= listening_ports
+    assert any(name.startswith("tansu") for _, _, name in listeners), listeners
+    public = {(address, port) for address, port, _ in listeners if not is_loopback(address)}
+    assert public == {("0.0.0.0", ports["HTTP"])}, listeners
+    assert table_status == 404

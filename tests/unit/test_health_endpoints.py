@@ -21,6 +21,7 @@ def test_one_worker_process_is_named_worker() -> None:
 def test_every_worker_process_is_listed_at_its_own_port() -> None:
     settings = Settings.load(
         http_host="0.0.0.0",
+        worker_web_host="::",
         http_port=9000,
         worker_web_port=7000,
         sinks_web_port=7100,
@@ -43,3 +44,19 @@ def test_worker_ports_that_meet_another_port_are_refused() -> None:
         Settings.load(worker_web_port=7000, worker_processes=3, sinks_web_port=7002)
     # The defaults leave room above the worker port for more processes.
     assert Settings.load(worker_processes=8).worker_processes == 8
+
+
+def test_each_component_is_asked_at_its_own_address() -> None:
+    settings = Settings.load(
+        http_host="0.0.0.0",
+        http_port=9000,
+        worker_web_host="10.0.0.2",
+        worker_web_port=7000,
+        sinks_web_host="10.0.0.3",
+        sinks_web_port=7100,
+    )
+    assert endpoints(settings) == {
+        "ingest": "http://127.0.0.1:9000/readyz",
+        "worker": "http://10.0.0.2:7000/healthz",
+        "sinks": "http://10.0.0.3:7100/healthz",
+    }

@@ -105,5 +105,5 @@ async def _start_web(runners: list[SinkRunner], settings: Settings) -> web.AppRu
     app.router.add_get("/metrics", metrics)
     runner = web.AppRunner(app)
     await runner.setup()
-    await web.TCPSite(runner, settings.http_host, settings.sinks_web_port).start()
+    await web.TCPSite(runner, settings.sinks_web_host, settings.sinks_web_port).start()
     return runner

@@ -29,7 +29,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sms_replies.broker.offsets import end_offsets
 from sms_replies.contract import ExpiryTick, Reply
 from sms_replies.privacy import pseudonymize_reply
-from sms_replies.settings import Settings
+from sms_replies.settings import Settings, local_address
 from sms_replies.streams.batch import SendChangelog, TableBatch, in_event
 from sms_replies.streams.expiry import partition_of
 from sms_replies.streams.handler import PublishDeadLetter, PublishReply, ReassemblyHandler
@@ -78,8 +78,13 @@ def faust_settings(settings: Settings) -> dict[str, Any]:
         "producer_max_batch_size": 256 * 1024,
         # A deeper buffer keeps the agent fed between fetches.
         "stream_buffer_maxsize": 16384,
-        "web_host": settings.http_host,
+        # Health and metrics only, on loopback unless told otherwise: Faust's table
+        # and router views would serve the reassembly state (numbers, texts).
+        "web_bind": settings.worker_web_host,
+        "web_host": local_address(settings.worker_web_host),
         "web_port": settings.worker_port,
+        "web_tables_enabled": False,
+        "web_router_enabled": False,
         "table_standby_replicas": settings.worker_standby_replicas,
     }
     return conf
