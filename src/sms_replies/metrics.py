@@ -31,3 +31,12 @@ SINK_DEAD_LETTERS = Counter(
     "sms_replies_sink_dead_letters_total", "Records sent to the dead-letter topic.", ["sink"]
 )
 SINK_LAG = Gauge("sms_replies_sink_lag", "Replies not yet written, per sink.", ["sink"])
+INGRESS_NON_UTF8_VALUES = Counter(
+    "sms_replies_ingress_non_utf8_values_total",
+    "Percent-encoded callback keys and values that were not UTF-8, read as Windows-1252.",
+)
+REJECTS_NOT_AUDITED = Counter(
+    "sms_replies_rejects_not_audited_total",
+    "Refused requests counted but not written to the rejects topic, by reason.",
+    ["reason"],
+)

@@ -66,6 +66,21 @@ class Settings(BaseSettings):
     signature_max_skew: float = Field(
         300.0, gt=0, description="Largest age (either way, seconds) of a signed `timestamp`."
     )
+    audit_max_bytes: int = Field(
+        4096,
+        ge=256,
+        description="Most bytes (as JSON) of a refused request's body, and of its query, "
+        "kept in its audit record in the rejects topic.",
+    )
+    audit_unknown_path_rate: float = Field(
+        1.0,
+        ge=0,
+        description="Audit records per second (per ingress process) for requests to "
+        "unknown paths or with a wrong method (404, 405); beyond, they are only counted.",
+    )
+    audit_unknown_path_burst: int = Field(
+        20, ge=0, description="Audit records of 404/405 refusals allowed at once."
+    )
     ingest_workers: int = Field(
         1,
         ge=1,

@@ -281,13 +281,14 @@ async def test_slow_body_gets_408(serve: Callable[..., Any], publisher: MemoryPu
             {"Content-Type": "application/x-www-form-urlencoded; charset=bogus"},
             b"msisdn=1",
             400,
-            "malformed body",
+            "unknown charset",
         ),
         (
-            {"Content-Type": "application/x-www-form-urlencoded"},
+            # A declared charset is applied strictly (undeclared: UTF-8, else Windows-1252).
+            {"Content-Type": "application/x-www-form-urlencoded; charset=ascii"},
             b"msisdn=\xff\xfe",
             400,
-            "not valid UTF-8",
+            "not valid ascii",
         ),
         (
             {"Content-Type": "multipart/form-data; boundary=zz"},
@@ -363,3 +364,132 @@ async def test_rejects_are_counted_by_status(serve: Callable[..., Any]) -> None:
     before = metrics.CALLBACKS.labels("rejected_404")._value.get()
     await client.get("/missing")
     assert metrics.CALLBACKS.labels("rejected_404")._value.get() == before + 1
+
+
+# -- edge cases (issue 11 item 3) ----------------------------------------------
+
+
+async def test_no_library_versions_in_the_server_header(serve: Callable[..., Any]) -> None:
+    client = await serve()
+    answers = [
+        await client.get(CALLBACK_PATH, params=CALLBACK),
+        await client.get("/nope"),
+        await client.get("/healthz"),
+    ]
+    assert [a.headers["Server"] for a in answers] == ["sms-replies"] * 3
+    # The HTTP parser's own 400 (no handler, no middleware runs) says no more.
+    garbage = await raw_request(client, b"GET /x\x01 HTTP/1.1\r\nHost: a\r\n\r\n")
+    assert garbage.startswith(b"HTTP/1.1 400") or garbage.startswith(b"HTTP/1.0 400")
+    assert b"\r\nServer: sms-replies\r\n" in garbage
+    assert b"aiohttp" not in garbage
+    assert b"Python/" not in garbage
+
+
+@pytest.mark.parametrize(
+    ("encoded", "text"),
+    [
+        ("r%E9ponse", "réponse"),  # ISO-8859-1
+        ("r%C3%A9ponse", "réponse"),  # UTF-8, as SMS Partner and Vonage send
+        ("c%92est+%80", "c\u2019est €"),  # Windows-1252 (WHATWG's "latin1")
+        ("%F0%9F%91%8D", "\U0001f44d"),
+    ],
+)
+async def test_percent_encoded_text_is_decoded_as_meant_never_u_fffd(
+    serve: Callable[..., Any], publisher: MemoryPublisher, encoded: str, text: str
+) -> None:
+    client = await serve()
+    query = "msisdn=33612345678&to=33756781234&messageId=m-1&text=" + encoded
+    assert (await client.get(f"{CALLBACK_PATH}?{query}")).status == 200
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+    assert (await client.post(CALLBACK_PATH, data=query.encode(), headers=form)).status == 200
+    # Raw (unencoded) Latin-1 bytes in a form body too.
+    raw = query.replace("r%E9ponse", "r\xe9ponse").encode("latin-1")
+    assert (await client.post(CALLBACK_PATH, data=raw, headers=form)).status == 200
+    assert [p.text for p in publisher.parts] == [text] * 3
+    assert not any("\ufffd" in p.text for p in publisher.parts)
+
+
+async def test_non_utf8_values_are_counted(serve: Callable[..., Any]) -> None:
+    client = await serve()
+    before = metrics.INGRESS_NON_UTF8_VALUES._value.get()
+    query = "msisdn=33612345678&to=33756781234&messageId=m-1&text=r%E9ponse&keyword=R%C9PONSE"
+    assert (await client.get(f"{CALLBACK_PATH}?{query}")).status == 200
+    assert metrics.INGRESS_NON_UTF8_VALUES._value.get() == before + 2
+
+
+async def test_json_concat_true_is_accepted_like_the_string(
+    serve: Callable[..., Any], publisher: MemoryPublisher
+) -> None:
+    client = await serve()
+    part = {**CALLBACK, "concat-ref": 171, "concat-total": 2, "concat-part": 1}
+    assert (await client.post(CALLBACK_PATH, json={**part, "concat": True})).status == 200
+    assert (await client.post(CALLBACK_PATH, json={**part, "concat": "true"})).status == 200
+    first, second = publisher.parts
+    assert first == second
+    assert first.concat is not None
+    assert (first.concat.total, first.concat.part) == (2, 1)
+    # A boolean true without the numbers is refused like the string.
+    body = await assert_json_error(
+        await client.post(CALLBACK_PATH, json={**CALLBACK, "concat": True}), 400
+    )
+    assert "concat" in body["problems"]
+
+
+async def test_signed_part_repacked_into_one_key_is_refused(
+    serve: Callable[..., Any], publisher: MemoryPublisher
+) -> None:
+    client = await serve(signature_secret="sig-secret", signature_method="sha256")
+    part = {
+        **CALLBACK,
+        "concat": "true",
+        "concat-part": "2",
+        "concat-ref": "171",
+        "concat-total": "2",
+        "timestamp": str(int(time.time())),
+    }
+    captured = signed(part)
+    assert (await client.post(CALLBACK_PATH, data=captured)).status == 200
+    # The same signed string, but the concat fields hidden in one unknown key:
+    # it would be stored as a second, single-part reply.
+    repacked = {k: v for k, v in captured.items() if not k.startswith("concat")}
+    repacked["concat=true&concat-part=2&concat-ref=171&concat-total"] = "2"
+    body = await assert_json_error(await client.post(CALLBACK_PATH, data=repacked), 401)
+    assert body["error"] == "parameter name with '&' or '=' cannot be signed"
+    assert len(publisher.parts) == 1
+
+
+async def test_audit_record_of_a_large_refused_body_is_cut(
+    serve: Callable[..., Any], publisher: MemoryPublisher
+) -> None:
+    client = await serve(audit_max_bytes=4096)
+    body = b'{"msisdn": "' + b"\x01" * 60_000 + b'"'  # invalid JSON, read whole (60 KiB)
+    query = {"note": "x" * 7000}
+    response = await client.post(
+        CALLBACK_PATH, data=body, params=query, headers={"Content-Type": "application/json"}
+    )
+    await assert_json_error(response, 400)
+    [audit] = publisher.rejects
+    assert len(orjson.dumps(audit["body"])) <= 4096
+    assert audit["body"].startswith('{"msisdn": "\x01')
+    assert len(orjson.dumps(audit["query"])) <= 4096 + 16
+    assert audit["query"]["note"].startswith("xxx")
+    assert audit["truncated"] == ["body", "query"]
+    assert len(orjson.dumps(audit)) < 2 * 4096 + 2048
+
+
+async def test_unknown_path_audits_are_rate_limited_but_counted(
+    serve: Callable[..., Any], publisher: MemoryPublisher
+) -> None:
+    client = await serve(audit_unknown_path_rate=0.001, audit_unknown_path_burst=5)
+    answered = metrics.CALLBACKS.labels("rejected_404")._value.get()
+    dropped = metrics.REJECTS_NOT_AUDITED.labels("rate_limited")._value.get()
+    for n in range(30):
+        await assert_json_error(await client.get(f"/probe-{n}"), 404)
+    # Refusals on the callback path itself are always audited.
+    await assert_json_error(await client.get(CALLBACK_PATH, params={"x": "1"}), 400)
+    assert [r["path"] for r in publisher.rejects] == [
+        *(f"/probe-{n}" for n in range(5)),
+        CALLBACK_PATH,
+    ]
+    assert metrics.CALLBACKS.labels("rejected_404")._value.get() == answered + 30
+    assert metrics.REJECTS_NOT_AUDITED.labels("rate_limited")._value.get() == dropped + 25

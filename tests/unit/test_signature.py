@@ -129,3 +129,23 @@ def test_verify_needs_a_numeric_timestamp(timestamp: str | None, reason: str) ->
 def test_unknown_method_is_a_programming_error() -> None:
     with pytest.raises(ValueError, match="unknown signature method"):
         compute_signature(PARAMS, SECRET, "crc32")  # type: ignore[arg-type]
+
+
+def test_a_signed_callback_repacked_into_one_key_is_refused() -> None:
+    # "to=33756781234&type" = "text" gives the very string that was signed,
+    # so the captured signature matches, but the fields parse as neither.
+    repacked = {k: v for k, v in PARAMS.items() if k not in ("to", "type")}
+    repacked["to=33756781234&type"] = "text"
+    assert signing_string(repacked) == SIGNED
+    repacked["sig"] = expected("sha256")
+    with pytest.raises(SignatureError) as caught:
+        verify_signature(repacked, SECRET, "sha256", now=NOW, max_skew=300)
+    assert caught.value.reason == "parameter name with '&' or '=' cannot be signed"
+
+
+def test_a_key_holding_an_equals_sign_is_refused() -> None:
+    params = {**PARAMS, "a=b": "c"}
+    params["sig"] = hmac.new(SECRET.encode(), signing_string(params).encode(), "sha256").hexdigest()
+    with pytest.raises(SignatureError) as caught:
+        verify_signature(params, SECRET, "sha256", now=NOW, max_skew=300)
+    assert caught.value.reason == "parameter name with '&' or '=' cannot be signed"

@@ -25,6 +25,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from sms_replies import metrics
 from sms_replies.errors import BrokerUnavailable, InvalidCallback
+from sms_replies.http_server import hide_server_version
+from sms_replies.ingest.audit import TokenBucket, audit_record
+from sms_replies.ingest.form import FormDecodeError, parse_form
 from sms_replies.ingest.parsing import parse_callback
 from sms_replies.ingest.publisher import Publisher
 from sms_replies.ingest.signature import SignatureError, verify_signature
@@ -39,6 +42,9 @@ REQUEST_LINE_SLACK = 1024
 
 PUBLISHER = web.AppKey("publisher", Publisher)
 SETTINGS = web.AppKey("settings", Settings)
+UNKNOWN_PATH_AUDITS = web.AppKey("unknown_path_audits", TokenBucket)
+# Refusals by the router (unknown path, wrong method): scanners' noise, audited at a bounded rate.
+RATE_LIMITED_STATUSES = frozenset({404, 405})
 
 _JSON_TYPE = "application/json"
 _FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
@@ -49,6 +55,7 @@ _UNSUPPORTED_TYPE = (
 
 
 def create_app(settings: Settings, publisher: Publisher | None = None) -> web.Application:
+    hide_server_version()
     app = web.Application(
         client_max_size=settings.max_body_bytes,
         middlewares=[_errors_as_json],
@@ -59,6 +66,9 @@ def create_app(settings: Settings, publisher: Publisher | None = None) -> web.Ap
     app[SETTINGS] = settings
     app[PUBLISHER] = publisher or Publisher(
         settings.bootstrap, settings.topics, timeout=settings.publish_timeout
+    )
+    app[UNKNOWN_PATH_AUDITS] = TokenBucket(
+        settings.audit_unknown_path_rate, settings.audit_unknown_path_burst
     )
     app.cleanup_ctx.append(_publisher_lifecycle)
     app.router.add_route("GET", CALLBACK_PATH, handle_callback)
@@ -131,9 +141,9 @@ async def handle_callback(request: web.Request) -> web.Response:
     settings = request.app[SETTINGS]
     publisher = request.app[PUBLISHER]
     try:
-        _check_query(request, settings)
-        _check_token(request, settings)
-        params = await _read_params(request, settings)
+        query = _check_query(request, settings)
+        _check_token(query, settings)
+        params = await _read_params(request, query, settings)
         _check_signature(params, settings)
         try:
             part = parse_callback(params, received_at_ms)
@@ -155,18 +165,28 @@ async def handle_callback(request: web.Request) -> web.Response:
     return _json({"status": "accepted"})
 
 
-def _check_query(request: web.Request, settings: Settings) -> None:
+def _query(request: web.Request) -> tuple[list[tuple[str, str]], int]:
+    """The query's parameters decoded without U+FFFD (ingest/form.py), and the fallbacks."""
+    # The HTTP parser lets only ASCII through in the request target.
+    return parse_form(request.rel_url.raw_query_string.encode("ascii", "replace"))
+
+
+def _check_query(request: web.Request, settings: Settings) -> list[tuple[str, str]]:
     if len(request.rel_url.raw_query_string) > settings.max_query_bytes:
         raise _Rejected(414, "query string too long")
-    if len(request.query) > settings.max_params:
+    query, fallbacks = _query(request)
+    if fallbacks:
+        metrics.INGRESS_NON_UTF8_VALUES.inc(fallbacks)
+    if len(query) > settings.max_params:
         raise _Rejected(400, "invalid callback", {"callback": "too many parameters"})
+    return query
 
 
-def _check_token(request: web.Request, settings: Settings) -> None:
+def _check_token(query: list[tuple[str, str]], settings: Settings) -> None:
     if settings.callback_token is None:
         return
     # Constant time whether the token is missing, short, long or wrong.
-    given = request.query.get("token", "").encode("utf-8", "replace")
+    given = next((v for k, v in query if k == "token"), "").encode("utf-8", "replace")
     expected = settings.callback_token.get_secret_value().encode()
     if not hmac.compare_digest(given, expected):
         raise _Rejected(401, "missing or wrong token")
@@ -187,9 +207,11 @@ def _check_signature(params: dict[str, Any], settings: Settings) -> None:
         raise _Rejected(401, exc.reason) from None
 
 
-async def _read_params(request: web.Request, settings: Settings) -> dict[str, Any]:
+async def _read_params(
+    request: web.Request, query: list[tuple[str, str]], settings: Settings
+) -> dict[str, Any]:
     """Query and body parameters as one dict; a key given twice is refused."""
-    items: list[tuple[str, Any]] = list(request.query.items())
+    items: list[tuple[str, Any]] = list(query)
     if request.method == "POST" and request.body_exists:
         items.extend(await _read_body(request, settings))
     if len(items) > settings.max_params:
@@ -220,7 +242,12 @@ async def _read_body(request: web.Request, settings: Settings) -> list[tuple[str
                 if not isinstance(body, dict):
                     raise _Rejected(400, "invalid callback", {"body": "expected a JSON object"})
                 return list(body.items())
-            form = await request.post()
+            if content_type == "application/x-www-form-urlencoded":
+                pairs, fallbacks = parse_form((await request.read()).rstrip(), request.charset)
+                if fallbacks:
+                    metrics.INGRESS_NON_UTF8_VALUES.inc(fallbacks)
+                return list(pairs)
+            form = await request.post()  # multipart: each field decoded with its charset
             return [(key, value) for key, value in form.items() if isinstance(value, str)]
     except web.HTTPRequestEntityTooLarge:  # chunked, or longer than its Content-Length said
         raise _Rejected(413, "body too large", close=True) from None
@@ -230,6 +257,8 @@ async def _read_body(request: web.Request, settings: Settings) -> list[tuple[str
         raise _Rejected(400, "invalid callback", {"body": "not valid JSON"}) from None
     except UnicodeDecodeError:
         raise _Rejected(400, "invalid callback", {"body": "not valid UTF-8"}) from None
+    except FormDecodeError as exc:
+        raise _Rejected(400, "invalid callback", {"body": str(exc)}) from None
     except _Rejected:
         raise
     except Exception as exc:  # the body's framing or encoding is the client's doing
@@ -244,28 +273,12 @@ async def _reject(
     headers: dict[str, str] | None = None,
 ) -> web.Response:
     metrics.CALLBACKS.labels(f"rejected_{rejected.status}").inc()
-    audit = orjson.dumps(
-        {
-            "status": rejected.status,
-            "reason": rejected.reason,
-            "problems": rejected.problems,
-            "method": request.method,
-            "path": request.path,
-            # The token is our secret: never keep it in the audit trail.
-            "query": {k: v for k, v in request.query.items() if k != "token"},
-            "content_type": request.content_type,
-            "body": _body_for_audit(request),
-            "remote": request.remote,
-            "received_at_ms": time.time_ns() // 1_000_000,
-        }
-    )
-    try:
-        await publisher.publish_reject(audit)
-    except BrokerUnavailable as exc:
-        log.warning("rejected request not kept for audit (%s): %s", exc, audit[:500])
-    log.info(
-        "rejected %s %s: %s %s", request.method, request.path, rejected.status, rejected.reason
-    )
+    if rejected.status in RATE_LIMITED_STATUSES and not request.app[UNKNOWN_PATH_AUDITS].take(
+        time.monotonic()
+    ):
+        metrics.REJECTS_NOT_AUDITED.labels("rate_limited").inc()
+    else:
+        await _audit(request, publisher, rejected)
     body: dict[str, Any] = {"error": rejected.reason}
     if rejected.problems:
         body["problems"] = rejected.problems
@@ -275,10 +288,29 @@ async def _reject(
     return response
 
 
-def _body_for_audit(request: web.Request) -> str | None:
-    # Only what was already read; a too-large body is not kept.
-    raw = getattr(request, "_read_bytes", None)
-    return raw.decode("utf-8", "replace") if isinstance(raw, bytes) else None
+async def _audit(request: web.Request, publisher: Publisher, rejected: _Rejected) -> None:
+    # Only the body already read is kept: a body refused for its size never is.
+    body = getattr(request, "_read_bytes", None)
+    audit = audit_record(
+        status=rejected.status,
+        reason=rejected.reason,
+        problems=rejected.problems,
+        method=request.method,
+        path=request.path,
+        query=_query(request)[0],
+        content_type=request.content_type,
+        body=body if isinstance(body, bytes) else None,
+        remote=request.remote,
+        received_at_ms=time.time_ns() // 1_000_000,
+        max_bytes=request.app[SETTINGS].audit_max_bytes,
+    )
+    try:
+        await publisher.publish_reject(audit)
+    except BrokerUnavailable as exc:
+        log.warning("rejected request not kept for audit (%s): %s", exc, audit[:500])
+    log.info(
+        "rejected %s %s: %s %s", request.method, request.path, rejected.status, rejected.reason
+    )
 
 
 async def handle_health(request: web.Request) -> web.Response:

@@ -73,6 +73,14 @@ class LongNumberCallback(_Callback):
     concat_total: int | None = Field(None, alias="concat-total", ge=1, le=255)
     concat_part: int | None = Field(None, alias="concat-part", ge=1, le=255)
 
+    @field_validator("concat", mode="before")
+    @classmethod
+    def _flag_as_text(cls, value: Any) -> Any:
+        # JSON bodies may carry the flag as a boolean: true means the string "true".
+        if isinstance(value, bool):
+            return "true" if value else "false"
+        return value
+
     @field_validator("message_timestamp")
     @classmethod
     def _timestamp_format(cls, value: str | None) -> str | None:

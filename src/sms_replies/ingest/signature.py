@@ -14,6 +14,11 @@ Values are the decoded parameter values (as the provider sent them before
 URL-encoding). JSON bodies may carry non-strings: numbers are written as in
 Python (``123``, ``1.5``), ``true``/``false``/empty for booleans and null,
 arrays and objects as compact JSON.
+
+Keys are not escaped by the scheme, so a key holding ``&`` or ``=`` could carry
+several signed parameters at once (``concat=true&concat-part`` = ``2`` signs
+like ``concat`` = ``true`` and ``concat-part`` = ``2`` but parses as neither):
+such keys are refused before anything is compared.
 """
 
 from __future__ import annotations
@@ -88,6 +93,8 @@ def verify_signature(
     given = params.get("sig")
     if not isinstance(given, str) or not given:
         raise SignatureError("missing signature")
+    if any("&" in key or "=" in key for key in params):
+        raise SignatureError("parameter name with '&' or '=' cannot be signed")
     expected = compute_signature(params, secret, method)
     if not hmac.compare_digest(given.strip().lower().encode("utf-8", "replace"), expected.encode()):
         raise SignatureError("wrong signature")
