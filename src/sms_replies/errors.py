@@ -37,6 +37,12 @@ class BrokerUnavailable(SmsRepliesError):
     retriable = True
 
 
+class StateRecoveryError(SmsRepliesError):
+    """The worker's local state could not be re-seeded into a fresh broker (it is kept)."""
+
+    retriable = True
+
+
 class SinkWriteError(SmsRepliesError):
     """A sink could not write a batch.
 

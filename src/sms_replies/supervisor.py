@@ -15,7 +15,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -24,13 +23,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import aiohttp
-from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError
 
 from sms_replies.broker.admin import ensure_topics
 from sms_replies.broker.embedded import EmbeddedBroker
 from sms_replies.broker.lag import group_lag
-from sms_replies.contract import ExpiryTick
+from sms_replies.broker.reseed import reseed_worker_state
 from sms_replies.health import worker_name
 from sms_replies.ingest.app import CALLBACK_PATH
 from sms_replies.procs import spawn, terminate
@@ -42,8 +39,6 @@ log = logging.getLogger(__name__)
 RESTART_BACKOFF_MAX = 30.0
 # A child that ran this long before dying starts again with no backoff.
 HEALTHY_RUN_SECONDS = 60.0
-# Later than any deadline: expires every pending message and tombstone.
-FLUSH_ALL_MS = 2**62
 
 
 @dataclass
@@ -91,9 +86,6 @@ class Pipeline:
         if not settings.kafka_bootstrap:
             self.broker = EmbeddedBroker(settings.broker_host)
             bootstrap = self.broker.start()
-            # The worker's local state belongs to the broker it was built from;
-            # a fresh in-memory broker means a fresh state.
-            shutil.rmtree(settings.data_dir / "worker", ignore_errors=True)
             settings = settings.model_copy(
                 update={"kafka_bootstrap": bootstrap, "kafka_embedded": True}
             )
@@ -105,6 +97,9 @@ class Pipeline:
                 partitions=settings.topic_partitions,
                 replication_factor=settings.replication_factor,
             )
+            if settings.kafka_embedded:
+                # A fresh in-memory broker: give it back the state the workers kept on disk.
+                await reseed_worker_state(settings)
             env = {**os.environ, **settings.as_env()}
             children = [
                 Child(worker_name(i), "worker", {**env, "SMS_REPLIES_WORKER_INDEX": str(i)})
@@ -167,31 +162,8 @@ class Pipeline:
             self.broker.stop()
             self.broker = None
 
-    async def _flush_pending(self) -> None:
-        """Publish every long reply still waiting for parts, as incomplete.
-
-        The embedded broker keeps the worker's changelog in memory only: a part
-        held in the table when it stops would be lost. An expiry tick from far in
-        the future expires them all, through the same path as a timeout; a part
-        that comes after the restart is stored on its own (nothing is dropped).
-        """
-        s = self.settings
-        producer = AIOKafkaProducer(bootstrap_servers=s.bootstrap, acks="all")
-        await producer.start()
-        try:
-            tick = ExpiryTick(now_ms=FLUSH_ALL_MS).encode()
-            for partition in range(s.topic_partitions):
-                await producer.send_and_wait(s.topics.raw, tick, partition=partition)
-        finally:
-            await producer.stop()
-        log.info("asked the worker to publish pending long replies before the broker stops")
-
     async def _drain(self) -> None:
         s = self.settings
-        try:
-            await self._flush_pending()
-        except KafkaError as exc:
-            log.warning("cannot flush pending replies (%s)", exc)
         groups = [(s.worker_id, s.topics.raw)] + [
             (group_id(s.topic_prefix, name), s.topics.replies) for name in s.sinks
         ]
