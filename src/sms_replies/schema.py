@@ -53,6 +53,11 @@ def utc_from_ms(ms: int) -> datetime:
     return datetime.fromtimestamp(ms / 1000, tz=UTC)
 
 
+# What building a row raises for a reply whose fields do not have their types or
+# bounds (one constructed by hand, not decoded): data that can never be written.
+ROW_ERRORS: tuple[type[Exception], ...] = (TypeError, ValueError, OverflowError, OSError)
+
+
 def to_row(reply: Reply, ingested_at: datetime) -> tuple[Any, ...]:
     """One row, in :data:`COLUMNS` order."""
     return (

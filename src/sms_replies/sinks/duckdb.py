@@ -20,7 +20,15 @@ import pyarrow as pa
 
 from sms_replies.contract import Reply
 from sms_replies.errors import SinkWriteError
-from sms_replies.schema import COLUMN_NAMES, COLUMNS, TABLE, LogicalType, to_columns, unique_by_id
+from sms_replies.schema import (
+    COLUMN_NAMES,
+    COLUMNS,
+    ROW_ERRORS,
+    TABLE,
+    LogicalType,
+    to_columns,
+    unique_by_id,
+)
 from sms_replies.settings import Settings
 from sms_replies.sinks.base import Sink
 
@@ -104,7 +112,7 @@ class DuckDBSink(Sink):
             table = pa.Table.from_pydict(
                 to_columns(unique_by_id(batch), datetime.now(UTC)), schema=ARROW_SCHEMA
             )
-        except (pa.ArrowException, ValueError, TypeError) as exc:
+        except (pa.ArrowException, *ROW_ERRORS) as exc:
             raise SinkWriteError(f"replies not loadable: {exc}", retriable=False) from None
         await asyncio.to_thread(self._write, table)
 

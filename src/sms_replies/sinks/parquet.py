@@ -50,7 +50,15 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from sms_replies.contract import Reply
 from sms_replies.errors import SinkWriteError
-from sms_replies.schema import COLUMN_NAMES, TABLE, to_columns, unique_by_id, utc_from_ms
+from sms_replies.schema import (
+    COLUMN_NAMES,
+    ROW_ERRORS,
+    TABLE,
+    to_columns,
+    to_row,
+    unique_by_id,
+    utc_from_ms,
+)
 from sms_replies.settings import Settings
 from sms_replies.sinks.base import Sink
 from sms_replies.sinks.duckdb import ARROW_SCHEMA
@@ -126,11 +134,16 @@ class ParquetSink(Sink):
 
     async def write(self, batch: Sequence[Reply]) -> None:
         by_day: dict[date, list[Reply]] = defaultdict(list)
-        for reply in unique_by_id(batch):
-            by_day[utc_from_ms(reply.received_at_ms).date()].append(reply)
+        ingested_at = datetime.now(UTC)
+        try:
+            for reply in unique_by_id(batch):
+                to_row(reply, ingested_at)  # before any I/O: what fails here is the data
+                by_day[utc_from_ms(reply.received_at_ms).date()].append(reply)
+        except ROW_ERRORS as exc:
+            raise SinkWriteError(f"replies not writable: {exc}", retriable=False) from None
         async with self._lock:
             try:
-                written = await asyncio.to_thread(self._write, by_day, datetime.now(UTC))
+                written = await asyncio.to_thread(self._write, by_day, ingested_at)
             except (pa.ArrowInvalid, pa.ArrowTypeError, UnicodeError) as exc:
                 raise SinkWriteError(
                     f"parquet cannot encode the batch: {exc}", retriable=False

@@ -30,7 +30,15 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from sms_replies.contract import Reply
 from sms_replies.errors import ConfigError, SinkWriteError
-from sms_replies.schema import COLUMN_NAMES, COLUMNS, TABLE, LogicalType, to_row, unique_by_id
+from sms_replies.schema import (
+    COLUMN_NAMES,
+    COLUMNS,
+    ROW_ERRORS,
+    TABLE,
+    LogicalType,
+    to_row,
+    unique_by_id,
+)
 from sms_replies.settings import Settings
 from sms_replies.sinks.base import Sink
 
@@ -102,6 +110,8 @@ _DRIVER_ERRORS = (
     OSError,
     TimeoutError,
 )
+# Raised by asyncpg while encoding a value for its column (a wrong Python type).
+_ENCODE_ERRORS = (TypeError, ValueError, OverflowError, UnicodeError)
 
 
 class PostgresSink(Sink):
@@ -178,7 +188,10 @@ class PostgresSink(Sink):
 
     async def write(self, batch: Sequence[Reply]) -> None:
         ingested_at = datetime.now(UTC)
-        records = [to_row(reply, ingested_at) for reply in unique_by_id(batch)]
+        try:
+            records = [to_row(reply, ingested_at) for reply in unique_by_id(batch)]
+        except ROW_ERRORS as exc:
+            raise SinkWriteError(f"replies not writable: {exc}", retriable=False) from None
         pool = await self._get_pool()
         try:
             async with pool.acquire() as con, con.transaction():
@@ -191,6 +204,10 @@ class PostgresSink(Sink):
                 status = await con.execute(insert_sql(self.schema))
         except _DRIVER_ERRORS as exc:
             raise convert(exc, "write") from None
+        except _ENCODE_ERRORS as exc:
+            raise SinkWriteError(
+                f"postgres cannot encode the batch: {type(exc).__name__}: {exc}", retriable=False
+            ) from None
         log.debug("postgres sink: %s (%d in batch)", status, len(records))
 
     async def close(self) -> None:
