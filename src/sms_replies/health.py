@@ -9,6 +9,8 @@ import aiohttp
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from sms_replies.broker.probe import check_broker
+from sms_replies.errors import BrokerUnavailable
 from sms_replies.settings import Settings, local_address
 
 HEALTH_SETTINGS = web.AppKey("health_settings", Settings)
@@ -39,11 +41,23 @@ async def _probe(session: aiohttp.ClientSession, url: str) -> dict[str, Any]:
         return {"up": False, "status": None, "detail": type(exc).__name__}
 
 
+async def _probe_broker(bootstrap: str) -> dict[str, Any]:
+    try:
+        await check_broker(bootstrap)
+    except BrokerUnavailable as exc:
+        return {"up": False, "status": None, "detail": str(exc)}
+    return {"up": True, "status": None, "detail": bootstrap}
+
+
 async def pipeline_health(settings: Settings) -> dict[str, Any]:
     timeout = aiohttp.ClientTimeout(total=2)
     async with aiohttp.ClientSession(timeout=timeout) as session:
         names = list(endpoints(settings))
-        results = await asyncio.gather(*(_probe(session, u) for u in endpoints(settings).values()))
+        probes = [_probe(session, u) for u in endpoints(settings).values()]
+        if settings.kafka_bootstrap:
+            names.append("broker")
+            probes.append(_probe_broker(settings.kafka_bootstrap))
+        results = await asyncio.gather(*probes)
     components = dict(zip(names, results, strict=True))
     return {"up": all(c["up"] for c in components.values()), "components": components}
 

@@ -28,6 +28,7 @@ from sms_replies.broker.admin import ensure_topics
 from sms_replies.broker.embedded import EmbeddedBroker
 from sms_replies.broker.lag import group_lag
 from sms_replies.broker.reseed import reseed_worker_state
+from sms_replies.errors import SmsRepliesError
 from sms_replies.health import worker_name
 from sms_replies.ingest.app import CALLBACK_PATH
 from sms_replies.procs import spawn, terminate
@@ -133,6 +134,8 @@ class Pipeline:
 
     async def _supervise(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
+            if self.broker is not None and self.broker.exit_code is not None:
+                await self._restart_broker(stop)
             for child in self.children.values():
                 if child.exited:
                     code = child.process.returncode if child.process else None
@@ -145,6 +148,50 @@ class Pipeline:
                     child.start()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), 0.5)
+
+    async def _restart_broker(self, stop: asyncio.Event) -> None:
+        """The embedded broker died (crash, OOM, kill) and what it held with it.
+
+        Its clients cannot go on against an empty broker: stop them, start a new
+        broker on the same port, re-create the topics, re-seed it from the
+        workers' state on disk, start them again. The ingress is stopped first,
+        so that no callback creates the raw topic with the broker's defaults.
+        """
+        assert self.broker is not None
+        s = self.settings
+        log.error(
+            "embedded broker on %s exited with %s: restarting it, then the ingress, "
+            "workers and sinks (callbacks are refused meanwhile)",
+            s.kafka_bootstrap,
+            self.broker.exit_code,
+        )
+        dependent = [c for c in self.children.values() if c.command != "api"]
+        # Short: a worker cannot stop cleanly without its broker, and its state is
+        # safe from a SIGKILL (RocksDB's write-ahead log).
+        await asyncio.gather(*(asyncio.to_thread(c.terminate, 5) for c in dependent))
+        delay = 1.0
+        while not stop.is_set():
+            try:
+                self.broker.start()
+                await ensure_topics(
+                    s.bootstrap,
+                    s.topics,
+                    partitions=s.topic_partitions,
+                    replication_factor=s.replication_factor,
+                )
+                await reseed_worker_state(s)
+                break
+            except SmsRepliesError as exc:
+                log.error("embedded broker restart failed (%s); again in %.0fs", exc, delay)
+                self.broker.stop()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), delay)
+                delay = min(RESTART_BACKOFF_MAX, delay * 2)
+        if stop.is_set():
+            return
+        for child in dependent:
+            child.start()
+        log.warning("embedded broker restarted on %s; its clients restarted", s.kafka_bootstrap)
 
     async def shutdown(self) -> None:
         """Ingress first, drain, then workers and sinks, then the broker. Idempotent."""

@@ -49,6 +49,14 @@ class EmbeddedBroker:
     def pid(self) -> int | None:
         return self._process.pid if self._process else None
 
+    @property
+    def exit_code(self) -> int | None:
+        """The code it exited with (negative: killed by that signal); None while it runs.
+
+        Asking reaps a dead broker (no zombie left behind).
+        """
+        return self._process.poll() if self._process else None
+
     def start(self, timeout: float = 15.0) -> str:
         url = f"tcp://{self.bootstrap}"
         self._process = spawn(

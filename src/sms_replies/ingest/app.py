@@ -320,7 +320,7 @@ async def handle_health(request: web.Request) -> web.Response:
 async def handle_ready(request: web.Request) -> web.Response:
     publisher = request.app[PUBLISHER]
     try:
-        await publisher.connect()
+        await publisher.check()
     except BrokerUnavailable:
         return _json({"status": "broker unavailable"}, status=503)
     return _json({"status": "ready"})

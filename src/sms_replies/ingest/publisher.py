@@ -15,6 +15,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from sms_replies import metrics
+from sms_replies.broker.probe import PROBE_TIMEOUT_S, metadata_round_trip
 from sms_replies.contract import RawPart, Topics
 from sms_replies.errors import BrokerUnavailable
 
@@ -52,6 +53,12 @@ class Publisher:
                 log.info("connected to broker %s", self.bootstrap)
                 self._producer = producer
         return self._producer
+
+    async def check(self) -> None:
+        """A metadata round trip to the broker (:class:`BrokerUnavailable` if it fails):
+        a producer object alone does not mean the broker is still there."""
+        producer = await self.connect()
+        await metadata_round_trip(producer.client, min(self.timeout, PROBE_TIMEOUT_S))
 
     async def publish(self, part: RawPart) -> None:
         """Write one raw part; returns once the broker acknowledged it."""
