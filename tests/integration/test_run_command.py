@@ -137,6 +137,7 @@ async def test_run_starts_every_worker_process(tmp_path: Path) -> None:
         "worker": True,
         "worker-1": True,
         "sinks": True,
+        "broker": True,
     }
     text = (tmp_path / "run.log").read_text()
     assert "started worker (pid" in text
