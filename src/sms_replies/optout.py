@@ -37,15 +37,21 @@ def _fold(text: str) -> str:
 #: Folding is per character, so the folded head of a text is the head of the folded
 #: text: when it already holds a word break, the first word is whole in it.
 _HEAD = 64
+#: A keyword is at most this long: longer first words are cut (a reply record's
+#: size then depends on its text alone, see sms_replies.bounds).
+MAX_KEYWORD = 64
 
 
 def keyword_of(text: str) -> str:
-    """First word of the text, uppercased, accents and punctuation stripped ('' if none)."""
+    """First word of the text, uppercased, accents and punctuation stripped ('' if none).
+
+    At most MAX_KEYWORD characters.
+    """
     word, whole = _first_word_of_head(text[:_HEAD])
     if whole or len(text) <= _HEAD:
-        return word
+        return word[:MAX_KEYWORD]
     folded = _fold(text)  # the first word may go on past the head (rare: not cached)
-    return folded.split(" ", 1)[0] if folded else ""
+    return folded.split(" ", 1)[0][:MAX_KEYWORD] if folded else ""
 
 
 # A reply's keyword and its STOP check fold the same text. Keyed by the head, so

@@ -50,6 +50,31 @@ class Settings(BaseSettings):
     max_params: int = Field(
         50, gt=0, description="Most parameters (query + body) in one callback (else 400)."
     )
+    max_part_text: int = Field(
+        320,
+        ge=1,
+        description="Longest text of one part of a long SMS, in characters (else 400). "
+        "A part carries at most 153 GSM-7 or 67 UCS-2 characters: the rest is margin "
+        "for text the provider decodes or escapes.",
+    )
+    max_single_text: int = Field(
+        2000,
+        ge=1,
+        description="Longest text of a single (not concatenated) message, in characters "
+        "(else 400); some providers send a long SMS whole.",
+    )
+    max_parts: int = Field(
+        64,
+        ge=1,
+        le=255,
+        description="Most parts of one long SMS (concat-total, else 400).",
+    )
+    max_record_bytes: int = Field(
+        1_000_000,
+        ge=65536,
+        description="Largest record the worker writes (state, reply, dead letter): "
+        "at most the broker's limit (Kafka message.max.bytes, 1 MB by default).",
+    )
     body_timeout: float = Field(
         10.0, gt=0, description="Seconds to receive a callback's whole body (else 408)."
     )
@@ -197,6 +222,21 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [name.strip() for name in value.split(",") if name.strip()]
         return value
+
+    @model_validator(mode="after")
+    def _bounds_fit_a_record(self) -> Settings:
+        from sms_replies.bounds import Bounds, worst_state_bytes
+
+        bounds = Bounds.of(self)
+        worst = worst_state_bytes(bounds)
+        if worst > bounds.max_value_bytes:
+            raise ValueError(
+                f"max_parts={self.max_parts}, max_part_text={self.max_part_text} and "
+                f"max_single_text={self.max_single_text} allow a worker state of up to "
+                f"{worst} bytes, beyond max_record_bytes={self.max_record_bytes}: "
+                "lower them or raise max_record_bytes (and the broker's limit)"
+            )
+        return self
 
     @model_validator(mode="after")
     def _distinct_ports(self) -> Settings:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import hmac
 from collections.abc import Callable
@@ -14,7 +15,7 @@ import faust
 import pytest
 from prometheus_client import REGISTRY
 
-from sms_replies.contract import ExpiryTick, RawPart, Reply
+from sms_replies.contract import Concat, ExpiryTick, RawPart, Reply
 from sms_replies.settings import Settings
 from sms_replies.streams import app as streams_app
 from sms_replies.streams.app import create_app
@@ -281,3 +282,24 @@ async def test_a_batch_stopped_half_way_is_not_acked(
         await asyncio.wait_for(entered.wait(), 10)  # the batch is being written
     # The agent was stopped in the middle of the batch's writes.
     assert not event.message.acked
+
+
+async def test_hostile_long_parts_never_make_a_record_the_broker_refuses(
+    harness: tuple[faust.App, list[Reply], list[str]],
+    changelog: Changelog,
+    make_part: Callable[..., RawPart],
+) -> None:
+    """Review 2026-12: 95 parts of 2,000 control characters on one key made a state of
+    1,003,407 bytes, beyond the producer's 1 MB; the worker exited, again and again."""
+    app, replies, dead = harness
+    hostile = [
+        dataclasses.replace(
+            make_part(part=n, total=255, text="\x01" * 2000),
+            concat=Concat(ref=1, total=255, part=n),
+        )
+        for n in range(1, 96)
+    ]
+    await put_parts(app, hostile)
+    assert max((len(value or b"") for _, _, value in changelog), default=0) < 1_000_000
+    assert len(dead) == 95
+    assert replies == []

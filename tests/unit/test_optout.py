@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sms_replies.optout import _fold, keyword_of, stop_source
+from sms_replies.optout import MAX_KEYWORD, _fold, keyword_of, stop_source
 
 
 @pytest.mark.parametrize(
@@ -49,7 +49,7 @@ def test_provider_stop_wins_whatever_the_text() -> None:
 
 def _keyword_of_whole_text(text: str) -> str:
     folded = _fold(text)
-    return folded.split(" ", 1)[0] if folded else ""
+    return folded.split(" ", 1)[0][:MAX_KEYWORD] if folded else ""
 
 
 @given(st.text(alphabet=st.characters(codec="utf-8"), max_size=200))
@@ -76,3 +76,8 @@ def test_the_keyword_cache_holds_heads_not_whole_texts() -> None:
         tracemalloc.stop()
     # Whole texts would keep 1,024 x 16 KB = 16 MiB alive; heads about 200 KiB.
     assert retained < 512 * 1024, retained
+
+
+def test_a_keyword_is_at_most_64_characters() -> None:
+    assert keyword_of("Ⅷ" * 2000) == "VIII" * 16  # folding may lengthen a word
+    assert keyword_of("x" * 100 + " oui") == "X" * 64

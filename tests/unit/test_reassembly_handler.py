@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from sms_replies.contract import ExpiryTick, RawPart, Reply
-from sms_replies.streams.handler import ReassemblyHandler
+from sms_replies.bounds import RECORD_MARGIN, Bounds
+from sms_replies.contract import Concat, ExpiryTick, RawPart, Reply
+from sms_replies.streams.handler import ReassemblyHandler, dead_letter_record
 from sms_replies.streams.reassembly import GAP_MARKER, PendingMessage
 
 TIMEOUT_MS, HORIZON_MS = 1_800_000, 86_400_000
@@ -64,7 +70,7 @@ class Worker:
         await self.handler.handle_batch(self.batch, events)
 
 
-def worker(**limits: Any) -> Worker:
+def worker(bounds: Bounds | None = None) -> Worker:
     batch = DictBatch()
     replies: list[Reply] = []
     dead: list[tuple[bytes, str]] = []
@@ -84,7 +90,7 @@ def worker(**limits: Any) -> Worker:
         publish=publish,
         dead_letter=dead_letter,
         scan_partition=scan,
-        **limits,
+        bounds=bounds or Bounds(),
     )
     return Worker(batch, handler, replies, dead)
 
@@ -124,6 +130,162 @@ async def test_a_tick_expires_a_message_whose_parts_stopped_coming(
     assert w.handler.waiting == {0: 0}
     w.handler.forget([0])
     assert w.handler.waiting == {}
+
+
+async def test_hostile_long_parts_go_to_the_dead_letters_and_no_state_grows(
+    make_part: Callable[..., RawPart],
+) -> None:
+    """The review's 95 parts of 2,000 control characters (255 parts announced), one key."""
+    w = worker()
+    hostile = [
+        dataclasses.replace(
+            make_part(part=n, total=255, text="\x01" * 2000),
+            concat=Concat(ref=1, total=255, part=n),
+        )
+        for n in range(1, 96)
+    ]
+    await w.run(*(p.encode() for p in hostile))
+    assert len(w.dead) == 95
+    assert all("beyond" in error for _, error in w.dead)
+    assert (w.batch.table, w.replies) == ({}, [])
+
+
+async def test_a_state_beyond_the_bound_is_closed_as_incomplete(
+    make_part: Callable[..., RawPart],
+) -> None:
+    """A state written under larger bounds: the next part closes the message, no crash."""
+    held = [make_part(part=n, total=10, text="é" * 300) for n in (1, 2, 3, 4, 5)]
+    state = PendingMessage(total=10, parts={n: p for n, p in enumerate(held, 1)}).encode()
+    bounds = Bounds(max_record_bytes=len(state) + RECORD_MARGIN - 1)  # just too small
+    w = worker(bounds)
+    w.batch.table[held[0].partition_key] = state
+    await w.run(make_part(part=6, total=10, text="six").encode())
+    assert w.dead == []
+    [reply] = w.replies
+    assert (reply.complete, reply.parts_received) == (False, 6)
+    assert reply.text == "é" * 1500 + "six" + GAP_MARKER * 4
+    assert w.batch.changelog == [(held[0].partition_key, None)]  # not even a tombstone fits
+    assert w.dead == []
+
+
+def test_a_dead_letter_fits_in_a_record_whatever_it_carries() -> None:
+    value = orjson.dumps({"text": "\x01" * 400_000})  # 2.4 MB once escaped again
+    record = dead_letter_record("reassembly", value, "E" * 5000, max_bytes=100_000)
+    assert len(record) <= 100_000
+    envelope = orjson.loads(record)
+    assert (envelope["truncated"], envelope["record_bytes"]) == (True, len(value))
+    assert value.decode().startswith(envelope["record"])
+    small = orjson.loads(dead_letter_record("reassembly", b"oops", "bad", max_bytes=100_000))
+    assert small == {"stage": "reassembly", "error": "bad", "record": "oops"}
+
+
+# Raw records as a hostile or broken writer could put them on the raw topic: parts
+# that share a few keys (so that states build up, collide, expire), with any field
+# oversized, missing, extra or of the wrong type; ticks; and bytes that are not JSON.
+SMALL = Bounds(max_part_text=40, max_single_text=80, max_parts=6, max_record_bytes=65_536)
+anything = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**64 - 1)
+    | st.floats()
+    | st.text(max_size=20),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3)
+    ),
+    max_leaves=6,
+)
+texts = st.one_of(
+    st.text(max_size=30),
+    st.text(max_size=30),
+    st.text(alphabet="\x01é😀 ", min_size=30, max_size=400),  # up to 10x the bound
+)
+concats = st.one_of(
+    st.fixed_dictionaries(
+        {"ref": st.integers(0, 1), "total": st.integers(1, 3), "part": st.integers(1, 3)}
+    ),
+    st.fixed_dictionaries(
+        {"ref": st.integers(0, 1), "total": st.integers(1, 3), "part": st.integers(1, 3)}
+    ),
+    st.fixed_dictionaries(
+        {"ref": st.integers(0, 2), "total": st.integers(0, 9), "part": st.integers(0, 9)}
+    ),
+    st.none(),
+    anything,
+)
+part_fields = st.fixed_dictionaries(
+    {
+        "v": st.just(1),
+        "channel": st.sampled_from(["long_number", "short_number"]),
+        "sender": st.sampled_from(["+33612345678", "+33698765432"]),
+        "recipient": st.sampled_from(["+33756781234", None]),
+        "text": texts,
+        "provider_message_id": st.sampled_from("abcdef") | st.text(max_size=150),
+        "message_type": st.sampled_from(["text", "unicode", "stop"]),
+        "received_at_ms": st.integers(1_700_000_000_000, 1_700_000_000_000 + 4 * TIMEOUT_MS),
+        "concat": concats,
+        "provider_timestamp": st.none() | st.text(max_size=40),
+    }
+)
+wrong_fields = st.dictionaries(
+    st.sampled_from(["channel", "sender", "text", "received_at_ms", "concat", "v", "extra"]),
+    anything,
+)
+raw_parts = st.builds(
+    lambda base, wrong: {**base, **wrong}, part_fields, st.just({}) | wrong_fields
+)
+
+
+@st.composite
+def plausible_parts(draw: st.DrawFn) -> dict[str, Any]:
+    """Well-formed parts of a few long replies: they complete, collide, repeat."""
+    total = draw(st.integers(1, 3))
+    number = draw(st.integers(1, total))
+    ref = draw(st.integers(0, 1))
+    return {
+        **draw(part_fields),
+        "channel": "long_number",
+        "recipient": "+33756781234",
+        "concat": {"ref": ref, "total": total, "part": number},
+        "provider_message_id": f"{ref}-{total}-{number}-{draw(st.sampled_from('ab'))}",
+    }
+
+
+ticks = st.builds(
+    lambda t: {"v": 1, "tick_ms": t},
+    st.integers(1_700_000_000_000, 1_700_000_000_000 + 4 * HORIZON_MS) | anything,
+)
+records = st.one_of(
+    plausible_parts().map(orjson.dumps),
+    plausible_parts().map(orjson.dumps),
+    plausible_parts().map(orjson.dumps),
+    raw_parts.map(orjson.dumps),
+    raw_parts.map(orjson.dumps),
+    ticks.map(orjson.dumps),
+    st.binary(max_size=50),
+    anything.map(orjson.dumps),
+)
+
+
+@given(st.lists(st.lists(records, max_size=15), max_size=6))
+def test_batch_handling_never_raises_and_writes_only_what_fits(
+    batches: list[list[bytes]],
+) -> None:
+    w = worker(SMALL)
+
+    async def handle() -> None:
+        for batch in batches:
+            await w.run(*batch, partition=0)
+
+    asyncio.run(handle())
+    handled = sum(map(len, batches))
+    assert len(w.dead) <= handled
+    for _, value in w.batch.changelog:
+        assert value is None or len(value) <= SMALL.max_value_bytes
+        if value is not None:
+            PendingMessage.decode(value)  # what is stored can be read back
+    for reply in w.replies:
+        assert len(reply.encode()) <= SMALL.max_value_bytes
+        assert 1 <= reply.parts_received <= reply.parts_expected <= SMALL.max_parts
 
 
 @pytest.fixture(autouse=True)

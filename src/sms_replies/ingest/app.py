@@ -24,6 +24,7 @@ from aiohttp.typedefs import Handler
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from sms_replies import metrics
+from sms_replies.bounds import Bounds
 from sms_replies.errors import BrokerUnavailable, InvalidCallback
 from sms_replies.http_server import hide_server_version
 from sms_replies.ingest.audit import TokenBucket, audit_record
@@ -146,7 +147,7 @@ async def handle_callback(request: web.Request) -> web.Response:
         params = await _read_params(request, query, settings)
         _check_signature(params, settings)
         try:
-            part = parse_callback(params, received_at_ms)
+            part = parse_callback(params, received_at_ms, Bounds.of(settings))
         except InvalidCallback as exc:
             raise _Rejected(exc.status, "invalid callback", exc.problems) from None
     except _Rejected as rejected:

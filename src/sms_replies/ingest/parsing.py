@@ -20,12 +20,14 @@ from typing import Annotated, Any, Final, Literal, TypeVar
 import phonenumbers
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from sms_replies.bounds import MAX_ID, MAX_PHONE, MAX_TIMESTAMP, Bounds
 from sms_replies.contract import Concat, RawPart
 from sms_replies.errors import InvalidCallback
 
-MAX_TEXT: Final = 2000  # one part is at most 160 GSM-7 characters; leave room for odd gateways
-MAX_ID: Final = 100
-MAX_PHONE: Final = 32
+__all__ = ["MAX_ID", "MAX_PHONE", "MAX_TEXT", "parse_callback"]
+
+MAX_TEXT: Final = Bounds().max_single_text  # the default; a part's is lower (see bounds)
+_DEFAULT_BOUNDS: Final = Bounds()
 DEFAULT_REGION: Final = "FR"  # national numbers (06...) are French: SMS Partner is French
 
 # Parameters that carry our own authentication, never part of the callback.
@@ -47,7 +49,8 @@ def _gsm_at(text: str) -> str:
     return text.replace("\x00", "@")
 
 
-Text = Annotated[str, Field(max_length=MAX_TEXT), AfterValidator(_gsm_at)]
+# The text's bound depends on the shape (part or single) and the settings: checked after.
+Text = Annotated[str, AfterValidator(_gsm_at)]
 Id = Annotated[str, Field(min_length=1, max_length=MAX_ID), AfterValidator(_printable)]
 Phone = Annotated[str, Field(min_length=1, max_length=MAX_PHONE)]
 
@@ -67,7 +70,7 @@ class LongNumberCallback(_Callback):
     message_id: Id = Field(alias="messageId")
     text: Text = ""
     type: Literal["text", "unicode", "binary"] = "text"
-    message_timestamp: str | None = Field(None, alias="message-timestamp", max_length=32)
+    message_timestamp: str | None = Field(None, alias="message-timestamp", max_length=MAX_TIMESTAMP)
     concat: str | None = Field(None, max_length=8)
     concat_ref: int | None = Field(None, alias="concat-ref", ge=0, le=65535)
     concat_total: int | None = Field(None, alias="concat-total", ge=1, le=255)
@@ -99,16 +102,27 @@ class ShortNumberCallback(_Callback):
     message_id: Annotated[str, Field(max_length=MAX_ID), AfterValidator(_printable)] = ""
 
 
-def parse_callback(params: Mapping[str, Any], received_at_ms: int) -> RawPart:
+def parse_callback(
+    params: Mapping[str, Any], received_at_ms: int, bounds: Bounds = _DEFAULT_BOUNDS
+) -> RawPart:
     """The callback as a RawPart; raises InvalidCallback naming every problem."""
     fields = {k: v for k, v in params.items() if k not in AUTH_PARAMS}
     if "msisdn" in fields:
-        return _long_number(_validate(LongNumberCallback, fields), received_at_ms)
-    if "phone_number" in fields or fields.get("type") in ("response", "stop"):
-        return _short_number(_validate(ShortNumberCallback, fields), received_at_ms)
-    raise InvalidCallback(
-        {"callback": "unknown shape: expected msisdn (long number) or phone_number (short number)"}
-    )
+        part = _long_number(_validate(LongNumberCallback, fields), received_at_ms, bounds)
+    elif "phone_number" in fields or fields.get("type") in ("response", "stop"):
+        part = _short_number(_validate(ShortNumberCallback, fields), received_at_ms)
+    else:
+        raise InvalidCallback(
+            {
+                "callback": "unknown shape: expected msisdn (long number) "
+                "or phone_number (short number)"
+            }
+        )
+    limit = bounds.text_limit(part)
+    if len(part.text) > limit:
+        shape = "a single message" if part.concat is None else "a part of a long SMS"
+        raise InvalidCallback({"text": f"longer than {limit} characters, the limit for {shape}"})
+    return part
 
 
 def _validate(model: type[M], fields: Mapping[str, Any]) -> M:
@@ -122,11 +136,11 @@ def _validate(model: type[M], fields: Mapping[str, Any]) -> M:
         raise InvalidCallback(problems) from None
 
 
-def _long_number(cb: LongNumberCallback, received_at_ms: int) -> RawPart:
+def _long_number(cb: LongNumberCallback, received_at_ms: int, bounds: Bounds) -> RawPart:
     problems: dict[str, str] = {}
     sender = _e164(cb.msisdn, "msisdn", problems)
     recipient = _e164(cb.to, "to", problems)
-    concat = _concat(cb, problems)
+    concat = _concat(cb, bounds, problems)
     if problems:
         raise InvalidCallback(problems)
     return RawPart(
@@ -142,7 +156,7 @@ def _long_number(cb: LongNumberCallback, received_at_ms: int) -> RawPart:
     )
 
 
-def _concat(cb: LongNumberCallback, problems: dict[str, str]) -> Concat | None:
+def _concat(cb: LongNumberCallback, bounds: Bounds, problems: dict[str, str]) -> Concat | None:
     numbers = (cb.concat_ref, cb.concat_total, cb.concat_part)
     flagged = (cb.concat or "").lower() in ("true", "1")
     if all(n is None for n in numbers):
@@ -155,6 +169,9 @@ def _concat(cb: LongNumberCallback, problems: dict[str, str]) -> Concat | None:
         return None
     if part > total:
         problems["concat-part"] = f"part {part} is beyond concat-total {total}"
+        return None
+    if total > bounds.max_parts:
+        problems["concat-total"] = f"more than {bounds.max_parts} parts"
         return None
     return Concat(ref=ref, total=total, part=part)
 

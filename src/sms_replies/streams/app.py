@@ -22,17 +22,22 @@ from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
 import faust
-import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from sms_replies.bounds import Bounds
 from sms_replies.broker.offsets import end_offsets
 from sms_replies.contract import ExpiryTick, Reply
 from sms_replies.privacy import pseudonymize_reply
 from sms_replies.settings import Settings, local_address
 from sms_replies.streams.batch import SendChangelog, TableBatch, in_event
 from sms_replies.streams.expiry import partition_of
-from sms_replies.streams.handler import PublishDeadLetter, PublishReply, ReassemblyHandler
+from sms_replies.streams.handler import (
+    PublishDeadLetter,
+    PublishReply,
+    ReassemblyHandler,
+    dead_letter_record,
+)
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +70,8 @@ def faust_settings(settings: Settings) -> dict[str, Any]:
         "value_serializer": "raw",
         "consumer_auto_offset_reset": "earliest",
         "producer_acks": -1,
+        # The worker keeps every record it writes below this (sms_replies.bounds).
+        "producer_max_request_size": settings.max_record_bytes,
         # Faster group joins than Faust's defaults (30 s on Tansu, see broker notes).
         "broker_session_timeout": 10,
         "broker_heartbeat_interval": 2,
@@ -205,9 +212,8 @@ def create_app(
         return await send_or_exit(changelog_topic, key, value, partition)
 
     async def send_dead_letter(value: bytes, error: str) -> None:
-        record = value.decode("utf-8", "replace")
-        envelope = {"stage": "reassembly", "error": error, "record": record}
-        await dead_letter_topic.send(value=orjson.dumps(envelope))
+        envelope = dead_letter_record("reassembly", value, error, bounds.max_value_bytes)
+        await dead_letter_topic.send(value=envelope)
 
     pseudonymize_key = (
         settings.pseudonymize_key.get_secret_value().encode() if settings.pseudonymize_key else None
@@ -229,12 +235,14 @@ def create_app(
                 if partition_of(key, partitions) == partition
             ]
 
+    bounds = Bounds.of(settings)
     handler = ReassemblyHandler(
         timeout_ms=int(settings.reassembly_timeout * 1000),
         horizon_ms=int(settings.dedup_horizon * 1000),
         publish=publish,
         dead_letter=publish_dead_letter or send_dead_letter,
         scan_partition=scan_partition,
+        bounds=bounds,
     )
 
     @app.agent(raw_topic, name="reassemble")

@@ -11,12 +11,16 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
+
+import orjson
 
 from sms_replies import metrics
+from sms_replies.bounds import Bounds, check_part
 from sms_replies.contract import ExpiryTick, RawPart, Reply, decode_raw
 from sms_replies.streams.expiry import ExpiryIndex
 from sms_replies.streams.reassembly import (
+    Closed,
     PendingMessage,
     Step,
     accept,
@@ -31,6 +35,11 @@ PublishReply = Callable[[Reply], Awaitable[None]]
 PublishDeadLetter = Callable[[bytes, str], Awaitable[None]]
 #: The table entries of one partition, read in the context of one of its events.
 ScanPartition = Callable[[Any, int], Iterable[tuple[bytes, bytes]]]
+
+DEFAULT_BOUNDS: Final = Bounds()
+
+#: Longest error message kept in a dead letter (messages may quote the record).
+MAX_ERROR_CHARS: Final = 1000
 
 
 class Batch(Protocol):
@@ -58,7 +67,9 @@ class ReassemblyHandler:
         publish: PublishReply,
         dead_letter: PublishDeadLetter,
         scan_partition: ScanPartition,
+        bounds: Bounds = DEFAULT_BOUNDS,
     ) -> None:
+        self._bounds = bounds
         self._windows = {"timeout_ms": timeout_ms, "horizon_ms": horizon_ms}
         self._publish = publish
         self._dead_letter = dead_letter
@@ -90,21 +101,25 @@ class ReassemblyHandler:
             self.waiting.pop(partition, None)
 
     async def on_event(self, batch: Batch, event: Any) -> None:
-        value: bytes = event.value
+        # Bad data goes to the dead-letter topic: crashing would stall the stream.
+        # What fails in publishing or writing is not the record's fault: it escapes,
+        # the batch is not acked, and the worker exits before any commit.
+        value = event.value
         try:
+            if not isinstance(value, bytes):
+                raise TypeError(f"a raw record is bytes, not {type(value).__name__}")
             record = decode_raw(value)
-            if isinstance(record, ExpiryTick):
-                # The index is rebuilt from the table itself: let it see this batch.
-                await batch.flush()
-                await self.on_tick(batch, event, record)
-            else:
-                await self.on_part(batch, event, record)
+            if isinstance(record, RawPart):
+                check_part(record, self._bounds)
         except Exception as exc:
-            # A record we cannot process is data for the dead-letter topic;
-            # crashing the agent would skip it silently and stall the stream.
-            log.exception("raw record sent to the dead-letter topic")
-            await self._dead_letter(value, f"{type(exc).__name__}: {exc}")
-            self._processed["dead_letter"].inc()
+            await self._reject(value, exc)
+            return
+        if isinstance(record, ExpiryTick):
+            # The index is rebuilt from the table itself: let it see this batch.
+            await batch.flush()
+            await self.on_tick(batch, event, record)
+        else:
+            await self.on_part(batch, event, record)
 
     async def on_part(self, batch: Batch, event: Any, part: RawPart) -> None:
         if part.concat is None:
@@ -112,15 +127,26 @@ class ReassemblyHandler:
             self._processed["single"].inc()
             return
         key = part.partition_key
-        held = batch.get(key, event)
-        before = PendingMessage.decode(held) if held else None
-        step = accept(before, part)
-        if step.duplicate:
+        try:
+            held = batch.get(key, event)
+            before = PendingMessage.decode(held) if held else None
+            step = accept(before, part)
+            fitted = None if step.duplicate else fit_state(step, self._bounds.max_value_bytes)
+        except Exception as exc:  # a state we cannot read, or a bug: data, not a crash
+            await self._reject(event.value, exc)
+            return
+        if fitted is None:
             # No state change; a reply it belongs to is published again (replay-safe).
             await self._emit(step.replies)
         else:
-            await self._apply(batch, event, key, before, step)
+            await self._apply(batch, event, key, before, *fitted)
         self._processed["duplicate" if step.duplicate else "part"].inc()
+
+    async def _reject(self, value: Any, exc: Exception) -> None:
+        log.warning("raw record sent to the dead-letter topic: %s", _error(exc), exc_info=exc)
+        raw = value if isinstance(value, bytes) else repr(value).encode()
+        await self._dead_letter(raw, _error(exc))
+        self._processed["dead_letter"].inc()
 
     async def on_tick(self, batch: Batch, event: Any, tick: ExpiryTick) -> None:
         partition: int = event.message.partition
@@ -128,21 +154,35 @@ class ReassemblyHandler:
             self._rebuild_index(event, partition)
         for key in self.index.pop_due(partition, tick.now_ms):
             held = batch.get(key, event)
-            if held:
-                state = PendingMessage.decode(held)
-                step = expire_due(state, tick.now_ms, **self._windows)
-                if step.pending is state:  # not due (or a replayed tick): no table write
-                    await self._emit(step.replies)
-                    self.index.schedule(partition, key, self._deadline(state))
-                else:
-                    await self._apply(batch, event, key, state, step)
+            state = self._readable(key, held)
+            if state is None:
+                continue
+            step = expire_due(state, tick.now_ms, **self._windows)
+            if step.pending is state:  # not due (or a replayed tick): no table write
+                await self._emit(step.replies)
+                self.index.schedule(partition, key, self._deadline(state))
+            else:
+                await self._apply(
+                    batch, event, key, state, *fit_state(step, self._bounds.max_value_bytes)
+                )
         metrics.PENDING_MESSAGES.set(sum(self.waiting.values()))
+
+    def _readable(self, key: bytes, value: bytes | None) -> PendingMessage | None:
+        """The state held under ``key``; None if there is none or it cannot be read."""
+        if not value:
+            return None
+        try:
+            return PendingMessage.decode(value)
+        except Exception:
+            # Not ours to fix at a tick: a part of this key dead-letters it.
+            log.exception("unreadable state under key %r, left as it is", key[:100])
+            return None
 
     def _rebuild_index(self, event: Any, partition: int) -> None:
         states = [
-            (key, PendingMessage.decode(value))
+            (key, state)
             for key, value in self._scan_partition(event, partition)
-            if value
+            if (state := self._readable(key, value)) is not None
         ]
         self.index.rebuild(
             partition,
@@ -166,12 +206,12 @@ class ReassemblyHandler:
         key: bytes,
         before: PendingMessage | None,
         step: Step,
+        encoded: bytes | None,
     ) -> None:
+        """Stage ``step``'s state (``encoded``) and publish its replies."""
         partition: int = event.message.partition
-        if step.pending is None:
-            batch.set(key, None, event)
-        else:
-            batch.set(key, step.pending.encode(), event)
+        batch.set(key, encoded, event)
+        if step.pending is not None:
             self.index.schedule(partition, key, self._deadline(step.pending))
         was_waiting = before is not None and bool(before.parts)
         is_waiting = step.pending is not None and bool(step.pending.parts)
@@ -180,5 +220,60 @@ class ReassemblyHandler:
 
     async def _emit(self, replies: tuple[Reply, ...]) -> None:
         for reply in replies:
-            await self._publish(reply)
-            self._emitted[reply.complete].inc()
+            if _reply_fits(reply, self._bounds.max_value_bytes):
+                await self._publish(reply)
+                self._emitted[reply.complete].inc()
+            else:  # only from a state written under larger bounds
+                value = reply.encode()
+                await self._reject(value, ValueError(f"a reply of {len(value)} bytes, too large"))
+
+
+def fit_state(step: Step, max_bytes: int) -> tuple[Step, bytes | None]:
+    """``step`` with its state encoded, within ``max_bytes`` whatever it held.
+
+    Under the settings' bounds a state always fits (see :mod:`sms_replies.bounds`);
+    one that does not (written under larger bounds) has its message closed as
+    incomplete, keeping only that as the tombstone, or no tombstone at all.
+    """
+    state = step.pending
+    if state is None:
+        return step, None
+    encoded = state.encode()
+    if len(encoded) <= max_bytes:
+        return step, encoded
+    log.warning("a state of %d bytes is beyond the bound: message closed", len(encoded))
+    replies = step.replies
+    if state.parts:
+        message = tuple(state.parts[n] for n in sorted(state.parts))
+        closed = Closed(
+            total=state.total, message=message, expired=True, at_ms=state.last_received_ms
+        )
+        replies = (*replies, closed.reply())
+        smaller = PendingMessage(total=state.total, closed=closed)
+        encoded = smaller.encode()
+        if len(encoded) <= max_bytes:
+            return Step(pending=smaller, replies=replies), encoded
+    return Step(pending=None, replies=replies), None
+
+
+def dead_letter_record(stage: str, value: bytes, error: str, max_bytes: int) -> bytes:
+    """The dead-letter envelope of ``value``, within ``max_bytes`` (the record cut if need be)."""
+    record = value.decode("utf-8", "replace")
+    envelope: dict[str, Any] = {"stage": stage, "error": error[:MAX_ERROR_CHARS], "record": record}
+    encoded = orjson.dumps(envelope)
+    if len(encoded) <= max_bytes:
+        return encoded
+    # At most 6 bytes per character once escaped (\u00XX): this many always fit.
+    keep = max(0, (max_bytes - 2 * MAX_ERROR_CHARS * 6 - 256) // 6)
+    envelope.update(record=record[:keep], record_bytes=len(value), truncated=True)
+    return orjson.dumps(envelope)
+
+
+def _reply_fits(reply: Reply, max_bytes: int) -> bool:
+    # Cheap bound first (6 bytes a character at worst): encoding twice is for outliers.
+    chars = len(reply.text) + sum(len(i) + 3 for i in reply.provider_message_ids)
+    return 6 * chars + 4096 <= max_bytes or len(reply.encode()) <= max_bytes
+
+
+def _error(exc: Exception) -> str:
+    return f"{type(exc).__name__}: {exc}"[:MAX_ERROR_CHARS]

@@ -1,0 +1,107 @@
+"""Bounds that fit real SMS: the ingress refuses beyond them, and a state always fits a record."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from sms_replies.bounds import MAX_ID, MAX_PHONE, MAX_TIMESTAMP, Bounds, worst_state_bytes
+from sms_replies.contract import Concat, RawPart
+from sms_replies.errors import InvalidCallback
+from sms_replies.ingest.parsing import parse_callback
+from sms_replies.settings import Settings
+from sms_replies.streams.reassembly import Closed, PendingMessage
+
+NOW = 1_764_000_000_000
+PART = {
+    "msisdn": "33612345678",
+    "to": "33756781234",
+    "messageId": "m-1",
+    "concat": "true",
+    "concat-ref": "7",
+    "concat-total": "3",
+    "concat-part": "1",
+}
+SINGLE = {"msisdn": "33612345678", "to": "33756781234", "messageId": "m-1"}
+
+
+def test_the_reproduced_hostile_part_is_refused() -> None:
+    """Review 2026-12: 2,000 control characters in each of 255 parts took the worker down."""
+    hostile = {**PART, "concat-total": "255", "concat-part": "2", "text": "\x01" * 2000}
+    with pytest.raises(InvalidCallback) as caught:
+        parse_callback(hostile, NOW)
+    assert caught.value.status == 400
+    assert set(caught.value.problems) == {"concat-total"}
+    with pytest.raises(InvalidCallback) as caught:
+        parse_callback({**hostile, "concat-total": "3"}, NOW)
+    assert set(caught.value.problems) == {"text"}
+
+
+@pytest.mark.parametrize(
+    ("fields", "accepted"),
+    [
+        ({**PART, "text": "é" * 320}, True),  # 67 UCS-2 or 153 GSM-7 characters, with margin
+        ({**PART, "text": "é" * 321}, False),
+        ({**SINGLE, "text": "x" * 2000}, True),  # a long SMS the provider sent whole
+        ({**SINGLE, "text": "x" * 2001}, False),
+        ({**PART, "concat-total": "64", "concat-part": "64"}, True),
+        ({**PART, "concat-total": "65", "concat-part": "1"}, False),
+    ],
+)
+def test_default_bounds(fields: dict[str, Any], accepted: bool) -> None:
+    if accepted:
+        assert parse_callback(fields, NOW).provider_message_id == "m-1"
+    else:
+        with pytest.raises(InvalidCallback):
+            parse_callback(fields, NOW)
+
+
+def test_the_bounds_are_settings() -> None:
+    settings = Settings.load(max_part_text=10, max_single_text=20, max_parts=2)
+    bounds = Bounds.of(settings)
+    assert parse_callback({**PART, "concat-total": "2", "text": "x" * 10}, NOW, bounds).text
+    with pytest.raises(InvalidCallback):
+        parse_callback({**PART, "concat-total": "2", "text": "x" * 11}, NOW, bounds)
+    with pytest.raises(InvalidCallback):
+        parse_callback({**PART, "concat-total": "3"}, NOW, bounds)
+    with pytest.raises(InvalidCallback):
+        parse_callback({**SINGLE, "text": "x" * 21}, NOW, bounds)
+
+
+def test_settings_whose_worst_state_exceeds_a_record_are_refused() -> None:
+    with pytest.raises(ValidationError, match="max_record_bytes"):
+        Settings.load(max_parts=255, max_part_text=2000)
+    assert Settings.load(max_parts=255, max_part_text=2000, max_record_bytes=8_000_000)
+
+
+def _worst_part(number: int, total: int, bounds: Bounds) -> RawPart:
+    """A part with every field at its longest, in characters that escape to 6 bytes."""
+    return RawPart(
+        channel="short_number",
+        sender="\x01" * MAX_PHONE,
+        recipient="\x01" * MAX_PHONE,
+        text="\x01" * bounds.max_part_text,
+        provider_message_id=f"{number:03d}" + "\x01" * (MAX_ID - 3),
+        message_type="\x01" * 16,
+        received_at_ms=2**63 - 1,
+        concat=Concat(ref=65535, total=total, part=number),
+        provider_timestamp="\x01" * MAX_TIMESTAMP,
+    )
+
+
+@pytest.mark.parametrize("bounds", [Bounds(), Bounds(max_parts=150, max_part_text=160)])
+def test_the_largest_state_the_bounds_allow_fits_in_one_record(bounds: Bounds) -> None:
+    n = bounds.max_parts
+    closed = Closed(
+        total=n,
+        message=tuple(_worst_part(i, n, bounds) for i in range(1, n + 1)),
+        expired=False,
+        at_ms=2**63 - 1,
+        closed_by="\x01" * MAX_ID,
+    )
+    in_progress = {i: _worst_part(i, n, bounds) for i in range(1, n)}
+    state = PendingMessage(total=n, parts=in_progress, closed=closed).encode()
+    assert len(state) <= worst_state_bytes(bounds) <= bounds.max_value_bytes
+    assert len(closed.reply().encode()) <= len(state)
