@@ -99,3 +99,33 @@ async def test_setup_removes_only_stale_temporary_files(tmp_path: Path) -> None:
     assert not stale.exists()
     assert fresh.exists()
     assert read_view(tmp_path) == []  # temporary files are never read
+
+
+async def test_index_held_in_memory_is_bounded_and_replays_stay_idempotent(
+    tmp_path: Path,
+) -> None:
+    """Issue 10 item 8: the index of stored reply_ids no longer grows with every reply."""
+    directory = tmp_path / "parquet"
+    bound = 120
+    # Twelve batches of 50, each on its own day (600 ids, five times the bound).
+    batches = [[make_reply(50 * n + i, day=n) for i in range(50)] for n in range(12)]
+    async with ParquetSink(directory, index_max_ids=bound) as sink:
+        for batch in batches:
+            await sink.write(batch)
+            assert sink.indexed_ids <= bound
+        assert len(sink.indexed_days) < len(batches)
+        # A replay of every batch, oldest days first (their index was dropped):
+        for batch in batches:
+            await sink.write(batch)
+            assert sink.indexed_ids <= bound
+    # A day larger than the bound on its own, and its replay by a new process.
+    big_day = [make_reply(10_000 + n, day=40) for n in range(300)]
+    for _ in range(2):
+        async with ParquetSink(directory, index_max_ids=bound) as sink:
+            for start in range(0, 300, 100):
+                await sink.write(big_day[start : start + 100])
+                assert sink.indexed_ids <= bound
+            await sink.write(big_day)
+            assert sink.indexed_ids <= bound
+    ids = raw_reply_ids(directory)
+    assert len(ids) == len(set(ids)) == 600 + 300

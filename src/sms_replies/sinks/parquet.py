@@ -16,6 +16,12 @@ part exists whole or not at all, a batch replayed after a crash finds exactly
 what the first try stored. There is no separate index file that could
 disagree with the data.
 
+**A bounded index.** The days' indexes are kept least recently used first; after
+each batch, whole days are dropped from memory until at most ``INDEX_MAX_IDS``
+reply_ids are held. A dropped day is read again from its parts the next time a
+reply of that day comes (a late replay, a provider retry): idempotence never
+depends on what memory still holds, only the cost of that re-read does.
+
 That guarantees one row per reply_id while one process writes the directory,
 which the runner's consumer group gives outside a rebalance. Two processes
 writing the same reply in the same instant (a rebalance overlap) can both store
@@ -26,7 +32,8 @@ Small parts accumulate (one per batch and day); compacting them is left to the
 reader's tooling.
 
 Settings (``SMS_REPLIES_PARQUET_*``): ``DIRECTORY`` (default
-``<data_dir>/parquet``), ``COMPRESSION`` (default ``zstd``).
+``<data_dir>/parquet``), ``COMPRESSION`` (default ``zstd``), ``INDEX_MAX_IDS``
+(default 500,000: about 60 MB of reply_ids).
 """
 
 from __future__ import annotations
@@ -36,7 +43,7 @@ import logging
 import os
 import time
 import uuid
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
@@ -74,6 +81,9 @@ class ParquetSinkSettings(BaseSettings):
 
     directory: Path | None = Field(None, description="Root of the files (<data_dir>/parquet).")
     compression: str = Field("zstd", description="Parquet codec: zstd, snappy, gzip, none.")
+    index_max_ids: int = Field(
+        500_000, ge=1, description="Most reply_ids kept in memory between batches (whole days)."
+    )
 
 
 def view_sql(directory: Path, name: str = TABLE) -> str:
@@ -106,16 +116,33 @@ class _DayIndex:
 class ParquetSink(Sink):
     name = "parquet"
 
-    def __init__(self, directory: Path, *, compression: str = "zstd") -> None:
+    def __init__(
+        self, directory: Path, *, compression: str = "zstd", index_max_ids: int = 500_000
+    ) -> None:
         self.directory = directory
         self.compression = compression
-        self._index: dict[date, _DayIndex] = {}
+        self.index_max_ids = index_max_ids
+        self._index: OrderedDict[date, _DayIndex] = OrderedDict()  # least recently used first
         self._lock = asyncio.Lock()  # the index is not safe for concurrent writes
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Self:
         own = ParquetSinkSettings()
-        return cls(own.directory or settings.data_dir / "parquet", compression=own.compression)
+        return cls(
+            own.directory or settings.data_dir / "parquet",
+            compression=own.compression,
+            index_max_ids=own.index_max_ids,
+        )
+
+    @property
+    def indexed_ids(self) -> int:
+        """reply_ids held in memory now."""
+        return sum(len(index.reply_ids) for index in self._index.values())
+
+    @property
+    def indexed_days(self) -> list[date]:
+        """Days whose index is held, least recently used first."""
+        return list(self._index)
 
     async def setup(self) -> None:
         try:
@@ -166,11 +193,25 @@ class ParquetSink(Sink):
             index = self._index[day]
             index.parts.add(part)
             index.reply_ids.update(reply_ids)
+        self._evict()
         return sum(len(reply_ids) for reply_ids, _ in tables.values())
+
+    def _evict(self) -> None:
+        """Forget least recently used days until at most index_max_ids are held.
+
+        The batch's own days may go too (a day larger than the bound): they are
+        read again from their parts when needed, so memory stays bounded.
+        """
+        held = self.indexed_ids
+        while held > self.index_max_ids and self._index:
+            day, index = self._index.popitem(last=False)
+            held -= len(index.reply_ids)
+            log.debug("parquet sink: index of %s dropped from memory", day)
 
     def _day_index(self, day: date) -> _DayIndex:
         """The day's stored reply_ids, reading only the parts not seen yet."""
-        index = self._index.setdefault(day, _DayIndex())
+        index = self._index.pop(day, None) or _DayIndex()
+        self._index[day] = index  # most recently used
         folder = day_directory(self.directory, day)
         if folder.is_dir():
             for path in folder.glob("part-*.parquet"):
