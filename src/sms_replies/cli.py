@@ -69,9 +69,11 @@ def main() -> None:
 @converting_errors
 def run(**overrides: Any) -> None:
     """Everything on one machine: (embedded broker,) ingress, worker and sinks."""
+    from sms_replies.analytics.guard import api_access
     from sms_replies.supervisor import run_pipeline
 
     settings = load_settings("run", overrides)
+    api_access(settings)  # fail now, not in a restart loop of the API process
     run_pipeline(
         settings, on_ready=lambda url: click.echo(f"sms-replies is running. Callback URL: {url}")
     )
@@ -156,6 +158,7 @@ def api(**overrides: Any) -> None:
     from aiohttp import web
 
     from sms_replies.analytics.api import create_api_app
+    from sms_replies.analytics.guard import api_access
     from sms_replies.health import add_health_route, add_metrics_route
 
     settings = load_settings("api", overrides)
@@ -163,6 +166,7 @@ def api(**overrides: Any) -> None:
         settings.duckdb_path,
         default_tz=settings.analytics_tz,
         store_timeout=settings.store_read_timeout,
+        access=api_access(settings),  # refuses to serve beyond loopback without a token
     )
     add_health_route(app, settings)
     add_metrics_route(app)

@@ -196,6 +196,16 @@ class Settings(BaseSettings):
         "127.0.0.1", description="Address the analytics API/dashboard listens on."
     )
     api_port: int = Field(8081, ge=0, le=65535, description="Port of the analytics API/dashboard.")
+    api_token: SecretStr | None = Field(
+        None,
+        description="Bearer token of the analytics API, needed by every request but the "
+        "dashboard's files; required when api_host is beyond loopback. Unset: writes refused.",
+    )
+    api_allowed_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Host names the API answers to besides IP addresses and localhost "
+        "(DNS-rebinding guard), comma-separated.",
+    )
     analytics_tz: str = Field(
         "Europe/Paris", description="IANA zone for analytics buckets and displayed times."
     )
@@ -216,9 +226,9 @@ class Settings(BaseSettings):
         ZoneInfo(value)  # raises for an unknown zone
         return value
 
-    @field_validator("sinks", mode="before")
+    @field_validator("sinks", "api_allowed_hosts", mode="before")
     @classmethod
-    def _split_sinks(cls, value: Any) -> Any:
+    def _split_commas(cls, value: Any) -> Any:
         if isinstance(value, str):
             return [name.strip() for name in value.split(",") if name.strip()]
         return value

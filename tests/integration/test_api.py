@@ -13,14 +13,17 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from click.testing import CliRunner
+from pydantic import SecretStr
 
 from sms_replies.analytics.api import ROUTES, create_api_app
 from sms_replies.analytics.cli import stats_command
+from sms_replies.analytics.guard import ApiAccess
 from sms_replies.analytics.sample import NUMBER_A, write_sample_async
 
 pytestmark = pytest.mark.integration
 
 RANGE = {"since": "2025-03-29", "until": "2025-03-31"}
+TOKEN = "integration-test-api-token"
 
 
 @pytest.fixture
@@ -31,8 +34,8 @@ async def data_dir(tmp_path: Path) -> Path:
 
 @pytest.fixture
 async def client(data_dir: Path) -> AsyncIterator[TestClient[web.Request, web.Application]]:
-    app = create_api_app(data_dir / "replies.duckdb")
-    async with TestClient(TestServer(app)) as c:
+    app = create_api_app(data_dir / "replies.duckdb", access=ApiAccess(token=SecretStr(TOKEN)))
+    async with TestClient(TestServer(app), headers={"Authorization": f"Bearer {TOKEN}"}) as c:
         yield c
 
 

@@ -1,9 +1,11 @@
 """The dashboard in a real headless Chromium (Debian's, driven by playwright; no browser download).
 
 Install: ``apt-get install -y chromium`` and the ``playwright`` Python package.
-The page is served by the real API app over a socket, on the sample store; the
-test reads the figures the page puts in the DOM, checks the auto-refresh picks
-up a new reply, and saves ``test-artifacts/dashboard.png``.
+The page is served by the real API app over a socket, on the sample store, with
+an API token: the page asks for it once (and keeps it across reloads); the test
+reads the figures the page puts in the DOM, checks the auto-refresh picks up a
+new reply, and saves ``test-artifacts/dashboard.png``. A second test plays the
+attacker: a page of another site, and a host name rebound to 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -14,10 +16,13 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestServer
+from pydantic import SecretStr
 
 from sms_replies.analytics.api import create_api_app
 from sms_replies.analytics.campaigns import Campaign, declare_campaign
+from sms_replies.analytics.guard import ApiAccess
 from sms_replies.analytics.sample import SAMPLE_REPLIES, write_sample_async
 from sms_replies.errors import SinkWriteError
 from sms_replies.sinks.duckdb import DuckDBSink
@@ -41,6 +46,7 @@ FLAGS = [
     "--disable-sync",
 ]
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+TOKEN = "dashboard-browser-test-token"
 
 
 async def test_dashboard_shows_the_figures(tmp_path: Path) -> None:
@@ -58,7 +64,7 @@ async def test_dashboard_shows_the_figures(tmp_path: Path) -> None:
             delivered=100,
         ),
     )
-    server = TestServer(create_api_app(db))
+    server = TestServer(create_api_app(db, access=ApiAccess(token=SecretStr(TOKEN))))
     await server.start_server()
     errors: list[str] = []
     try:
@@ -76,7 +82,19 @@ async def test_dashboard_shows_the_figures(tmp_path: Path) -> None:
                 page.on("pageerror", lambda e: errors.append(str(e)))
                 url = server.make_url("/dashboard/?since=2025-03-29&until=2025-03-31&refresh=1")
                 await page.goto(str(url))
+                # No token yet: the API answers 401 and the page asks for it.
+                await page.wait_for_selector('[data-testid="status"][data-state="auth"]')
+                await page.fill('[data-testid="token-input"]', "not-the-token")
+                await page.click('[data-testid="token-submit"]')
+                await page.wait_for_selector('[data-testid="auth-message"]:has-text("refused")')
+                await page.fill('[data-testid="token-input"]', TOKEN)
+                await page.click('[data-testid="token-submit"]')
                 await page.wait_for_selector('[data-testid="status"][data-state="ok"]')
+                assert await page.locator('[data-testid="auth"]').is_hidden()
+                # Asked once: a reload uses the kept token.
+                await page.reload()
+                await page.wait_for_selector('[data-testid="status"][data-state="ok"]')
+                assert await page.locator('[data-testid="auth"]').is_hidden()
 
                 async def text(testid: str) -> str:
                     return (await page.locator(f'[data-testid="{testid}"]').inner_text()).strip()
@@ -128,7 +146,8 @@ async def test_dashboard_shows_the_figures(tmp_path: Path) -> None:
                 await context.close()
     finally:
         await server.close()
-    assert errors == []
+    # The browser logs each 401 it met as a console error; nothing else may fail.
+    assert [e for e in errors if "401" not in e] == []
 
 
 async def _write(db: Path, reply: object) -> None:
@@ -145,3 +164,84 @@ async def _write(db: Path, reply: object) -> None:
                 raise
             await asyncio.sleep(0.05)
     raise AssertionError("could not write the late reply")
+
+
+EVIL_PAGE = """<!doctype html><title>cheap flights</title><script>
+const api = "%(api)s";
+const campaign = JSON.stringify(
+  {name: "evil", short_number: true, start: "2025-03-29", end: "2025-03-30"});
+Promise.allSettled([
+  // A "simple" request: no preflight, sent with the analyst's browser as it is.
+  fetch(api + "/api/campaigns", {method: "POST", mode: "no-cors", body: campaign,
+                                headers: {"Content-Type": "text/plain"}}),
+  fetch(api + "/api/replies", {mode: "no-cors"}),
+]).then(() => { document.title = "done"; });
+</script>"""
+
+
+async def test_pages_of_other_sites_get_nothing(tmp_path: Path) -> None:
+    """Default deployment (loopback, no token): reads are open to local clients, so the
+    browser path is what Host and Origin checks guard."""
+    from playwright.async_api import async_playwright
+
+    db = tmp_path / "replies.duckdb"
+    await write_sample_async(db)
+    seen: list[tuple[str, str, int]] = []
+    api_app = create_api_app(db)
+
+    async def record(request: web.Request, response: web.StreamResponse) -> None:
+        seen.append((request.method, request.path, response.status))
+
+    api_app.on_response_prepare.append(record)
+    api = TestServer(api_app, host="127.0.0.1")
+    await api.start_server()
+    evil_app = web.Application()
+    api_origin = f"http://127.0.0.1:{api.port}"
+
+    async def evil(request: web.Request) -> web.Response:
+        return web.Response(text=EVIL_PAGE % {"api": api_origin}, content_type="text/html")
+
+    evil_app.router.add_get("/", evil)
+    evil_server = TestServer(evil_app, host="127.0.0.1")
+    await evil_server.start_server()
+    try:
+        async with async_playwright() as pw:
+            # rebound.test resolves to 127.0.0.1, as an attacker's DNS would make it.
+            browser = await pw.chromium.launch(
+                executable_path=CHROMIUM,
+                headless=True,
+                args=[*FLAGS, "--host-resolver-rules=MAP *.test 127.0.0.1"],
+            )
+            try:
+                page = await browser.new_page()
+                # 1. A page of another site (another origin: localhost, not 127.0.0.1).
+                await page.goto(f"http://localhost:{evil_server.port}/")
+                await page.wait_for_function("document.title === 'done'")
+                # 2. DNS rebinding: the attacker's name now points at the API.
+                rebound = await page.goto(f"http://rebound.test:{api.port}/api/replies")
+                assert rebound is not None
+                assert rebound.status == 403
+                assert "forbidden_host" in await rebound.text()
+                assert "+33" not in await rebound.text()
+            finally:
+                await browser.close()
+    finally:
+        await evil_server.close()
+        await api.close()
+    assert ("POST", "/api/campaigns", 403) in seen
+    assert ("GET", "/api/replies", 403) in seen
+    assert not [s for s in seen if s[2] < 400]
+    declared = await asyncio.to_thread(_campaign_names, db)
+    assert declared == []
+
+
+def _campaign_names(db: Path) -> list[str]:
+    import duckdb
+
+    with duckdb.connect(str(db), read_only=True) as con:
+        tables = {
+            r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()
+        }
+        if "campaigns" not in tables:
+            return []
+        return [r[0] for r in con.execute("SELECT name FROM campaigns").fetchall()]

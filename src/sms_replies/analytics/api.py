@@ -36,6 +36,12 @@ from sms_replies.analytics.campaigns import (
     campaign_stats,
     declare_campaign,
 )
+from sms_replies.analytics.guard import (
+    ACCESS,
+    ApiAccess,
+    add_protective_headers,
+    guard_middleware,
+)
 from sms_replies.analytics.params import (
     DEFAULT_TZ,
     MAX_TOP,
@@ -62,6 +68,7 @@ from sms_replies.analytics.queries import (
     top_keywords,
 )
 from sms_replies.analytics.store import DEFAULT_TIMEOUT, StoreBusyError, StoreError, open_reader
+from sms_replies.http_server import hide_server_version
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +77,10 @@ M = TypeVar("M", bound=BaseModel)
 
 STATIC_DIR: Final = Path(__file__).parent / "static"
 # The page loads only its own files (the chart library is vendored) and calls only this API.
-DASHBOARD_CSP: Final = "default-src 'self'; img-src 'self' data:; object-src 'none'"
+DASHBOARD_CSP: Final = (
+    "default-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none'; "
+    "form-action 'self'; frame-ancestors 'none'"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -563,8 +573,18 @@ def openapi_document(default_tz: str = DEFAULT_TZ) -> dict[str, Any]:
         }
         if content:
             responses[str(route.status)]["content"] = content
+        json_error = {"application/json": {"schema": error_ref}}
+        if route.path.startswith("/api/"):
+            # analytics/guard.py: the token when one is set, Host and Origin always.
+            op["security"] = [{"bearer": []}]
+            responses["401"] = {"description": "Token missing or wrong", "content": json_error}
+            responses["403"] = {
+                "description": "Host or origin refused; a write without a configured token",
+                "content": json_error,
+            }
+        if route.method == "POST":
+            responses["415"] = {"description": "Body not application/json", "content": json_error}
         if route.path.startswith("/api/") and route.path != "/api/openapi.json":
-            json_error = {"application/json": {"schema": error_ref}}
             responses["400"] = {"description": "An invalid parameter", "content": json_error}
             responses["503"] = {"description": "Store busy: retry", "content": json_error}
             if route.method == "POST":
@@ -581,7 +601,17 @@ def openapi_document(default_tz: str = DEFAULT_TZ) -> dict[str, Any]:
             "description": "Statistics over the replies stored in DuckDB; see docs/analytics.md.",
         },
         "paths": paths,
-        "components": {"schemas": defs},
+        "components": {
+            "schemas": defs,
+            "securitySchemes": {
+                "bearer": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "SMS_REPLIES_API_TOKEN. Needed by every request when "
+                    "set (always beyond loopback); without it, writes are refused.",
+                }
+            },
+        },
     }
 
 
@@ -605,10 +635,18 @@ def create_api_app(
     *,
     default_tz: str = DEFAULT_TZ,
     store_timeout: float = DEFAULT_TIMEOUT,
+    access: ApiAccess | None = None,
 ) -> web.Application:
-    """The analytics API and dashboard reading ``duckdb_path`` (which may not exist yet)."""
+    """The analytics API and dashboard reading ``duckdb_path`` (which may not exist yet).
+
+    ``access``: token and host names (analytics/guard.py); by default no token,
+    so reads are open (serve it on loopback only) and writes are refused.
+    """
     parse_zone(default_tz, param="default_tz")
-    app = web.Application(middlewares=[_errors])
+    hide_server_version()
+    app = web.Application(middlewares=[guard_middleware, _errors])
+    app[ACCESS] = access or ApiAccess()
+    app.on_response_prepare.append(add_protective_headers)
     app[CONFIG] = ApiConfig(
         duckdb_path=duckdb_path, default_tz=default_tz, store_timeout=store_timeout
     )

@@ -1,5 +1,8 @@
 /* sms-replies dashboard: reads the analytics API, draws with the vendored uPlot.
  * Page parameters (query string): since, until, tz, campaign, bucket, refresh (seconds, 0: off).
+ * API token: asked for once when the API answers 401, kept in this browser's localStorage for
+ * this origin only, sent as "Authorization: Bearer"; "#token=..." in the URL is taken once and
+ * removed from the address bar (a fragment never reaches the server or its logs).
  * Every figure shown is also in the DOM as text (data-testid attributes) for tests and copy-paste.
  * Texts coming from replies (keywords, campaign names) are only ever set with textContent. */
 (function () {
@@ -10,6 +13,25 @@
   var DEFAULT_REFRESH = 30;
   var charts = {};
   var timer = null;
+  var TOKEN_KEY = "sms-replies-api-token";
+  var memoryToken = null;  // when localStorage is disabled
+
+  function storedToken() {
+    try { return window.localStorage.getItem(TOKEN_KEY); } catch (e) { return null; }
+  }
+
+  function keepToken(value) {
+    try {
+      if (value) window.localStorage.setItem(TOKEN_KEY, value);
+      else window.localStorage.removeItem(TOKEN_KEY);
+    } catch (e) { /* storage disabled: the token lasts as long as the page */ }
+    memoryToken = value || null;
+    byId("forget-token").hidden = !value;
+  }
+
+  function token() { return storedToken() || memoryToken; }
+
+  function AuthNeeded(message) { this.message = message; }
 
   function param(name) {
     var v = page.get(name);
@@ -27,9 +49,12 @@
   }
 
   function getJson(path, params) {
-    return fetch(apiUrl(path, params), { headers: { Accept: "application/json" } }).then(
+    var headers = { Accept: "application/json" };
+    if (token()) headers.Authorization = "Bearer " + token();
+    return fetch(apiUrl(path, params), { headers: headers, credentials: "omit" }).then(
       function (r) {
         return r.json().then(function (body) {
+          if (r.status === 401) throw new AuthNeeded(body && body.message ? body.message : "");
           if (!r.ok) {
             var where = body && body.parameter ? " (" + body.parameter + ")" : "";
             throw new Error((body && body.message ? body.message : r.statusText) + where);
@@ -217,6 +242,12 @@
         byId("updated").textContent = new Date().toLocaleTimeString();
       })
       .catch(function (err) {
+        if (err instanceof AuthNeeded) {
+          askForToken(token() ? "this token was refused" : "");
+          status.textContent = "token needed";
+          status.setAttribute("data-state", "auth");
+          return;
+        }
         var box = byId("error");
         box.textContent = "Could not load the statistics: " + err.message;
         box.hidden = false;
@@ -225,7 +256,35 @@
       });
   }
 
+  function askForToken(message) {
+    byId("auth-message").textContent = message;
+    byId("auth").hidden = false;
+    byId("f-token").focus();
+  }
+
+  function tokenFromFragment() {
+    var hash = window.location.hash;
+    if (hash.indexOf("#token=") !== 0) return;
+    keepToken(decodeURIComponent(hash.slice("#token=".length)));
+    window.history.replaceState(null, "", window.location.pathname + window.location.search);
+  }
+
   function init() {
+    tokenFromFragment();
+    byId("forget-token").hidden = !token();
+    byId("auth").addEventListener("submit", function (e) {
+      e.preventDefault();
+      var value = byId("f-token").value.trim();
+      if (!value) return;
+      keepToken(value);
+      byId("f-token").value = "";
+      byId("auth").hidden = true;
+      refresh();
+    });
+    byId("forget-token").addEventListener("click", function () {
+      keepToken(null);
+      window.location.reload();
+    });
     ["since", "until", "tz", "bucket", "refresh"].forEach(function (name) {
       var v = param(name);
       if (v !== null) byId("f-" + name).value = v;
