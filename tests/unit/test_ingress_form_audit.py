@@ -6,6 +6,7 @@ import orjson
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from yarl import URL
 
 from sms_replies.ingest.audit import TokenBucket, audit_record, clip
 from sms_replies.ingest.form import FormDecodeError, decode_text, parse_form
@@ -104,3 +105,23 @@ def test_token_bucket_allows_the_burst_then_the_rate() -> None:
     assert bucket.take(0.25) is False  # half a token
     assert bucket.take(0.5) is True
     assert [bucket.take(100.0) for _ in range(4)] == [True, True, True, False]
+
+
+QUERY_PIECES = (
+    *("a", "b", "=", "&", "+", ";", "%", "%2B", "%3D", "%26", "%zz", "%4", "%00"),
+    *("%C3%A9", "%E9", "%F0%9F%91%8D", "%EF%BF%BD"),
+)
+
+
+@given(
+    st.lists(
+        st.sampled_from(QUERY_PIECES),
+        max_size=12,
+    )
+)
+def test_yarl_decodes_like_parse_form_when_it_needs_no_replacement(parts: list[str]) -> None:
+    # The ingress trusts yarl's (cached, fast) query unless it holds U+FFFD.
+    query = "".join(parts)
+    by_yarl = list(URL.build(path="/x", query_string=query, encoded=True).query.items())
+    if not any("\ufffd" in k or "\ufffd" in v for k, v in by_yarl):
+        assert by_yarl == parse_form(query.encode())[0]

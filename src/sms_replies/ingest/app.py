@@ -168,6 +168,11 @@ async def handle_callback(request: web.Request) -> web.Response:
 
 def _query(request: web.Request) -> tuple[list[tuple[str, str]], int]:
     """The query's parameters decoded without U+FFFD (ingest/form.py), and the fallbacks."""
+    pairs = list(request.query.items())
+    # yarl's decoding (fast, cached) is the same as ours unless it had to put
+    # U+FFFD for bytes that are not UTF-8: only then decode again ourselves.
+    if not any("\ufffd" in key or "\ufffd" in value for key, value in pairs):
+        return pairs, 0
     # The HTTP parser lets only ASCII through in the request target.
     return parse_form(request.rel_url.raw_query_string.encode("ascii", "replace"))
 
