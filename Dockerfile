@@ -5,5 +5,10 @@ WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY src ./src
 RUN pip install --no-cache-dir '.[postgres,clickhouse]'
-USER nobody
+# A user of its own (not nobody, whose files other services may share) that owns /data:
+# Docker copies this ownership into a fresh named volume mounted there.
+RUN useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin replies \
+    && mkdir -p /data && chown replies:replies /data && chmod 0750 /data
+USER replies
+VOLUME /data
 ENTRYPOINT ["sms-replies"]

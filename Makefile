@@ -25,12 +25,12 @@ fmt: $(STAMP)
 	$(BIN)/ruff format src tests examples benchmarks
 	$(BIN)/ruff check --fix src tests examples benchmarks
 
-# Servers the integration tests start themselves (PostgreSQL is the machine's own).
+# Servers and tools the integration tests start themselves (PostgreSQL is the machine's own).
+SYSTEM_DEPS := clickhouse-server chromium caddy
 system-deps:
-	@command -v clickhouse-server >/dev/null || (apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq clickhouse-server chromium >/dev/null)
-	@command -v chromium >/dev/null || (apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null)
+	@missing=""; for cmd in $(SYSTEM_DEPS); do command -v $$cmd >/dev/null || missing="$$missing $$cmd"; done; \
+	if [ -n "$$missing" ]; then apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; fi
 
 test: lint system-deps  ## lint, type check, then every test layer (starts its own broker)
 	$(BIN)/pytest

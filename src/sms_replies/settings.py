@@ -7,6 +7,7 @@ time: call :meth:`Settings.load`.
 
 from __future__ import annotations
 
+from ipaddress import ip_network
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo
@@ -105,6 +106,12 @@ class Settings(BaseSettings):
     )
     audit_unknown_path_burst: int = Field(
         20, ge=0, description="Audit records of 404/405 refusals allowed at once."
+    )
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Comma-separated addresses or networks of the reverse proxies in front "
+        "of the ingress: their X-Forwarded-For (last entry) is the client address kept in "
+        "audit records. Empty: the header is never believed.",
     )
     ingest_workers: int = Field(
         1,
@@ -224,6 +231,15 @@ class Settings(BaseSettings):
     @classmethod
     def _known_zone(cls, value: str) -> str:
         ZoneInfo(value)  # raises for an unknown zone
+        return value
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _split_proxies(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = [item.strip() for item in value.split(",") if item.strip()]
+        for item in value:
+            ip_network(item, strict=False)  # raises ValueError naming the bad entry
         return value
 
     @field_validator("sinks", "api_allowed_hosts", mode="before")

@@ -68,3 +68,29 @@ def test_every_service_points_at_the_compose_kafka() -> None:
         assert env["SMS_REPLIES_KAFKA_EMBEDDED"] == "false"
     listeners = services["kafka"]["environment"]["KAFKA_ADVERTISED_LISTENERS"]
     assert "kafka:9092" in listeners
+
+
+def test_only_the_proxy_publishes_ports() -> None:
+    services = compose()["services"]
+    published = {name for name, service in services.items() if service.get("ports")}
+    assert published == {"proxy"}
+    assert services["proxy"]["image"].startswith("caddy:")
+    assert "api" in services
+
+
+def test_the_ingress_believes_forwarded_addresses_only_from_the_proxy() -> None:
+    services = compose()["services"]
+    proxy_address = services["proxy"]["networks"]["pipeline"]["ipv4_address"]
+    assert services["ingest"]["environment"]["SMS_REPLIES_TRUSTED_PROXIES"] == proxy_address
+
+
+def test_the_api_needs_a_token_in_compose() -> None:
+    api = compose()["services"]["api"]["environment"]
+    assert api["SMS_REPLIES_API_TOKEN"].startswith("${SMS_REPLIES_API_TOKEN:?")
+
+
+def test_the_image_runs_as_a_user_that_owns_the_data_volume() -> None:
+    dockerfile = (COMPOSE.parent / "Dockerfile").read_text()
+    user = [line.split()[1] for line in dockerfile.splitlines() if line.startswith("USER ")]
+    assert user == ["replies"]
+    assert "chown replies:replies /data" in dockerfile

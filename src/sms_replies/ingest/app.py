@@ -29,6 +29,7 @@ from sms_replies.errors import BrokerUnavailable, InvalidCallback
 from sms_replies.http_server import hide_server_version
 from sms_replies.ingest.audit import TokenBucket, audit_record
 from sms_replies.ingest.form import FormDecodeError, parse_form
+from sms_replies.ingest.forwarded import forwarded_middleware
 from sms_replies.ingest.parsing import parse_callback
 from sms_replies.ingest.publisher import Publisher
 from sms_replies.ingest.signature import SignatureError, verify_signature
@@ -59,7 +60,7 @@ def create_app(settings: Settings, publisher: Publisher | None = None) -> web.Ap
     hide_server_version()
     app = web.Application(
         client_max_size=settings.max_body_bytes,
-        middlewares=[_errors_as_json],
+        middlewares=[forwarded_middleware(settings.trusted_proxies), _errors_as_json],
         # Let a query up to max_query_bytes reach the handler (answered 414 there,
         # and audited); a longer request line is refused by aiohttp's parser.
         handler_args={"max_line_size": max(8190, settings.max_query_bytes + REQUEST_LINE_SLACK)},
