@@ -172,7 +172,7 @@ class Pipeline:
         delay = 1.0
         while not stop.is_set():
             try:
-                self.broker.start()
+                await asyncio.to_thread(self.broker.start)
                 await ensure_topics(
                     s.bootstrap,
                     s.topics,

@@ -12,9 +12,9 @@ async def group_lag(bootstrap: str, group: str, topic: str) -> int:
     """Records of ``topic`` that ``group`` has not committed yet (all of them if it never did)."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    await admin.start()
-    await consumer.start()
-    try:
+    try:  # both closed even when the broker is down (no leaked clients)
+        await admin.start()
+        await consumer.start()
         partitions = consumer.partitions_for_topic(topic)
         if partitions is None:
             await consumer._client.force_metadata_update()
