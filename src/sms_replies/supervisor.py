@@ -98,7 +98,7 @@ class Pipeline:
                 partitions=settings.topic_partitions,
                 replication_factor=settings.replication_factor,
             )
-            if settings.kafka_embedded:
+            if self.broker is not None:
                 # A fresh in-memory broker: give it back the state the workers kept on disk.
                 await reseed_worker_state(settings)
             env = {**os.environ, **settings.as_env()}
