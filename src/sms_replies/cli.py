@@ -160,6 +160,7 @@ def api(**overrides: Any) -> None:
     from sms_replies.analytics.api import create_api_app
     from sms_replies.analytics.guard import api_access
     from sms_replies.health import add_health_route, add_metrics_route
+    from sms_replies.privacy import key_bytes
 
     settings = load_settings("api", overrides)
     app = create_api_app(
@@ -167,6 +168,7 @@ def api(**overrides: Any) -> None:
         default_tz=settings.analytics_tz,
         store_timeout=settings.store_read_timeout,
         access=api_access(settings),  # refuses to serve beyond loopback without a token
+        pseudonymize_key=key_bytes(settings.pseudonymize_key),
     )
     add_health_route(app, settings)
     add_metrics_route(app)

@@ -250,3 +250,67 @@ def test_waits_for_the_sink_lock_then_gives_up(db: Path) -> None:
         result = CliRunner().invoke(retention_command, [*args, "--timeout", "0.3"], env=env)
     assert result.exit_code == 1, result.output
     assert "stayed locked" in result.output
+
+
+# -- at the ingress edge: any format, the rejects audit ------------------------------
+
+
+@pytest.mark.parametrize("given", ["+33600000001", "33600000001", "0600000001", "06 00 00 00 01"])
+def test_pseudonymize_any_format_gives_the_e164_pseudonym(given: str) -> None:
+    from sms_replies.privacy import e164, pseudonymize_any
+
+    assert e164(given) == "+33600000001"
+    assert pseudonymize_any(given, KEY) == pseudonymize("+33600000001", KEY)
+
+
+def test_pseudonymize_part_replaces_the_sender_and_its_keys() -> None:
+    from sms_replies.contract import Concat, RawPart
+    from sms_replies.privacy import pseudonymize_part
+
+    part = RawPart(
+        channel="long_number",
+        sender="+33600000001",
+        recipient="+33700000001",
+        text="hi",
+        provider_message_id="m1",
+        message_type="text",
+        received_at_ms=1,
+        concat=Concat(ref=7, total=2, part=1),
+    )
+    assert pseudonymize_part(part, None) is part
+    hashed = pseudonymize_part(part, KEY)
+    assert hashed.sender == pseudonymize("+33600000001", KEY)
+    assert pseudonymize_part(hashed, KEY) == hashed
+    for derived in (hashed.encode(), hashed.partition_key, (hashed.reassembly_key or "").encode()):
+        assert b"600000001" not in derived
+
+
+def test_scrub_params_and_bodies() -> None:
+    import orjson
+
+    from sms_replies.privacy import WITHHELD, scrub_body, scrub_pairs, scrub_params
+
+    hashed = pseudonymize("+33600000001", KEY)
+    query = {"msisdn": "33600000001", "to": "33700000001", "text": "x"}
+    assert scrub_params(query, KEY) == {**query, "msisdn": hashed}
+    assert scrub_params(query, None) == query
+    assert scrub_pairs([("phone_number", "0600000001"), ("to", "1")], KEY) == [
+        ("phone_number", hashed),
+        ("to", "1"),
+    ]
+    form_type = "application/x-www-form-urlencoded"
+    form = scrub_body(b"phone_number=06+00+00+00+01&text=STOP", form_type, KEY)
+    assert form == f"phone_number={hashed.replace(':', '%3A')}&text=STOP".encode()
+    body = orjson.dumps({"msisdn": 33600000001, "text": "x"})
+    assert orjson.loads(scrub_body(body, "application/json", KEY) or b"") == {
+        "msisdn": hashed,
+        "text": "x",
+    }
+    for unreadable, content_type in (
+        (b'{"msisdn": "3360', "application/json"),
+        (b"--b\r\nmsisdn 33600000001", "multipart/form-data"),
+        (b"msisdn=33600000001", "text/plain"),
+        (b"msisdn=33600000001&text=r\xe9ponse", form_type),
+    ):
+        assert scrub_body(unreadable, content_type, KEY) == WITHHELD.encode()
+    assert scrub_body(b"msisdn=33600000001", "text/plain", None) == b"msisdn=33600000001"

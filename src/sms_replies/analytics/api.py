@@ -69,6 +69,7 @@ from sms_replies.analytics.queries import (
 )
 from sms_replies.analytics.store import DEFAULT_TIMEOUT, StoreBusyError, StoreError, open_reader
 from sms_replies.http_server import hide_server_version
+from sms_replies.privacy import e164, is_pseudonym, pseudonymize
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +89,7 @@ class ApiConfig:
     duckdb_path: Path
     default_tz: str
     store_timeout: float
+    pseudonymize_key: bytes | None = None  # senders are stored pseudonymised under it
 
 
 CONFIG: Final = web.AppKey("sms_replies_analytics_config", ApiConfig)
@@ -142,7 +144,10 @@ class RepliesParams(_Params):
     until: str | None = Field(None, description=f"received_at < until. {_TIME_HELP}")
     tz: str | None = Field(None, description="IANA time zone in which times are read and shown.")
     sender: str | None = Field(
-        None, min_length=1, description="Sender number, E.164 (the leading + may be omitted)."
+        None,
+        min_length=1,
+        description="Sender number, in any format (E.164, international digits, national 06...), "
+        "or its 'h:' pseudonym.",
     )
     recipient: str | None = Field(
         None, min_length=1, description="Recipient long number, E.164 (+ may be omitted)."
@@ -389,6 +394,14 @@ def _number(value: str | None) -> str | None:
     return text if text.startswith("+") else "+" + text
 
 
+def _sender(value: str | None, key: bytes | None) -> str | None:
+    """The sender as stored: E.164, or its pseudonym when the store is pseudonymised."""
+    if value is None or is_pseudonym(value.strip()):
+        return None if value is None else value.strip()
+    number = e164(value) or _number(value)
+    return pseudonymize(number, key) if key is not None and number else number
+
+
 async def get_replies(request: web.Request) -> web.Response:
     p = _params(request, RepliesParams)
     tz = _tz(request, p.tz)
@@ -396,7 +409,7 @@ async def get_replies(request: web.Request) -> web.Response:
         start=parse_time(p.since, tz=tz, param="since") if p.since else None,
         end=parse_time(p.until, tz=tz, param="until") if p.until else None,
         tz=tz,
-        sender=_number(p.sender),
+        sender=_sender(p.sender, request.app[CONFIG].pseudonymize_key),
         recipient=_number(p.recipient),
         keyword=p.keyword.strip().upper() if p.keyword else None,
         is_stop=p.is_stop,
@@ -636,6 +649,7 @@ def create_api_app(
     default_tz: str = DEFAULT_TZ,
     store_timeout: float = DEFAULT_TIMEOUT,
     access: ApiAccess | None = None,
+    pseudonymize_key: bytes | None = None,
 ) -> web.Application:
     """The analytics API and dashboard reading ``duckdb_path`` (which may not exist yet).
 
@@ -648,7 +662,10 @@ def create_api_app(
     app[ACCESS] = access or ApiAccess()
     app.on_response_prepare.append(add_protective_headers)
     app[CONFIG] = ApiConfig(
-        duckdb_path=duckdb_path, default_tz=default_tz, store_timeout=store_timeout
+        duckdb_path=duckdb_path,
+        default_tz=default_tz,
+        store_timeout=store_timeout,
+        pseudonymize_key=pseudonymize_key,
     )
     for (method, path), handler in _HANDLERS.items():
         app.router.add_route(method, path, handler)

@@ -33,6 +33,7 @@ from sms_replies.ingest.forwarded import forwarded_middleware
 from sms_replies.ingest.parsing import parse_callback
 from sms_replies.ingest.publisher import Publisher
 from sms_replies.ingest.signature import SignatureError, verify_signature
+from sms_replies.privacy import key_bytes, pseudonymize_part, scrub_body, scrub_pairs
 from sms_replies.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -149,6 +150,8 @@ async def handle_callback(request: web.Request) -> web.Response:
         _check_signature(params, settings)
         try:
             part = parse_callback(params, received_at_ms, Bounds.of(settings))
+            # With a key, the number is replaced before anything is published.
+            part = pseudonymize_part(part, key_bytes(settings.pseudonymize_key))
         except InvalidCallback as exc:
             raise _Rejected(exc.status, "invalid callback", exc.problems) from None
     except _Rejected as rejected:
@@ -298,15 +301,16 @@ async def _reject(
 async def _audit(request: web.Request, publisher: Publisher, rejected: _Rejected) -> None:
     # Only the body already read is kept: a body refused for its size never is.
     body = getattr(request, "_read_bytes", None)
+    key = key_bytes(request.app[SETTINGS].pseudonymize_key)  # no number in clear in the audit
     audit = audit_record(
         status=rejected.status,
         reason=rejected.reason,
         problems=rejected.problems,
         method=request.method,
         path=request.path,
-        query=_query(request)[0],
+        query=scrub_pairs(_query(request)[0], key),
         content_type=request.content_type,
-        body=body if isinstance(body, bytes) else None,
+        body=scrub_body(body if isinstance(body, bytes) else None, request.content_type, key),
         remote=request.remote,
         received_at_ms=time.time_ns() // 1_000_000,
         max_bytes=request.app[SETTINGS].audit_max_bytes,

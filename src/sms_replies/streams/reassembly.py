@@ -287,6 +287,10 @@ def reply_id(first: RawPart, provider_ids: tuple[str, ...]) -> str:
     Long number: the provider's message ids of the parts. Short number: its
     ``message_id`` names the campaign message replied to, not the reply, so the
     sender, type and text are part of the identity.
+
+    With a pseudonymisation key the sender here is already its keyed pseudonym
+    (the ingress replaces the number), so the id is keyed too: it cannot be
+    recomputed from a guessed number without the key.
     """
     if first.channel == "short_number":
         identity = ("short_number", first.sender, *provider_ids, first.message_type, first.text)
