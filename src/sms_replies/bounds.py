@@ -21,6 +21,7 @@ from sms_replies.contract import RawPart, RecordDecodeError
 
 MAX_ID: Final = 100  # provider message id
 MAX_PHONE: Final = 32  # a number as sent (E.164 once normalised: at most 16)
+MAX_SENDER: Final = 66  # a stored sender: E.164, or its pseudonym 'h:' + 64 hex (privacy.py)
 MAX_TYPE: Final = 16
 MAX_TIMESTAMP: Final = 32
 
@@ -28,7 +29,8 @@ MAX_TIMESTAMP: Final = 32
 _BYTES_PER_CHAR: Final = 6
 #: Everything of a stored part but its text, at most: field names, ids, numbers.
 _PART_OVERHEAD: Final = (
-    _BYTES_PER_CHAR * (2 * MAX_PHONE + MAX_ID + MAX_TYPE + MAX_TIMESTAMP + len("short_number"))
+    _BYTES_PER_CHAR
+    * (MAX_PHONE + MAX_SENDER + MAX_ID + MAX_TYPE + MAX_TIMESTAMP + len("short_number"))
     + 512
 )
 #: Room left in a record for its key, headers and the record's framing.
@@ -79,7 +81,7 @@ def check_part(part: RawPart, bounds: Bounds) -> None:
     _string(part.channel, "channel", len("short_number"))
     if part.channel not in ("long_number", "short_number"):
         raise RecordDecodeError(f"unknown channel {part.channel!r}")
-    _string(part.sender, "sender", MAX_PHONE)
+    _string(part.sender, "sender", MAX_SENDER)
     if part.recipient is not None:
         _string(part.recipient, "recipient", MAX_PHONE)
     _string(part.provider_message_id, "provider_message_id", MAX_ID)

@@ -264,6 +264,7 @@ def test_pseudonymize_any_format_gives_the_e164_pseudonym(given: str) -> None:
 
 
 def test_pseudonymize_part_replaces_the_sender_and_its_keys() -> None:
+    from sms_replies.bounds import Bounds, check_part
     from sms_replies.contract import Concat, RawPart
     from sms_replies.privacy import pseudonymize_part
 
@@ -283,6 +284,7 @@ def test_pseudonymize_part_replaces_the_sender_and_its_keys() -> None:
     assert pseudonymize_part(hashed, KEY) == hashed
     for derived in (hashed.encode(), hashed.partition_key, (hashed.reassembly_key or "").encode()):
         assert b"600000001" not in derived
+    check_part(hashed, Bounds())  # the worker takes the pseudonymised part
 
 
 def test_scrub_params_and_bodies() -> None:
