@@ -132,6 +132,30 @@ async def test_a_tick_expires_a_message_whose_parts_stopped_coming(
     assert w.handler.waiting == {}
 
 
+async def test_a_replay_writes_the_held_state_again_so_the_changelog_catches_up(
+    make_part: Callable[..., RawPart],
+) -> None:
+    """The store is written before the changelog: a crash between the two, then a replay."""
+    w = worker()
+    t0 = 1_700_000_000_000
+    first = make_part(part=1, total=2, text="a", received_at_ms=t0)
+    await w.run(first.encode())
+    [(key, state)] = w.batch.changelog
+    w.batch.changelog.clear()  # lost with the crash; the store has it
+    await w.run(first.encode())  # the replay: a duplicate for the store
+    assert w.batch.changelog == [(key, state)]
+    assert w.batch.table == {key: state}
+
+    tick = ExpiryTick(t0 + TIMEOUT_MS).encode()
+    await w.run(tick)  # expires it: an incomplete reply and a tombstone
+    [(_, tombstone)] = w.batch.changelog[1:]
+    del w.batch.changelog[1:]
+    w.handler.forget([0])  # the restarted worker rebuilds its index from the store
+    await w.run(tick)  # replayed: the same reply again, and the tombstone
+    assert w.batch.changelog[1:] == [(key, tombstone)]
+    assert [r.text for r in w.replies] == [f"a{GAP_MARKER}", f"a{GAP_MARKER}"]
+
+
 async def test_hostile_long_parts_go_to_the_dead_letters_and_no_state_grows(
     make_part: Callable[..., RawPart],
 ) -> None:

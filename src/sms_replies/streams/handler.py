@@ -136,7 +136,12 @@ class ReassemblyHandler:
             await self._reject(event.value, exc)
             return
         if fitted is None:
-            # No state change; a reply it belongs to is published again (replay-safe).
+            # No state change; a reply it belongs to is published again (replay-safe),
+            # and the state written again: a replay after a crash finds the store
+            # ahead of its changelog (the store is written first), and a take-over
+            # or a standby only ever sees the changelog.
+            if held is not None and len(held) <= self._bounds.max_value_bytes:
+                batch.set(key, held, event)
             await self._emit(step.replies)
         else:
             await self._apply(batch, event, key, before, *fitted)
@@ -158,7 +163,9 @@ class ReassemblyHandler:
             if state is None:
                 continue
             step = expire_due(state, tick.now_ms, **self._windows)
-            if step.pending is state:  # not due (or a replayed tick): no table write
+            if step.pending is state:  # not due, or a replayed tick: no state change
+                if step.replies:  # the replayed tick that expired it: as for a duplicate
+                    batch.set(key, held, event)
                 await self._emit(step.replies)
                 self.index.schedule(partition, key, self._deadline(state))
             else:
