@@ -36,13 +36,23 @@ def load_settings(component: str, overrides: dict[str, Any]) -> Settings:
     try:
         settings = Settings.load(**overrides)
     except ValidationError as exc:
-        raise click.UsageError(f"invalid settings:\n{exc}") from None
+        raise click.ClickException(settings_problems(exc)) from None
     if component == "worker":
         from sms_replies.health import worker_name
 
         component = worker_name(settings.worker_index)
     logs.configure(settings.log_level, component)
     return settings
+
+
+def settings_problems(exc: ValidationError) -> str:
+    """One line naming each setting at fault: ``SMS_REPLIES_HTTP_PORT: Input should be ...``."""
+    problems = []
+    for error in exc.errors():
+        field = str(error["loc"][0]) if error["loc"] else ""
+        name = f"SMS_REPLIES_{field.upper()}" if field else "settings"
+        problems.append(f"{name}: {error['msg']}")
+    return "; ".join(problems)
 
 
 def converting_errors(func: F) -> F:

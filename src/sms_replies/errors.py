@@ -21,6 +21,10 @@ class ConfigError(SmsRepliesError):
     """The settings are inconsistent or a required dependency is missing."""
 
 
+class StartFailed(SmsRepliesError):
+    """A process of the pipeline kept dying before the pipeline was ready."""
+
+
 class InvalidCallback(SmsRepliesError):
     """A callback that can never be accepted; ``problems`` maps field -> reason."""
 

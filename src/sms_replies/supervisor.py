@@ -18,9 +18,12 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import IO
 
 import aiohttp
 
@@ -28,9 +31,10 @@ from sms_replies.broker.admin import ensure_topics
 from sms_replies.broker.embedded import EmbeddedBroker
 from sms_replies.broker.lag import group_lag
 from sms_replies.broker.reseed import reseed_worker_state
-from sms_replies.errors import SmsRepliesError
-from sms_replies.health import worker_name
+from sms_replies.errors import SmsRepliesError, StartFailed
+from sms_replies.health import endpoints, worker_name
 from sms_replies.ingest.app import CALLBACK_PATH
+from sms_replies.preflight import preflight
 from sms_replies.procs import spawn, terminate
 from sms_replies.settings import Settings, local_address
 from sms_replies.sinks.runner import group_id
@@ -38,8 +42,17 @@ from sms_replies.sinks.runner import group_id
 log = logging.getLogger(__name__)
 
 RESTART_BACKOFF_MAX = 30.0
+#: Deaths of one child before the pipeline was first ready after which `run` gives up.
+START_ATTEMPTS = 3
+#: Lines of a child's stderr kept to say why it died.
+STDERR_TAIL_LINES = 15
+READINESS_PROBE_TIMEOUT = 2.0
+#: Seconds between "waiting for ..." lines while the pipeline starts.
+READINESS_REPORT_INTERVAL = 15.0
 # A child that ran this long before dying starts again with no backoff.
 HEALTHY_RUN_SECONDS = 60.0
+#: The processes the drain waits for.
+BACK = ("worker", "sinks")
 
 
 @dataclass
@@ -48,24 +61,66 @@ class Child:
     command: str
     env: dict[str, str]
     process: subprocess.Popen[bytes] | None = None
-    restarts: int = 0
+    restarts: int = 0  # deaths in a row (reset after a healthy run)
     started_at: float = field(default=0.0)
+    restart_at: float | None = None  # a dead child waiting for its backoff
+    stderr_tail: deque[str] = field(default_factory=deque)
 
     def start(self) -> None:
         # Own process group: a terminal's Ctrl-C reaches only the supervisor,
         # which then stops the children in a safe order.
-        self.process = spawn([sys.executable, "-m", "sms_replies", self.command], env=self.env)
+        # Its stdout too goes to our stderr (Faust writes there): run's stdout is the banner.
+        read_end, write_end = os.pipe()
+        try:
+            self.process = spawn(
+                [sys.executable, "-m", "sms_replies", self.command],
+                env=self.env,
+                stdout=write_end,
+                stderr=write_end,
+            )
+        finally:
+            os.close(write_end)
         self.started_at = time.monotonic()
+        self.restart_at = None
+        self.stderr_tail = deque(maxlen=STDERR_TAIL_LINES)
+        threading.Thread(
+            target=_forward_stderr,
+            args=(os.fdopen(read_end, "rb"), self.stderr_tail),
+            name=f"{self.name}-stderr",
+            daemon=True,
+        ).start()
         log.info("started %s (pid %d)", self.name, self.process.pid)
 
     @property
     def exited(self) -> bool:
         return self.process is not None and self.process.poll() is not None
 
+    @property
+    def exit_code(self) -> int | None:
+        return self.process.returncode if self.process is not None else None
+
+    def last_error(self) -> str:
+        """The last lines it wrote to stderr (where a traceback ends up)."""
+        lines = list(self.stderr_tail)
+        return "\n".join(lines) if lines else "(nothing on stderr)"
+
     def terminate(self, timeout: float) -> None:
         """SIGTERM, then SIGKILL after ``timeout``. Idempotent."""
         if self.process is not None and terminate(self.process, timeout):
             log.error("%s did not stop in %.0fs: it was killed", self.name, timeout)
+
+
+def _forward_stderr(pipe: IO[bytes], tail: deque[str]) -> None:
+    """Copy a child's stderr to ours, keeping its last lines to say why it died."""
+    out = getattr(sys.stderr, "buffer", None)
+    with pipe:
+        for line in iter(pipe.readline, b""):
+            tail.append(line.decode("utf-8", "replace").rstrip())
+            if out is not None:
+                out.write(line)
+                out.flush()
+            else:
+                sys.stderr.write(line.decode("utf-8", "replace"))
 
 
 class Pipeline:
@@ -84,6 +139,7 @@ class Pipeline:
 
     async def run(self, stop: asyncio.Event) -> None:
         settings = self.settings
+        preflight(settings)  # before anything starts: a bad setting ends here, in one line
         if not settings.kafka_bootstrap:
             self.broker = EmbeddedBroker(settings.broker_host)
             bootstrap = self.broker.start()
@@ -109,45 +165,112 @@ class Pipeline:
             for child in children:
                 self.children[child.name] = child
                 child.start()
-            await self._announce()
             await self._supervise(stop)
         finally:
             await self.shutdown()
 
-    async def _announce(self) -> None:
+    def _announce(self) -> None:
         s = self.settings
-        base = f"http://{s.http_host}:{s.http_port}"
-        async with aiohttp.ClientSession() as session:
-            for _ in range(300):
-                try:
-                    async with session.get(f"{base}/readyz") as response:
-                        if response.status == 200:
-                            break
-                except aiohttp.ClientError:
-                    pass
-                await asyncio.sleep(0.1)
         token = f"?token={s.callback_token.get_secret_value()}" if s.callback_token else ""
         where = "embedded broker" if s.kafka_embedded else "broker"
         log.info("%s at %s; DuckDB store at %s", where, s.kafka_bootstrap, s.duckdb_path)
         log.info("dashboard: http://%s:%d/dashboard/", local_address(s.api_host), s.api_port)
+        base = f"http://{local_address(s.http_host)}:{s.http_port}"
         self.on_ready(f"{base}{CALLBACK_PATH}{token}")
 
+    def _readiness_checks(self) -> dict[str, tuple[str, bool]]:
+        """name -> (URL, whether only a 200 counts): what must answer before the banner."""
+        s = self.settings
+        urls = endpoints(s)
+        checks = {name: (url, True) for name, url in urls.items() if name != "sinks"}
+        # A worker is ready once it owns its partitions (recovered), not merely up.
+        for i in range(s.worker_processes):
+            name = worker_name(i)
+            checks[name] = (urls[name].replace("/healthz", "/readyz"), True)
+        # The sinks are up once they answer (503 while a store is down is an outage,
+        # which their health reports; replies wait in the broker meanwhile).
+        checks["sinks"] = (urls["sinks"], False)
+        return checks
+
+    async def _not_ready(self, session: aiohttp.ClientSession) -> list[str]:
+        """The components not ready yet, each with what it answered."""
+
+        async def check(name: str, url: str, needs_ok: bool) -> str | None:
+            try:
+                async with session.get(url) as response:
+                    if response.status == 200 or not needs_ok:
+                        return None
+                    return f"{name} ({response.status})"
+            except (aiohttp.ClientError, TimeoutError):
+                return f"{name} (not answering)"
+
+        checks = self._readiness_checks()
+        results = await asyncio.gather(*(check(n, u, ok) for n, (u, ok) in checks.items()))
+        return [result for result in results if result is not None]
+
     async def _supervise(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            if self.broker is not None and self.broker.exit_code is not None:
-                await self._restart_broker(stop)
-            for child in self.children.values():
-                if child.exited:
-                    code = child.process.returncode if child.process else None
-                    if time.monotonic() - child.started_at > HEALTHY_RUN_SECONDS:
-                        child.restarts = 0
-                    delay = min(RESTART_BACKOFF_MAX, 2.0**child.restarts)
-                    log.error("%s exited with %s; restarting in %.0fs", child.name, code, delay)
-                    await asyncio.sleep(delay)
-                    child.restarts += 1
+        """Restart children that die; announce once everything is ready; return on stop."""
+        ready = False
+        waiting_since = last_report = time.monotonic()
+        timeout = aiohttp.ClientTimeout(total=READINESS_PROBE_TIMEOUT)
+        async with aiohttp.ClientSession(timeout=timeout) as session:
+            while not stop.is_set():
+                if self.broker is not None and self.broker.exit_code is not None:
+                    await self._restart_broker(stop)
+                self._restart_exited(ready)
+                if not ready:
+                    missing = await self._not_ready(session)
+                    if not missing:
+                        ready = True
+                        self._announce()
+                    elif time.monotonic() - last_report > READINESS_REPORT_INTERVAL:
+                        last_report = time.monotonic()
+                        log.info(
+                            "waiting %.0fs for: %s",
+                            last_report - waiting_since,
+                            ", ".join(missing),
+                        )
+                # The stop event cuts any wait short, a restart backoff included.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), 0.2 if not ready else 0.5)
+
+    def _restart_exited(self, ready: bool) -> None:
+        """Schedule dead children for a restart after their backoff; start those due."""
+        now = time.monotonic()
+        for child in self.children.values():
+            if child.restart_at is not None:
+                if now >= child.restart_at:
                     child.start()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), 0.5)
+                continue
+            if not child.exited:
+                continue
+            if now - child.started_at > HEALTHY_RUN_SECONDS:
+                child.restarts = 0
+            child.restarts += 1
+            if not ready and child.restarts >= START_ATTEMPTS:
+                log.error(
+                    "%s exited with %s, %d times before the pipeline was ready; "
+                    "its last lines:\n%s",
+                    child.name,
+                    child.exit_code,
+                    child.restarts,
+                    child.last_error(),
+                )
+                last_line = child.last_error().splitlines()[-1]
+                raise StartFailed(
+                    f"{child.name} exited {child.restarts} times before the pipeline was "
+                    f"ready (last exit code {child.exit_code}): {last_line}"
+                )
+            delay = min(RESTART_BACKOFF_MAX, 2.0 ** (child.restarts - 1))
+            log.error(
+                "%s exited with %s (%d in a row); restarting in %.0fs; its last lines:\n%s",
+                child.name,
+                child.exit_code,
+                child.restarts,
+                delay,
+                child.last_error(),
+            )
+            child.restart_at = now + delay
 
     async def _restart_broker(self, stop: asyncio.Event) -> None:
         """The embedded broker died (crash, OOM, kill) and what it held with it.
@@ -200,9 +323,13 @@ class Pipeline:
                 self.children[front].terminate(timeout=30)
         if self.children and self.settings.kafka_embedded:
             # In-memory broker: whatever is not in the store when it stops is gone.
+            for child in self.children.values():
+                if child.command in BACK and child.restart_at is not None:
+                    log.info("starting %s now, without its backoff, to drain", child.name)
+                    child.start()
             await self._drain()
         # All at once: a worker stopped alone would first take over the others' partitions.
-        back = [c for c in self.children.values() if c.command in ("worker", "sinks")]
+        back = [c for c in self.children.values() if c.command in BACK]
         await asyncio.gather(*(asyncio.to_thread(c.terminate, 60) for c in back))
         self.children.clear()
         if self.broker is not None:
@@ -217,6 +344,18 @@ class Pipeline:
         deadline = time.monotonic() + self.drain_timeout
         lag = -1
         while time.monotonic() < deadline:
+            # A worker or sinks process that died now would never bring the lag down.
+            dead = [c for c in self.children.values() if c.exited and c.command in BACK]
+            if dead:
+                for child in dead:
+                    log.error(
+                        "%s exited with %s during the drain; its last lines:\n%s",
+                        child.name,
+                        child.exit_code,
+                        child.last_error(),
+                    )
+                log.error("cannot drain: what they had not processed (lag %d) is lost", lag)
+                return
             try:
                 lags = [await group_lag(s.bootstrap, g, t) for g, t in groups]
             except Exception as exc:  # a broken broker: nothing more to drain

@@ -8,8 +8,10 @@ import ipaddress
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import aiohttp
@@ -190,3 +192,166 @@ async def test_with_the_ingress_on_every_interface_nothing_else_leaves_loopback(
     public = {(address, port) for address, port, _ in listeners if not is_loopback(address)}
     assert public == {("0.0.0.0", ports["HTTP"])}, listeners
     assert table_status == 404
+
+
+def start_run(env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
+    """`sms-replies run` with its banner on a pipe and its log in ``log_path``."""
+    with log_path.open("wb") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "sms_replies", "run"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=log,
+        )
+
+
+def stop_run(run: subprocess.Popen[bytes], timeout: float = 90) -> int:
+    if run.poll() is None:
+        run.send_signal(signal.SIGINT)
+    try:
+        return run.wait(timeout)
+    finally:
+        if run.poll() is None:  # a hung run must not outlive the test
+            for child in psutil.Process(run.pid).children(recursive=True):
+                child.kill()
+            run.kill()
+            run.wait()
+        if run.stdout is not None:
+            run.stdout.close()
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize(
+    ("setting", "break_it"),
+    [
+        ("SMS_REPLIES_SINKS", "misspelt sink"),
+        ("SMS_REPLIES_HTTP_PORT", "port in use"),
+        ("SMS_REPLIES_SINKS_WEB_PORT", "port in use"),
+    ],
+)
+async def test_a_bad_setting_ends_run_before_anything_starts(
+    tmp_path: Path, setting: str, break_it: str
+) -> None:
+    ports = {name: free_port() for name in ("HTTP", "API", "WORKER_WEB", "SINKS_WEB")}
+    env = run_env(tmp_path, ports)
+    with contextlib.ExitStack() as held:
+        if break_it == "misspelt sink":
+            env[setting] = "duckdb,cvs"
+        else:
+            port = int(env[setting])
+            held.enter_context(socket.create_server(("127.0.0.1", port)))  # someone else's
+        run = start_run(env, tmp_path / "run.log")
+        try:
+            code = await asyncio.to_thread(run.wait, 60)
+            assert run.stdout is not None
+            banner = run.stdout.read().decode()
+        finally:
+            stop_run(run)
+    text = (tmp_path / "run.log").read_text()
+    assert code != 0
+    assert banner == ""
+    # One line naming the setting, no traceback, and nothing was started.
+    assert text.startswith(f"Error: {setting}: "), text
+    assert len(text.splitlines()) == 1, text
+    assert "cvs" in text if break_it == "misspelt sink" else "already in use" in text
+
+
+@pytest.mark.timeout(180)
+async def test_the_banner_waits_for_the_worker_to_own_its_partitions(tmp_path: Path) -> None:
+    ports = {name: free_port() for name in ("HTTP", "API", "WORKER_WEB", "SINKS_WEB")}
+    run = start_run(run_env(tmp_path, ports), tmp_path / "run.log")
+    try:
+        assert run.stdout is not None
+        banner = await asyncio.to_thread(run.stdout.readline)
+        assert b"Callback URL" in banner
+        async with aiohttp.ClientSession() as session:
+            worker = f"http://127.0.0.1:{ports['WORKER_WEB']}/readyz"
+            async with session.get(worker) as response:
+                worker_status, worker_body = response.status, await response.json()
+            ingress = f"http://127.0.0.1:{ports['HTTP']}/readyz"
+            async with session.get(ingress) as response:
+                ingress_status = response.status
+    finally:
+        code = await asyncio.to_thread(stop_run, run)
+    assert code == 0
+    assert (ingress_status, worker_status) == (200, 200)
+    assert worker_body["partitions"] == list(range(8))  # one worker: every raw partition
+
+
+@pytest.mark.timeout(180)
+async def test_a_child_that_keeps_dying_at_start_ends_run_with_its_error(tmp_path: Path) -> None:
+    ports = {name: free_port() for name in ("HTTP", "API", "WORKER_WEB", "SINKS_WEB")}
+    env = run_env(tmp_path, ports)
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "worker").write_text("not a directory")  # the worker cannot make its state dir
+    run = start_run(env, tmp_path / "run.log")
+    try:
+        code = await asyncio.to_thread(run.wait, 120)
+        assert run.stdout is not None
+        banner = run.stdout.read().decode()
+    finally:
+        stop_run(run)
+    text = (tmp_path / "run.log").read_text()
+    assert code != 0
+    assert banner == ""
+    last = text.splitlines()[-1]
+    assert last.startswith("Error: worker exited 3 times before the pipeline was ready"), last
+    assert "NotADirectoryError" in last, last
+
+
+def sinks_process(run: subprocess.Popen[bytes]) -> psutil.Process | None:
+    for child in psutil.Process(run.pid).children():
+        with contextlib.suppress(psutil.NoSuchProcess):
+            if child.cmdline()[-1:] == ["sinks"] and child.status() != psutil.STATUS_ZOMBIE:
+                return child
+    return None
+
+
+def ingress_alive(run: subprocess.Popen[bytes]) -> bool:
+    for child in psutil.Process(run.pid).children():
+        with contextlib.suppress(psutil.NoSuchProcess):
+            if child.cmdline()[-1:] == ["ingest"] and child.status() != psutil.STATUS_ZOMBIE:
+                return True
+    return False
+
+
+async def until(predicate: Callable[[], bool]) -> None:
+    while True:
+        if predicate():
+            return
+        await asyncio.sleep(0.05)
+
+
+def restarted(run: subprocess.Popen[bytes], old_pid: int) -> bool:
+    sinks = sinks_process(run)
+    return sinks is not None and sinks.pid != old_pid
+
+
+@pytest.mark.timeout(240)
+async def test_a_stop_during_a_restart_backoff_is_acted_on_at_once(tmp_path: Path) -> None:
+    ports = {name: free_port() for name in ("HTTP", "API", "WORKER_WEB", "SINKS_WEB")}
+    run = start_run(run_env(tmp_path, ports), tmp_path / "run.log")
+    log_path = tmp_path / "run.log"
+    try:
+        assert run.stdout is not None
+        await asyncio.to_thread(run.stdout.readline)  # the banner
+        # Kill the sinks until their restart backoff is 4 s.
+        for delay in (1, 2, 4):
+            sinks = sinks_process(run)
+            assert sinks is not None
+            sinks.kill()
+            await until(lambda d=delay: f"restarting in {d}s" in log_path.read_text())
+            if delay < 4:
+                await until(lambda old=sinks.pid: restarted(run, old))
+        assert sinks_process(run) is None  # waiting for its backoff
+        run.send_signal(signal.SIGINT)
+        # The stop does not wait for the backoff: the ingress goes first, then the
+        # sinks start again for the drain (before: sinks restarted, then the stop).
+        while ingress_alive(run):
+            assert sinks_process(run) is None, "sinks restarted before the ingress stopped"
+            await asyncio.sleep(0.02)
+    finally:
+        code = await asyncio.to_thread(stop_run, run)
+    assert code == 0
+    assert "without its backoff, to drain" in log_path.read_text()

@@ -287,4 +287,15 @@ def create_app(
     async def health_page(web: Any, request: Any) -> Any:
         return web.json({"status": "ok"})
 
+    @app.page("/readyz")
+    async def ready_page(web: Any, request: Any) -> Any:
+        # Ready once the group gave this process its partitions (possibly none,
+        # with more processes than partitions) and their tables are recovered.
+        recovery = cast(Any, app.tables).recovery  # TableManager's, not in TableManagerT
+        ready = recovery.completed.is_set() and not app.rebalancing
+        actives = app.assignor.assigned_actives()
+        owned = sorted(tp.partition for tp in actives if tp.topic == topics.raw)
+        body = {"status": "ready" if ready else "starting", "partitions": owned}
+        return web.json(body, status=200 if ready else 503)
+
     return app
