@@ -5,16 +5,31 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
 from pydantic import ValidationError
+from tests.unit.test_ingress_security import MemoryPublisher, make_settings
 
-from sms_replies.bounds import MAX_ID, MAX_PHONE, MAX_TIMESTAMP, Bounds, worst_state_bytes
+from sms_replies.bounds import (
+    MAX_ID,
+    MAX_PHONE,
+    MAX_SENDER,
+    MAX_TIMESTAMP,
+    Bounds,
+    worst_state_bytes,
+)
 from sms_replies.contract import Concat, RawPart
 from sms_replies.errors import InvalidCallback
+from sms_replies.ingest.app import CALLBACK_PATH, create_app
 from sms_replies.ingest.parsing import parse_callback
 from sms_replies.settings import Settings
 from sms_replies.streams.reassembly import Closed, PendingMessage
 
 NOW = 1_764_000_000_000
+HOSTILE_QUERY = (
+    "msisdn=33612345678&to=33756781234&concat=true&concat-ref=1&concat-total=255"
+    "&concat-part={n}&messageId=h{n}&text=" + "%01" * 2000
+)
 PART = {
     "msisdn": "33612345678",
     "to": "33756781234",
@@ -80,7 +95,7 @@ def _worst_part(number: int, total: int, bounds: Bounds) -> RawPart:
     """A part with every field at its longest, in characters that escape to 6 bytes."""
     return RawPart(
         channel="short_number",
-        sender="\x01" * MAX_PHONE,
+        sender="\x01" * MAX_SENDER,
         recipient="\x01" * MAX_PHONE,
         text="\x01" * bounds.max_part_text,
         provider_message_id=f"{number:03d}" + "\x01" * (MAX_ID - 3),
@@ -105,3 +120,20 @@ def test_the_largest_state_the_bounds_allow_fits_in_one_record(bounds: Bounds) -
     state = PendingMessage(total=n, parts=in_progress, closed=closed).encode()
     assert len(state) <= worst_state_bytes(bounds) <= bounds.max_value_bytes
     assert len(closed.reply().encode()) <= len(state)
+
+
+async def test_the_reproduced_requests_are_answered_400_and_nothing_is_published() -> None:
+    """The review's 95 requests: text=%01 x 2000, 255 parts, one key."""
+    publisher = MemoryPublisher()
+    client: TestClient[web.Request, web.Application] = TestClient(
+        TestServer(create_app(make_settings(), publisher))
+    )
+    await client.start_server()
+    try:
+        for n in range(1, 96):
+            response = await client.get(f"{CALLBACK_PATH}?{HOSTILE_QUERY.format(n=n)}")
+            assert response.status == 400
+            assert "concat-total" in (await response.json())["problems"]
+    finally:
+        await client.close()
+    assert publisher.parts == []

@@ -10,7 +10,7 @@ from typing import Any
 
 import orjson
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from sms_replies.bounds import RECORD_MARGIN, Bounds
@@ -291,6 +291,7 @@ records = st.one_of(
 
 
 @given(st.lists(st.lists(records, max_size=15), max_size=6))
+@example([[b'{"v":1,"tick_ms":1e400}', b'{"v":1,"text":"\\ud800"}', b"\xff", b"[]", b""]])
 def test_batch_handling_never_raises_and_writes_only_what_fits(
     batches: list[list[bytes]],
 ) -> None:
