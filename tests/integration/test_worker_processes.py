@@ -67,28 +67,39 @@ def free_port_run(count: int) -> int:
         return base
 
 
-async def routes(url: str) -> dict[str, set[int]]:
-    """Table partitions per worker (by web URL), as the worker at ``url`` sees the group.
+async def owned(url: str) -> set[int] | None:
+    """Raw partitions a worker owns, from its /readyz; None while it is not ready.
 
-    Faust's /router/ view of the last assignment; the table is co-partitioned with
-    the raw topic, so these are the raw partitions each worker consumes too.
+    The table is co-partitioned with the raw topic: its table partitions too.
     """
-    router = url.replace("/healthz", "/router/")
-    async with aiohttp.ClientSession() as session, session.get(router) as response:
-        assert response.status == 200
-        routing: dict[str, dict[str, list[int]]] = await response.json()
-    return {host: {p for ps in topics.values() for p in ps} for host, topics in routing.items()}
+    readyz = url.replace("/healthz", "/readyz")
+    try:
+        async with aiohttp.ClientSession() as session, session.get(readyz) as response:
+            if response.status != 200:
+                return None
+            body: dict[str, list[int]] = await response.json()
+    except aiohttp.ClientError:
+        return None
+    return set(body["partitions"])
 
 
-async def wait_for_routes(url: str, hosts: int, timeout: float = 60) -> dict[str, set[int]]:
+async def wait_for_assignment(
+    urls: dict[str, str], partitions: int, timeout: float = 60
+) -> dict[str, set[int]]:
+    """Each worker's partitions once they are ready and share every partition, none twice."""
     deadline = time.monotonic() + timeout
-    seen: dict[str, set[int]] = {}
+    seen: dict[str, set[int] | None] = {}
     while time.monotonic() < deadline:
-        seen = await routes(url)
-        if len(seen) == hosts:
-            return seen
+        seen = {name: await owned(url) for name, url in urls.items()}
+        shares = [share for share in seen.values() if share is not None]
+        if (
+            len(shares) == len(urls)
+            and sum(map(len, shares)) == partitions
+            and set().union(*shares) == set(range(partitions))
+        ):
+            return {name: share for name, share in seen.items() if share is not None}
         await asyncio.sleep(0.5)
-    raise TimeoutError(f"{url}: routes {seen}, expected {hosts} workers")
+    raise TimeoutError(f"partitions owned {seen}, expected {partitions} shared by {list(urls)}")
 
 
 async def wait_for_log(processes: Processes, name: str, lines: set[str], timeout: float) -> None:
@@ -154,13 +165,8 @@ async def test_two_workers_share_partitions_and_take_over_after_a_kill(
 
     # One group, two members, each the owner of some partitions and none of the same.
     web = {name: urls[name].removesuffix("/healthz") for name in workers}
-    assignment = await wait_for_routes(urls[workers[0]], WORKERS)
-    assert await wait_for_routes(urls[workers[1]], WORKERS) == assignment
-    assert set(assignment) == set(web.values())
-    owned = {name: assignment[web[name]] for name in workers}
+    owned = await wait_for_assignment({n: urls[n] for n in workers}, settings.topic_partitions)
     assert all(owned.values()), owned
-    assert set.union(*owned.values()) == set(range(settings.topic_partitions))
-    assert sum(map(len, owned.values())) == settings.topic_partitions
     # Each is consuming its own partitions: it handled their first expiry tick.
     for name in workers:
         indexed = {f"partition {p}: 0 keys indexed" for p in owned[name]}
@@ -187,9 +193,9 @@ async def test_two_workers_share_partitions_and_take_over_after_a_kill(
     processes.stop(workers[1], signal.SIGKILL)
     await post_all(url, [parts[2] for parts in second_parts])
 
-    taken = await wait_for_routes(urls[workers[0]], 1)
+    taken = await wait_for_assignment({workers[0]: urls[workers[0]]}, settings.topic_partitions)
     took_over = time.monotonic() - killed
-    assert taken == {web[workers[0]]: set(range(settings.topic_partitions))}
+    assert taken == {workers[0]: set(range(settings.topic_partitions))}
 
     await wait_for_rows(settings.duckdb_path, len(first) + len(second), timeout=90)
     all_stored = time.monotonic() - killed
