@@ -1,12 +1,13 @@
 """What a power cut of `sms-replies run` costs, measured (a figure, not a pass/fail test).
 
-    python -m tests.faults.power_cut --rate 100 --before 20
+    python -m tests.faults.power_cut --rate 100 --before 20 [--fault broker-kill]
 
 Starts the real `run` (embedded broker, default settings but the ports), sends
 provider callbacks at ``--rate`` per second — single replies and long replies of
 2-3 parts, parts of one reply a few callbacks apart — and after ``--before``
 seconds freezes and kills every process of the run at once (SIGSTOP, SIGKILL).
-Then `run` again on the same data directory; the provider delivers what did not
+Then `run` again on the same data directory (``--fault broker-kill``: only the
+embedded broker is killed, and `run` restarts it on its own); the provider delivers what did not
 get a 200 (and what it had not sent yet); once the stores are quiet and every
 pending reply has expired, counts the callbacks answered 200 *before the cut*
 whose provider message id is in no stored row: those are lost.
@@ -28,7 +29,7 @@ from typing import Any
 
 import aiohttp
 
-from tests.integration.conftest import read_rows
+from tests.integration.conftest import read_rows, wait_ready
 from tests.integration.running import Run
 
 CONNECTIONS = 32
@@ -88,7 +89,9 @@ class Provider:
             await asyncio.gather(*(one(i, f) for i, f in enumerate(callbacks)))
 
 
-async def measure(work_dir: Path, rate: float, before: float, seed: int) -> dict[str, Any]:
+async def measure(
+    work_dir: Path, rate: float, before: float, seed: int, fault: str = "power-cut"
+) -> dict[str, Any]:
     rng = random.Random(seed)
     callbacks = workload(rng, int(rate * before * 2))
     run = Run(work_dir, SMS_REPLIES_REASSEMBLY_TIMEOUT=str(EXPIRY_S))
@@ -97,12 +100,18 @@ async def measure(work_dir: Path, rate: float, before: float, seed: int) -> dict
     sending = asyncio.create_task(provider.deliver(callbacks, rate))
     await asyncio.sleep(before)
     cut_at = time.monotonic()
-    run.power_cut()
+    if fault == "power-cut":
+        run.power_cut()
+    else:  # broker-kill: `run` must notice and restart it (and what depends on it)
+        run.broker().kill()
     sending.cancel()
     await asyncio.gather(sending, return_exceptions=True)
     acked_before = dict(provider.accepted)
     try:
-        await run.start()
+        if fault == "power-cut":
+            await run.start()
+        else:
+            await wait_ready(f"{run.base}/readyz", timeout=120)
         restarted_in = time.monotonic() - cut_at
         await provider.deliver(
             [c for c in callbacks if c["messageId"] not in acked_before], rate * 4
@@ -115,6 +124,7 @@ async def measure(work_dir: Path, rate: float, before: float, seed: int) -> dict
     stored = [i for row in rows for i in row["provider_message_ids"]]
     lost = {i: cut_at - at for i, at in acked_before.items() if i not in set(stored)}
     return {
+        "fault": fault,
         "rate_per_s": rate,
         "seconds_before_cut": before,
         "seed": seed,
@@ -135,11 +145,17 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=100.0, help="callbacks per second")
     parser.add_argument("--before", type=float, default=20.0, help="seconds of load before the cut")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--fault",
+        choices=("power-cut", "broker-kill"),
+        default="power-cut",
+        help="every process of the run, or only its embedded broker (SIGKILL)",
+    )
     parser.add_argument("--work-dir", type=Path, help="keep the logs and data here")
     args = parser.parse_args()
     work_dir = args.work_dir or Path(tempfile.mkdtemp(prefix="power-cut-"))
     work_dir.mkdir(parents=True, exist_ok=True)
-    figures = asyncio.run(measure(work_dir, args.rate, args.before, args.seed))
+    figures = asyncio.run(measure(work_dir, args.rate, args.before, args.seed, args.fault))
     print(json.dumps(figures, indent=2))
     if args.work_dir is None:
         shutil.rmtree(work_dir, ignore_errors=True)
