@@ -156,6 +156,22 @@ async def test_a_replay_writes_the_held_state_again_so_the_changelog_catches_up(
     assert [r.text for r in w.replies] == [f"a{GAP_MARKER}", f"a{GAP_MARKER}"]
 
 
+async def test_a_failing_send_is_not_the_records_fault_it_fails_the_batch(
+    make_part: Callable[..., RawPart],
+) -> None:
+    """Not dead-lettered (its state staged, its reply lost): the batch fails, is not
+    acked, and the worker exits before any commit (streams.app)."""
+    w = worker()
+
+    async def broker_gone(reply: Reply) -> None:
+        raise ConnectionError("broker gone")
+
+    w.handler._publish = broker_gone
+    with pytest.raises(ConnectionError):
+        await w.run(make_part(part=1, total=1, text="a").encode())
+    assert (w.dead, w.batch.table) == ([], {})
+
+
 async def test_hostile_long_parts_go_to_the_dead_letters_and_no_state_grows(
     make_part: Callable[..., RawPart],
 ) -> None:
