@@ -124,7 +124,10 @@ async def test_commands_report_each_store(schema: str, tmp_path: Path) -> None:
         env=env,
     )
     assert erase.exit_code == 0, erase.output
-    assert erase.output == "duckdb: deleted 2\npostgres: deleted 3\n"
+    assert erase.output == (
+        "erasure list: added (the worker and the sinks drop this number from now on)\n"
+        "duckdb: deleted 2\npostgres: deleted 3\n"
+    )
     retention = await asyncio.to_thread(
         CliRunner().invoke,
         retention_command,
@@ -135,3 +138,83 @@ async def test_commands_report_each_store(schema: str, tmp_path: Path) -> None:
     # Everything left is from March 2025, more than 30 days ago: 9 - 2 and 10 - 3.
     assert retention.output == "duckdb: deleted 7\npostgres: deleted 7\n"
     assert await rows(schema) == []
+
+
+async def relation_bytes(schema: str) -> bytes | None:
+    """The bytes of the table's files (heap and TOAST) after a checkpoint; None if unreadable.
+
+    The server's data directory is readable only when the tests run as root or
+    as postgres: elsewhere the test falls back to the rows.
+    """
+    con = await asyncpg.connect(DSN)
+    try:
+        await con.execute("CHECKPOINT")  # shared buffers written to the files
+        data_dir = Path(await con.fetchval("SHOW data_directory"))
+        table = f'"{schema}".replies'
+        paths = [await con.fetchval("SELECT pg_relation_filepath($1::regclass)", table)]
+        toast = await con.fetchval(
+            "SELECT reltoastrelid::regclass::text FROM pg_class WHERE oid = $1::regclass", table
+        )
+        if toast and toast != "-":
+            paths.append(await con.fetchval("SELECT pg_relation_filepath($1::regclass)", toast))
+    except asyncpg.InsufficientPrivilegeError:
+        return None
+    finally:
+        await con.close()
+    data = b""
+    for relative in paths:
+        for path in sorted((data_dir / relative).parent.glob(Path(relative).name + "*")):
+            try:
+                data += path.read_bytes()
+            except PermissionError:
+                return None
+    return data
+
+
+async def test_erase_leaves_no_byte_in_the_table_files(schema: str) -> None:
+    """DELETE alone leaves the rows' bytes in the heap files; the erasure rewrites them."""
+    kept = {r.text for r in SAMPLE_REPLIES if r.sender != "+33600000002"}
+    erased = {
+        r.text
+        for r in SAMPLE_REPLIES
+        if r.sender == "+33600000002" and not any(r.text in text for text in kept)
+    }
+    needles = [b"+33600000002", *(text.encode() for text in erased)]
+    assert len(needles) > 1  # at least one text of its own
+    before = await relation_bytes(schema)
+    if before is None:
+        pytest.skip("the server's data directory is not readable here")
+    assert all(needle in before for needle in needles)
+    stores = Stores(postgres_dsn=DSN, postgres_schema=schema)
+    counts = await erase_sender(stores, "+33600000002", key=KEY)  # r20 is its pseudonymised copy
+    assert counts == {"postgres": 3}
+    after = await relation_bytes(schema)
+    assert after is not None
+    assert [n for n in needles if n in after] == []
+    assert b"+33600000001" in after  # what was kept is still there to be found
+
+
+async def test_cnil_policy_deletes_numbers_silent_for_three_years(schema: str) -> None:
+    """Every reply of a number whose last reply is more than 3 years old; the others stay."""
+    from sms_replies.analytics.privacy_cli import apply_policy
+
+    stores = Stores(postgres_dsn=DSN, postgres_schema=schema)
+    # Samples are from 2025-03-29..31. Three years after, only the numbers whose
+    # last reply came before 2025-03-30 10:00 UTC are gone, all their replies.
+    now = datetime.fromisoformat("2028-03-30T10:00Z")
+    con = await asyncpg.connect(DSN)
+    try:
+        last = await con.fetch(
+            f'SELECT sender, max(received_at) AS at FROM "{schema}".replies GROUP BY sender'
+        )
+        cutoff = datetime.fromisoformat("2025-03-30T10:00Z")
+        silent = {r["sender"] for r in last if r["at"] < cutoff}
+        expected = await con.fetchval(
+            f'SELECT count(*) FROM "{schema}".replies WHERE sender = ANY($1::text[])', list(silent)
+        )
+    finally:
+        await con.close()
+    assert silent
+    assert len(silent) < len(last)  # some numbers are kept: a real cut
+    assert await apply_policy(stores, "cnil", now=now) == {"postgres": expected}
+    assert {s for _, s in await rows(schema)} == {r["sender"] for r in last} - silent

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import pytest
@@ -34,6 +35,7 @@ from sms_replies.privacy import (
 from sms_replies.sinks.duckdb import DuckDBSink
 
 KEY = b"test-key"
+ADDED = "erasure list: added (the worker and the sinks drop this number from now on)\n"
 
 
 def at(text: str) -> datetime:
@@ -83,9 +85,9 @@ def test_sender_forms() -> None:
 
 
 def test_selection_needs_exactly_one_criterion() -> None:
-    with pytest.raises(ValueError, match="either"):
+    with pytest.raises(ValueError, match="one of"):
         Selection()
-    with pytest.raises(ValueError, match="either"):
+    with pytest.raises(ValueError, match="one of"):
         Selection(senders=("+33600000001",), before=at("2025-01-01T00:00Z"))
     with pytest.raises(ValueError, match="aware"):
         Selection(before=datetime(2025, 1, 1))
@@ -174,7 +176,7 @@ def test_erase_command_normalises_the_number(db: Path) -> None:
         env={"SMS_REPLIES_POSTGRES_DSN": None, "SMS_REPLIES_SINKS": None},
     )
     assert result.exit_code == 0, result.output
-    assert result.output == "duckdb: deleted 2\n"  # r1, r3
+    assert result.output == ADDED + "duckdb: deleted 2\n"  # r1, r3
     assert "r1" not in ids(db)
     assert "r3" not in ids(db)
 
@@ -190,18 +192,52 @@ def test_erase_command_uses_the_key_from_the_environment(db: Path) -> None:
         env={"SMS_REPLIES_PSEUDONYMIZE_KEY": KEY.decode(), "SMS_REPLIES_POSTGRES_DSN": None},
     )
     assert result.exit_code == 0, result.output
-    assert result.output == "duckdb: deleted 2\n"  # r5 in clear, r21 hashed
+    assert result.output == ADDED + "duckdb: deleted 2\n"  # r5 in clear, r21 hashed
 
 
-def test_erase_command_fails_when_a_store_is_out_of_reach(db: Path) -> None:
+def test_erase_leaves_no_byte_of_the_number_or_its_texts(db: Path, tmp_path: Path) -> None:
+    """DuckDB file and Parquet parts: not only the rows, their bytes (main left them)."""
+    from sms_replies.sinks.parquet import ParquetSink
+
+    parquet = tmp_path / "parquet"
+    asyncio.run(_write_parquet(ParquetSink(parquet, compression="none"), SAMPLE_REPLIES))
+    erased = [r for r in SAMPLE_REPLIES if r.sender == "+33600000001"]
+    kept = [r for r in SAMPLE_REPLIES if r.sender != "+33600000001"]
+    needles = [b"+33600000001", *(r.text.encode() for r in erased)]
+    assert all(n in db.read_bytes() for n in needles[:1])
+    assert any(n in p.read_bytes() for p in parquet.rglob("*.parquet") for n in needles)
     result = CliRunner().invoke(
         erase_command,
-        ["--phone", "+33600000001", "--data-dir", str(db.parent)],
-        env={"SMS_REPLIES_SINKS": "duckdb,parquet", "SMS_REPLIES_POSTGRES_DSN": None},
+        ["--phone", "0600000001", "--data-dir", str(db.parent)],
+        env={
+            "SMS_REPLIES_SINKS": "duckdb,parquet",
+            "SMS_REPLIES_PARQUET_DIRECTORY": str(parquet),
+            "SMS_REPLIES_POSTGRES_DSN": None,
+        },
     )
-    assert result.exit_code == 1
-    assert "duckdb: deleted 2" in result.output
-    assert "parquet: NOT HANDLED" in result.output
+    assert result.exit_code == 0, result.output
+    assert result.output == ADDED + "duckdb: deleted 2\nparquet: deleted 2\n"
+    for path in [*db.parent.rglob("*"), *parquet.rglob("*")]:
+        if path.is_file() and path.name not in ("erasures", "erasures.key"):
+            data = path.read_bytes()
+            assert [n for n in needles if n in data] == [], path
+    assert sorted(ids(db)) == sorted(r.reply_id for r in kept)
+    import pyarrow.parquet as pq
+
+    left = [
+        i for p in parquet.rglob("part-*.parquet") for i in pq.read_table(p)["reply_id"].to_pylist()
+    ]
+    assert sorted(left) == sorted(r.reply_id for r in kept)
+    # The erasure list holds a keyed hash, never the number.
+    listed = (db.parent / "erasures").read_text()
+    assert "600000001" not in listed
+    assert is_pseudonym(listed.strip())
+
+
+async def _write_parquet(sink: Any, replies: Any) -> None:
+    await sink.setup()
+    await sink.write(replies)
+    await sink.close()
 
 
 @pytest.mark.parametrize(
@@ -209,7 +245,9 @@ def test_erase_command_fails_when_a_store_is_out_of_reach(db: Path) -> None:
     [
         (erase_command, ["--phone", "not a number"], "--phone"),
         (retention_command, ["--days", "0"], "--days"),
-        (retention_command, [], "--days"),
+        (retention_command, [], "--days or --policy"),
+        (retention_command, ["--days", "3", "--policy", "cnil"], "--days or --policy"),
+        (retention_command, ["--policy", "gdpr"], "--policy"),
     ],
 )
 def test_bad_input(db: Path, command: object, args: list[str], needle: str) -> None:

@@ -22,6 +22,7 @@ from aiokafka.errors import CommitFailedError, KafkaError
 
 from sms_replies import metrics
 from sms_replies.contract import RecordDecodeError, Reply, Topics
+from sms_replies.erasures import ErasureList
 from sms_replies.errors import SinkWriteError
 from sms_replies.sinks.base import Sink
 
@@ -71,8 +72,10 @@ class SinkRunner:
         dead_letters: AIOKafkaProducer,
         backoff: Backoff | None = None,
         fetch_max_wait_ms: int = 500,
+        erasures: ErasureList | None = None,
     ) -> None:
         self.sink = sink
+        self.erasures = erasures  # replies of erased numbers are never written
         self.topics = topics
         self.batch_size = batch_size
         self.batch_timeout = batch_timeout
@@ -168,6 +171,9 @@ class SinkRunner:
                 replies.append(Reply.decode(record.value or b""))
             except RecordDecodeError as exc:
                 await self._dead_letter(record.value or b"", str(exc))
+        if self.erasures is not None and replies:
+            self.erasures.refresh()  # a stat, unless `erase` added a number
+            replies = [r for r in replies if not self.erasures.is_erased(r.sender)]
         if replies:
             await self._write(replies)
         await self._commit(records)

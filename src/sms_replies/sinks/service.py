@@ -12,6 +12,8 @@ from aiokafka import AIOKafkaProducer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from sms_replies.broker.admin import wait_for_topics
+from sms_replies.erasures import ErasureList
+from sms_replies.privacy import key_bytes
 from sms_replies.settings import Settings
 from sms_replies.sinks.registry import load_sink
 from sms_replies.sinks.runner import SinkRunner, group_id
@@ -43,6 +45,7 @@ async def serve_sinks(settings: Settings, *, stop: asyncio.Event | None = None) 
     dead_letters = AIOKafkaProducer(bootstrap_servers=settings.bootstrap, acks="all")
     await dead_letters.start()
     runners: list[SinkRunner] = []
+    erasures = ErasureList(settings.data_dir, key_bytes(settings.pseudonymize_key))
     web_runner: web.AppRunner | None = None
     try:
         for sink in sinks:
@@ -56,6 +59,7 @@ async def serve_sinks(settings: Settings, *, stop: asyncio.Event | None = None) 
                     batch_timeout=settings.sink_batch_timeout,
                     dead_letters=dead_letters,
                     fetch_max_wait_ms=50 if settings.kafka_embedded else 500,
+                    erasures=erasures,
                 )
             )
         web_runner = await _start_web(runners, settings)

@@ -28,7 +28,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sms_replies.bounds import Bounds
 from sms_replies.broker.offsets import end_offsets
 from sms_replies.contract import ExpiryTick, Reply
-from sms_replies.privacy import pseudonymize_reply
+from sms_replies.erasures import ErasureList
+from sms_replies.privacy import key_bytes, pseudonymize_reply
 from sms_replies.settings import Settings, local_address
 from sms_replies.streams.batch import SendChangelog, TableBatch, in_event
 from sms_replies.streams.expiry import partition_of
@@ -243,6 +244,7 @@ def create_app(
         dead_letter=publish_dead_letter or send_dead_letter,
         scan_partition=scan_partition,
         bounds=bounds,
+        erasures=ErasureList(settings.data_dir, key_bytes(settings.pseudonymize_key)),
     )
 
     @app.agent(raw_topic, name="reassemble")

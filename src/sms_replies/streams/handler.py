@@ -18,6 +18,7 @@ import orjson
 from sms_replies import metrics
 from sms_replies.bounds import Bounds, check_part
 from sms_replies.contract import ExpiryTick, RawPart, Reply, decode_raw
+from sms_replies.erasures import ErasureList
 from sms_replies.streams.expiry import ExpiryIndex
 from sms_replies.streams.reassembly import (
     Closed,
@@ -68,8 +69,12 @@ class ReassemblyHandler:
         dead_letter: PublishDeadLetter,
         scan_partition: ScanPartition,
         bounds: Bounds = DEFAULT_BOUNDS,
+        erasures: ErasureList | None = None,
     ) -> None:
         self._bounds = bounds
+        # Erased numbers: their parts are dropped, their held state deleted.
+        self._erasures = erasures
+        self._purged: dict[int, int] = {}  # partition -> erasure list generation purged
         self._windows = {"timeout_ms": timeout_ms, "horizon_ms": horizon_ms}
         self._publish = publish
         self._dead_letter = dead_letter
@@ -84,11 +89,13 @@ class ReassemblyHandler:
         }
         self._processed = {
             name: metrics.PARTS_PROCESSED.labels(name)
-            for name in ("single", "part", "duplicate", "dead_letter")
+            for name in ("single", "part", "duplicate", "dead_letter", "erased")
         }
 
     async def handle_batch(self, batch: Batch, events: Sequence[Any]) -> None:
         """Every event in order, then the batch's table writes."""
+        if self._erasures is not None:
+            self._erasures.refresh()  # a stat, unless `erase` added a number
         for event in events:
             await self.on_event(batch, event)
         await batch.flush()
@@ -122,6 +129,9 @@ class ReassemblyHandler:
             await self.on_part(batch, event, record)
 
     async def on_part(self, batch: Batch, event: Any, part: RawPart) -> None:
+        if self._is_erased(part.sender):
+            self._drop_erased(batch, event, part.partition_key if part.concat else None)
+            return
         if part.concat is None:
             await self._emit(accept(None, part).replies)
             self._processed["single"].inc()
@@ -157,6 +167,7 @@ class ReassemblyHandler:
         partition: int = event.message.partition
         if not self.index.is_indexed(partition):
             self._rebuild_index(event, partition)
+        self._purge_erased(batch, event, partition)
         for key in self.index.pop_due(partition, tick.now_ms):
             held = batch.get(key, event)
             state = self._readable(key, held)
@@ -225,8 +236,44 @@ class ReassemblyHandler:
         self.waiting[partition] = self.waiting.get(partition, 0) + is_waiting - was_waiting
         await self._emit(step.replies)
 
+    def _is_erased(self, sender: str) -> bool:
+        return self._erasures is not None and self._erasures.is_erased(sender)
+
+    def _drop_erased(self, batch: Batch, event: Any, key: bytes | None) -> None:
+        """A part of an erased number: dropped, with whatever its key holds."""
+        self._processed["erased"].inc()
+        if key is not None and (held := batch.get(key, event)):
+            self._delete(batch, event, key, held)
+
+    def _delete(self, batch: Batch, event: Any, key: bytes, held: bytes) -> None:
+        partition: int = event.message.partition
+        state = self._readable(key, held)
+        batch.set(key, None, event)  # the changelog gets a tombstone too
+        if state is not None and state.parts:
+            self.waiting[partition] = self.waiting.get(partition, 0) - 1
+
+    def _purge_erased(self, batch: Batch, event: Any, partition: int) -> None:
+        """Once per growth of the erasure list: delete this partition's keys of erased numbers."""
+        erasures = self._erasures
+        if erasures is None or self._purged.get(partition) == erasures.generation:
+            return
+        self._purged[partition] = erasures.generation
+        if not len(erasures):
+            return
+        purged = 0
+        for key, value in list(self._scan_partition(event, partition)):
+            # A key is recipient|sender|ref|total (contract.RawPart.reassembly_key).
+            fields = key.split(b"|")
+            if len(fields) == 4 and erasures.is_erased(fields[1].decode("utf-8", "replace")):
+                self._delete(batch, event, key, value)
+                purged += 1
+        if purged:
+            log.info("partition %d: state of erased numbers deleted (%d keys)", partition, purged)
+
     async def _emit(self, replies: tuple[Reply, ...]) -> None:
         for reply in replies:
+            if self._is_erased(reply.sender):
+                continue
             if _reply_fits(reply, self._bounds.max_value_bytes):
                 await self._publish(reply)
                 self._emitted[reply.complete].inc()
