@@ -277,8 +277,8 @@ class Pipeline:
 
         Its clients cannot go on against an empty broker: stop them, start a new
         broker on the same port, re-create the topics, re-seed it from the
-        workers' state on disk, start them again. The ingress is stopped first,
-        so that no callback creates the raw topic with the broker's defaults.
+        workers' state on disk, start them again. The ingress is stopped too, so
+        that no callback creates the raw topic with the broker's defaults.
         """
         assert self.broker is not None
         s = self.settings
@@ -289,9 +289,13 @@ class Pipeline:
             self.broker.exit_code,
         )
         dependent = [c for c in self.children.values() if c.command != "api"]
-        # Short: a worker cannot stop cleanly without its broker, and its state is
-        # safe from a SIGKILL (RocksDB's write-ahead log).
-        await asyncio.gather(*(asyncio.to_thread(c.terminate, 5) for c in dependent))
+        # Neither the ingress nor a worker can stop cleanly without its broker; the
+        # ingress holds nothing and the worker's state is safe from a SIGKILL
+        # (RocksDB's write-ahead log). A sink may write the batch it holds.
+        grace = {"sinks": 5.0}
+        await asyncio.gather(
+            *(asyncio.to_thread(c.terminate, grace.get(c.command, 1.0)) for c in dependent)
+        )
         delay = 1.0
         while not stop.is_set():
             try:
@@ -312,9 +316,28 @@ class Pipeline:
                 delay = min(RESTART_BACKOFF_MAX, delay * 2)
         if stop.is_set():
             return
+        # The ingress first, alone: callbacks are accepted again as soon as it is up,
+        # while the workers and the sinks start (seconds on a busy machine).
         for child in dependent:
-            child.start()
+            if child.command == "ingest":
+                child.start()
+        await self._wait_ingress(stop)
+        for child in dependent:
+            if child.command != "ingest":
+                child.start()
         log.warning("embedded broker restarted on %s; its clients restarted", s.kafka_bootstrap)
+
+    async def _wait_ingress(self, stop: asyncio.Event, limit: float = 30.0) -> None:
+        url = endpoints(self.settings)["ingest"]
+        deadline = time.monotonic() + limit
+        timeout = aiohttp.ClientTimeout(total=READINESS_PROBE_TIMEOUT)
+        async with aiohttp.ClientSession(timeout=timeout) as session:
+            while time.monotonic() < deadline and not stop.is_set():
+                with contextlib.suppress(aiohttp.ClientError, TimeoutError):
+                    async with session.get(url) as response:
+                        if response.status == 200:
+                            return
+                await asyncio.sleep(0.2)
 
     async def shutdown(self) -> None:
         """Ingress first, drain, then workers and sinks, then the broker. Idempotent."""
