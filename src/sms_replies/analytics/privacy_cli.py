@@ -267,7 +267,7 @@ def delete_clickhouse(
         if selection.before is not None:
             where, params = "received_at < %(before)s", {"before": selection.before}
         else:
-            where, params = "sender IN %(senders)s", {"senders": list(selection.senders)}
+            where, params = "sender IN %(senders)s", {"senders": tuple(selection.senders)}
         count = int(client.execute(f"SELECT count() FROM {table} WHERE {where}", params)[0][0])
         if dry_run or count == 0:
             return count
