@@ -33,11 +33,11 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import duckdb
 from rich.console import Console
 from rich.table import Table
 
 from benchmarks.common import bench_settings, start_component, stop
+from sms_replies.analytics.store import StoreError, open_reader
 from sms_replies.broker.admin import ensure_topics
 from sms_replies.broker.embedded import EmbeddedBroker
 from sms_replies.settings import Settings
@@ -166,22 +166,18 @@ def _read(path: Path, prefix: str) -> list[tuple[float, float]] | None:
     if not path.exists():
         return None
     try:
-        con = duckdb.connect(str(path), read_only=True)
-    except duckdb.Error:
-        return None  # the sink holds the write lock: try again
-    try:
-        return [
-            (float(received), float(ingested))
-            for received, ingested in con.execute(
-                "SELECT epoch(received_at), epoch(ingested_at) FROM replies "
-                "WHERE provider_message_ids[1] LIKE ?",
-                [f"{prefix}-%"],
-            ).fetchall()
-        ]
-    except duckdb.Error:
-        return None
-    finally:
-        con.close()
+        # Through the DuckDB sink while it owns the store.
+        with open_reader(path, timeout=1.0) as con:
+            return [
+                (float(received), float(ingested))
+                for received, ingested in con.execute(
+                    "SELECT epoch(received_at), epoch(ingested_at) FROM replies "
+                    "WHERE provider_message_ids[1] LIKE ?",
+                    [f"{prefix}-%"],
+                ).fetchall()
+            ]
+    except StoreError:
+        return None  # locked or being opened: try again
 
 
 # The load generator, in its own process so that it does not share a loop ------------

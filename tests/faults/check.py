@@ -8,8 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import duckdb
-
+from sms_replies.analytics.store import StoreError, open_reader
 from tests.faults.traffic import Expected
 
 Key = tuple[str, tuple[str, ...], str]
@@ -43,18 +42,14 @@ def read_store(path: Path, timeout: float = 30.0) -> list[Row] | None:
         if not path.exists():
             return None
         try:
-            con = duckdb.connect(str(path), read_only=True)
-        except duckdb.Error:
+            # Through the DuckDB sink while it owns the store, else the file itself.
+            with open_reader(path, timeout=1.0) as con:
+                rows = con.execute(_SQL).fetchall()
+        except StoreError:
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.05)
             continue
-        try:
-            rows = con.execute(_SQL).fetchall()
-        except duckdb.CatalogException:
-            return None
-        finally:
-            con.close()
         return [_row(r) for r in rows]
 
 

@@ -202,7 +202,11 @@ class Pipeline:
 
 _LOCKER = """
 import sys, time
+from pathlib import Path
 import duckdb
+from sms_replies.analytics.store import lend_store
+# The DuckDB sink owns the store while it runs: it must lend it first.
+lend_store(Path(sys.argv[1]), float(sys.argv[2]))
 deadline = time.monotonic() + 30
 while True:
     try:
@@ -225,13 +229,15 @@ class StoreLock:
         self.path = path
         self._process: asyncio.subprocess.Process | None = None
 
-    async def acquire(self, timeout: float = 30.0) -> None:
+    async def acquire(self, seconds: float, timeout: float = 30.0) -> None:
+        """Hold the lock for about ``seconds`` (the sink lends the store that long)."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._process = await asyncio.create_subprocess_exec(
             sys.executable,
             "-c",
             _LOCKER,
             str(self.path),
+            str(seconds),
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
         )

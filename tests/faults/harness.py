@@ -80,7 +80,7 @@ class FaultInjector:
         elif kind == "store_lock":
             seconds = rng.uniform(*self.lock_seconds)
             lock = StoreLock(self.store)
-            await lock.acquire()
+            await lock.acquire(seconds)
             try:
                 await asyncio.sleep(seconds)
             finally:

@@ -17,10 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import duckdb
 import pytest
 from aiokafka import AIOKafkaConsumer
 
+from sms_replies.analytics.store import open_reader
 from sms_replies.broker.admin import ensure_topics
 from sms_replies.broker.embedded import EmbeddedBroker, free_port
 from sms_replies.procs import spawn
@@ -141,22 +141,11 @@ async def wait_ready(url: str, timeout: float = 30) -> None:
 
 
 def read_rows(path: Path, sql: str = "SELECT * FROM replies") -> list[dict[str, Any]]:
-    """Rows of the store, read-only (retrying while the sink holds the write lock)."""
-    for _ in range(100):
-        try:
-            con = duckdb.connect(str(path), read_only=True)
-        except duckdb.IOException:
-            time.sleep(0.05)
-            continue
-        try:
-            cursor = con.execute(sql)
-            names = [d[0] for d in cursor.description or []]
-            return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
-        except duckdb.CatalogException:
-            return []
-        finally:
-            con.close()
-    raise TimeoutError(f"{path} stayed locked")
+    """Rows of the store, read-only: through the DuckDB sink while it owns the store."""
+    with open_reader(path, timeout=5.0) as con:
+        cursor = con.execute(sql)
+        names = [d[0] for d in cursor.description or []]
+        return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
 
 
 async def wait_for_rows(

@@ -152,18 +152,21 @@ async def test_dashboard_shows_the_figures(tmp_path: Path) -> None:
 
 async def _write(db: Path, reply: object) -> None:
     """Write with the sink, retrying while the page's reads hold the file."""
-    sink = DuckDBSink(db)
-    for _ in range(100):
-        try:
-            await sink.write([reply])  # type: ignore[list-item]
-            return
-        except SinkWriteError:
-            await asyncio.sleep(0.05)
-        except Exception as exc:  # duckdb's in-process lock conflict is not converted by the sink
-            if "different configuration" not in str(exc):
-                raise
-            await asyncio.sleep(0.05)
-    raise AssertionError("could not write the late reply")
+    sink = DuckDBSink(db, serve=False)  # the sink keeps its file open: close it after
+    try:
+        for _ in range(100):
+            try:
+                await sink.write([reply])  # type: ignore[list-item]
+                return
+            except SinkWriteError:
+                await asyncio.sleep(0.05)
+            except Exception as exc:  # duckdb's in-process lock conflict, not converted
+                if "different configuration" not in str(exc):
+                    raise
+                await asyncio.sleep(0.05)
+        raise AssertionError("could not write the late reply")
+    finally:
+        await sink.close()
 
 
 EVIL_PAGE = """<!doctype html><title>cheap flights</title><script>

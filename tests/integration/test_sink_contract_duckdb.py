@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import duckdb
 import pytest
 
 from sms_replies.settings import Settings
 from sms_replies.sinks.duckdb import DuckDBSink
 from sms_replies.sinks.testing import ReadBack, SinkContract
+from tests.integration.conftest import read_rows
 
 pytestmark = pytest.mark.integration
 
@@ -32,13 +33,8 @@ class TestDuckDBSinkContract(SinkContract):
     @pytest.fixture
     def read_back(self, sink: DuckDBSink) -> ReadBack:
         async def rows() -> list[dict[str, Any]]:
-            con = duckdb.connect(str(sink.path), read_only=True)
-            try:
-                cursor = con.execute("SELECT * FROM replies")
-                names = [d[0] for d in cursor.description]
-                return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
-            finally:
-                con.close()
+            # Through the sink's endpoint while it owns the store (served by this loop).
+            return await asyncio.to_thread(read_rows, sink.path)
 
         return rows
 

@@ -26,6 +26,7 @@ from sms_replies.analytics.privacy_cli import (
     retention_cutoff,
 )
 from sms_replies.analytics.sample import SAMPLE_REPLIES, write_sample
+from sms_replies.contract import Reply
 from sms_replies.privacy import (
     is_pseudonym,
     pseudonymize,
@@ -124,6 +125,11 @@ def held(path: Path, seconds: float) -> Iterator[None]:
         proc.stdout.close()
 
 
+async def sink_write(path: Path, reply: Reply) -> None:
+    async with DuckDBSink(path, serve=False) as sink:  # it keeps the file open until closed
+        await sink.write([reply])
+
+
 def ids(path: Path) -> list[str]:
     con = duckdb.connect(str(path), read_only=True)
     try:
@@ -151,7 +157,7 @@ def test_retention_deletes_older_rows(db: Path) -> None:
 def test_erase_deletes_clear_and_pseudonymised_rows(db: Path) -> None:
     # r2 and r7 are from +33600000002 in clear; r20 is from it pseudonymised (key set later).
     later = dataclasses.replace(SAMPLE_REPLIES[6], reply_id="r20", provider_message_ids=("x",))
-    asyncio.run(DuckDBSink(db).write([pseudonymize_reply(later, KEY)]))
+    asyncio.run(sink_write(db, pseudonymize_reply(later, KEY)))
     without_key = asyncio.run(erase_sender(Stores(duckdb_path=db), "+33600000002", dry_run=True))
     assert without_key == {"duckdb": 2}  # without the key only the clear rows are found
     counts = asyncio.run(erase_sender(Stores(duckdb_path=db), "+33600000002", key=KEY))
@@ -185,7 +191,7 @@ def test_erase_command_uses_the_key_from_the_environment(db: Path) -> None:
     hashed = pseudonymize_reply(
         dataclasses.replace(SAMPLE_REPLIES[4], reply_id="r21", provider_message_ids=("y",)), KEY
     )
-    asyncio.run(DuckDBSink(db).write([hashed]))
+    asyncio.run(sink_write(db, hashed))
     result = CliRunner().invoke(
         erase_command,
         ["--phone", "+33600000004", "--data-dir", str(db.parent)],

@@ -50,7 +50,7 @@ import duckdb
 
 from sms_replies.analytics.campaigns import normalise_number
 from sms_replies.analytics.params import InvalidQueryError
-from sms_replies.analytics.store import _connect_with_retry, _table_exists
+from sms_replies.analytics.store import _connect_with_retry, _table_exists, borrowed_store
 from sms_replies.erasures import add_erasure
 from sms_replies.errors import SmsRepliesError
 from sms_replies.privacy import sender_forms
@@ -139,22 +139,24 @@ def delete_duckdb(
     if not path.exists():
         return None
     where, params = selection.duckdb_where()
-    con = _connect_with_retry(path, read_only=False, timeout=timeout)
-    try:
-        if not _table_exists(con, TABLE):
-            return 0
-        row = con.execute(f"SELECT count(*) FROM {TABLE} WHERE {where}", params).fetchone()
-        count = int(row[0]) if row else 0
-        if dry_run or count == 0:
+    # The file itself is rewritten: a running DuckDB sink lends it meanwhile.
+    with borrowed_store(path):
+        con = _connect_with_retry(path, read_only=False, timeout=timeout)
+        try:
+            if not _table_exists(con, TABLE):
+                return 0
+            row = con.execute(f"SELECT count(*) FROM {TABLE} WHERE {where}", params).fetchone()
+            count = int(row[0]) if row else 0
+            if dry_run or count == 0:
+                return count
+            con.execute(f"DELETE FROM {TABLE} WHERE {where}", params)
+            con.execute("CHECKPOINT")
+            _rewrite_duckdb(con, path)
             return count
-        con.execute(f"DELETE FROM {TABLE} WHERE {where}", params)
-        con.execute("CHECKPOINT")
-        _rewrite_duckdb(con, path)
-        return count
-    except duckdb.Error as exc:
-        raise PrivacyStoreError(f"duckdb {path}: {exc}") from None
-    finally:
-        con.close()
+        except duckdb.Error as exc:
+            raise PrivacyStoreError(f"duckdb {path}: {exc}") from None
+        finally:
+            con.close()
 
 
 def _rewrite_duckdb(con: duckdb.DuckDBPyConnection, path: Path) -> None:

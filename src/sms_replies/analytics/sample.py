@@ -115,11 +115,10 @@ SAMPLE_REPLIES: tuple[Reply, ...] = (
 async def write_sample_async(path: Path) -> None:
     """Write :data:`SAMPLE_REPLIES` with the DuckDB sink, in two batches, the second
     repeating r1 with another text (the store keeps the first)."""
-    sink = DuckDBSink(path)
-    await sink.setup()
-    await sink.write(SAMPLE_REPLIES[:5])
-    duplicate = dataclasses.replace(SAMPLE_REPLIES[0], text="repeated delivery")
-    await sink.write((*SAMPLE_REPLIES[5:], duplicate))
+    async with DuckDBSink(path, serve=False) as sink:
+        await sink.write(SAMPLE_REPLIES[:5])
+        duplicate = dataclasses.replace(SAMPLE_REPLIES[0], text="repeated delivery")
+        await sink.write((*SAMPLE_REPLIES[5:], duplicate))
 
 
 def write_sample(path: Path) -> None:
