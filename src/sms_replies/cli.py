@@ -41,7 +41,7 @@ def load_settings(component: str, overrides: dict[str, Any]) -> Settings:
         from sms_replies.health import worker_name
 
         component = worker_name(settings.worker_index)
-    logs.configure(settings.log_level, component)
+    logs.configure(settings.log_level, component, settings.secret_values())
     return settings
 
 
@@ -80,13 +80,14 @@ def main() -> None:
 def run(**overrides: Any) -> None:
     """Everything on one machine: (embedded broker,) ingress, worker and sinks."""
     from sms_replies.analytics.guard import api_access
+    from sms_replies.callback_token import banner, with_callback_token
     from sms_replies.supervisor import run_pipeline
 
     settings = load_settings("run", overrides)
     api_access(settings)  # fail now, not in a restart loop of the API process
-    run_pipeline(
-        settings, on_ready=lambda url: click.echo(f"sms-replies is running. Callback URL: {url}")
-    )
+    settings, token_source = with_callback_token(settings)
+    logs.configure(settings.log_level, "run", settings.secret_values())  # the new token too
+    run_pipeline(settings, on_ready=lambda: click.echo(banner(settings, token_source)))
 
 
 @main.command()

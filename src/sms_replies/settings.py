@@ -39,7 +39,10 @@ class Settings(BaseSettings):
     )
     http_port: int = Field(8080, ge=0, le=65535, description="Port of the ingress (0: any).")
     callback_token: SecretStr | None = Field(
-        None, description="When set, callbacks must carry ?token=<value> (else 401)."
+        None,
+        description="Callbacks must carry ?token=<value> (else 401). Unset: `run` makes "
+        "one at first start and keeps it in <data dir>/callback-token; "
+        "`ingest` alone accepts callbacks without a token.",
     )
     publish_timeout: float = Field(
         5.0, gt=0, description="Seconds to wait for the broker's ack before answering 503."
@@ -316,6 +319,14 @@ class Settings(BaseSettings):
                 "or use `sms-replies run`, which starts the embedded one"
             )
         return self.kafka_bootstrap
+
+    def secret_values(self) -> list[str]:
+        """The values of every secret setting (to mask them in logs)."""
+        return [
+            value.get_secret_value()
+            for value in (getattr(self, name) for name in type(self).model_fields)
+            if isinstance(value, SecretStr) and value.get_secret_value()
+        ]
 
     def as_env(self) -> dict[str, str]:
         """The settings as SMS_REPLIES_* variables, to hand to child processes."""

@@ -33,7 +33,6 @@ from sms_replies.broker.lag import group_lag
 from sms_replies.broker.reseed import reseed_worker_state
 from sms_replies.errors import SmsRepliesError, StartFailed
 from sms_replies.health import endpoints, worker_name
-from sms_replies.ingest.app import CALLBACK_PATH
 from sms_replies.preflight import preflight
 from sms_replies.procs import spawn, terminate
 from sms_replies.settings import Settings, local_address
@@ -128,7 +127,7 @@ class Pipeline:
         self,
         settings: Settings,
         *,
-        on_ready: Callable[[str], None] = lambda url: None,
+        on_ready: Callable[[], None] = lambda: None,
         drain_timeout: float = 60.0,
     ) -> None:
         self.settings = settings
@@ -171,12 +170,11 @@ class Pipeline:
 
     def _announce(self) -> None:
         s = self.settings
-        token = f"?token={s.callback_token.get_secret_value()}" if s.callback_token else ""
         where = "embedded broker" if s.kafka_embedded else "broker"
         log.info("%s at %s; DuckDB store at %s", where, s.kafka_bootstrap, s.duckdb_path)
         log.info("dashboard: http://%s:%d/dashboard/", local_address(s.api_host), s.api_port)
-        base = f"http://{local_address(s.http_host)}:{s.http_port}"
-        self.on_ready(f"{base}{CALLBACK_PATH}{token}")
+        log.info("ready: ingress, workers (own their partitions) and sinks")
+        self.on_ready()
 
     def _readiness_checks(self) -> dict[str, tuple[str, bool]]:
         """name -> (URL, whether only a 200 counts): what must answer before the banner."""
@@ -393,7 +391,7 @@ class Pipeline:
         log.error("drain timed out with %d records unprocessed", lag)
 
 
-def run_pipeline(settings: Settings, on_ready: Callable[[str], None]) -> None:
+def run_pipeline(settings: Settings, on_ready: Callable[[], None]) -> None:
     async def main() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()

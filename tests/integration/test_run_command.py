@@ -9,6 +9,7 @@ import json
 import os
 import signal
 import socket
+import stat
 import subprocess
 import sys
 from collections.abc import Callable
@@ -25,6 +26,9 @@ from tests.integration.conftest import read_rows, wait_ready
 from tests.integration.test_worker_processes import free_port_run
 
 pytestmark = pytest.mark.integration
+
+
+TOKEN_SETTING = "SMS_REPLIES_CALLBACK_TOKEN"
 
 
 def run_env(tmp_path: Path, ports: dict[str, int]) -> dict[str, str]:
@@ -53,8 +57,11 @@ async def test_run_accepts_callbacks_and_stops_without_losing_any(tmp_path: Path
     try:
         assert run.stdout is not None
         line = await asyncio.to_thread(run.stdout.readline)
-        url = line.decode().rsplit(" ", 1)[-1].strip()
-        assert url == f"http://127.0.0.1:{ports['HTTP']}/callbacks/smspartner?token=t0ken"
+        url = f"http://127.0.0.1:{ports['HTTP']}/callbacks/smspartner"
+        # The token it was given is not shown back (banners end up in logs).
+        expected = "sms-replies is running. Callback URL: "
+        assert line.decode().strip() == f"{expected}{url}?token=<the token in {TOKEN_SETTING}>"
+        url += "?token=t0ken"
         await wait_ready(f"http://127.0.0.1:{ports['API']}/health", timeout=60)
         async with aiohttp.ClientSession() as session:
             single = {
@@ -355,3 +362,55 @@ async def test_a_stop_during_a_restart_backoff_is_acted_on_at_once(tmp_path: Pat
         code = await asyncio.to_thread(stop_run, run)
     assert code == 0
     assert "without its backoff, to drain" in log_path.read_text()
+
+
+async def callback_status(url: str) -> int:
+    single = {"msisdn": "33612345678", "to": "33756781234", "messageId": "t1", "text": "Oui"}
+    async with aiohttp.ClientSession() as session, session.post(url, data=single) as response:
+        return response.status
+
+
+@pytest.mark.timeout(240)
+async def test_run_without_a_token_makes_one_shows_it_once_and_keeps_it(tmp_path: Path) -> None:
+    ports = {name: free_port() for name in ("HTTP", "API", "WORKER_WEB", "SINKS_WEB")}
+    env = run_env(tmp_path, ports)
+    del env[TOKEN_SETTING]
+    env["SMS_REPLIES_HTTP_HOST"] = "0.0.0.0"
+    path = "/callbacks/smspartner"
+    local = f"http://127.0.0.1:{ports['HTTP']}{path}"
+    run = start_run(env, tmp_path / "run.log")
+    try:
+        assert run.stdout is not None
+        banner = (await asyncio.to_thread(run.stdout.readline)).decode().strip()
+        public = f"http://<this host's public name or address>:{ports['HTTP']}{path}?token="
+        assert banner.startswith(f"sms-replies is running. Callback URL: {public}"), banner
+        token = banner.removeprefix(f"sms-replies is running. Callback URL: {public}")
+        first = [
+            await callback_status(f"{local}?token={token}"),
+            await callback_status(local),
+            await callback_status(f"{local}?token=wrong-{token}"),
+        ]
+    finally:
+        assert stop_run(run) == 0
+    kept = tmp_path / "data" / "callback-token"
+    assert kept.read_text().strip() == token
+    assert stat.S_IMODE(kept.stat().st_mode) == 0o600
+    assert len(token) >= 32
+    assert first == [200, 401, 401]
+
+    run = start_run(env, tmp_path / "run-2.log")  # same data directory
+    try:
+        assert run.stdout is not None
+        again = (await asyncio.to_thread(run.stdout.readline)).decode().strip()
+        second = await callback_status(f"{local}?token={token}")
+    finally:
+        assert stop_run(run) == 0
+    assert again == (
+        f"sms-replies is running. Callback URL: http://<this host's public name or address>:"
+        f"{ports['HTTP']}{path}?token=<the token in {kept}>"
+    )
+    assert second == 200
+    for log_name in ("run.log", "run-2.log"):
+        text = (tmp_path / log_name).read_text()
+        assert "started ingest" in text
+        assert token not in text, log_name

@@ -60,7 +60,7 @@ def serve(settings: Settings) -> None:
 
 
 def _child(settings: Settings) -> None:
-    logs.configure(settings.log_level, "ingest")
+    logs.configure(settings.log_level, "ingest", settings.secret_values())
     _run(settings, reuse_port=True)
 
 
