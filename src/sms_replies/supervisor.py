@@ -64,6 +64,7 @@ class Child:
     started_at: float = field(default=0.0)
     restart_at: float | None = None  # a dead child waiting for its backoff
     stderr_tail: deque[str] = field(default_factory=deque)
+    output: threading.Thread | None = None  # copies its output to ours
 
     def start(self) -> None:
         # Own process group: a terminal's Ctrl-C reaches only the supervisor,
@@ -82,12 +83,13 @@ class Child:
         self.started_at = time.monotonic()
         self.restart_at = None
         self.stderr_tail = deque(maxlen=STDERR_TAIL_LINES)
-        threading.Thread(
+        self.output = threading.Thread(
             target=_forward_stderr,
             args=(os.fdopen(read_end, "rb"), self.stderr_tail),
             name=f"{self.name}-stderr",
             daemon=True,
-        ).start()
+        )
+        self.output.start()
         log.info("started %s (pid %d)", self.name, self.process.pid)
 
     @property
@@ -107,6 +109,9 @@ class Child:
         """SIGTERM, then SIGKILL after ``timeout``. Idempotent."""
         if self.process is not None and terminate(self.process, timeout):
             log.error("%s did not stop in %.0fs: it was killed", self.name, timeout)
+        if self.output is not None:
+            # Its last lines before ours: run's own last line is its verdict.
+            self.output.join(timeout=5)
 
 
 def _forward_stderr(pipe: IO[bytes], tail: deque[str]) -> None:
@@ -375,7 +380,7 @@ class Pipeline:
                         child.exit_code,
                         child.last_error(),
                     )
-                log.error("cannot drain: what they had not processed (lag %d) is lost", lag)
+                log.error("cannot drain: what they had not processed is lost")
                 return
             try:
                 lags = [await group_lag(s.bootstrap, g, t) for g, t in groups]
