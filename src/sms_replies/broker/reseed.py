@@ -58,6 +58,8 @@ from sms_replies.worker_state import (
 
 log = logging.getLogger(__name__)
 
+#: The read-back gives up after this long without a record (a state of any size).
+READ_BACK_STALL_S = 30.0
 #: entries of the table, per partition of the new topics
 State = dict[int, dict[bytes, bytes]]
 
@@ -181,12 +183,14 @@ async def _check(bootstrap: str, topic: str, state: State, last: Mapping[int, in
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
         seen: dict[int, set[bytes]] = {p: set() for p in state}
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
+        stalled_since = time.monotonic()
+        while time.monotonic() - stalled_since < READ_BACK_STALL_S:
             positions = [await consumer.position(tp) for tp in tps]
             if all(at >= ends[tp] for at, tp in zip(positions, tps, strict=True)):
                 break
             batches = await consumer.getmany(*tps, timeout_ms=500)
+            if batches:
+                stalled_since = time.monotonic()
             for tp, records in batches.items():
                 seen[tp.partition].update(r.key for r in records if r.key is not None)
     finally:
