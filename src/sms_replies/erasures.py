@@ -29,6 +29,8 @@ log = logging.getLogger(__name__)
 
 LIST_FILE: Final = "erasures"
 KEY_FILE: Final = "erasures.key"
+#: ``<name>`` in it: how much of the list sink ``name`` had read, last time it wrote nothing.
+SEEN_DIR: Final = "erasures.seen"
 
 
 def list_key(
@@ -98,6 +100,23 @@ class ErasureList:
             return True
         return False
 
+    def acknowledge(self, name: str) -> None:
+        """Record that ``name`` applies the list as read so far (call with no write under way).
+
+        ``erase`` waits for this before deleting, so that a write started before
+        the number was listed cannot land after the deletion.
+        """
+        seen = str(self._seen[0] if self._seen else 0)
+        path = self.data_dir / SEEN_DIR / name
+        try:
+            if path.read_text() == seen:
+                return
+        except FileNotFoundError:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_name(f".{name}.tmp")
+        temporary.write_text(seen)
+        os.replace(temporary, path)
+
     def __len__(self) -> int:
         return len(self._hashes)
 
@@ -108,3 +127,26 @@ class ErasureList:
         if is_pseudonym(sender):
             return sender in self._hashes
         return self._key is not None and pseudonymize(sender, self._key) in self._hashes
+
+
+def unseen_by(data_dir: Path, names: list[str]) -> list[str]:
+    """The names (sinks) that have not acknowledged the whole list yet.
+
+    A sink that never ran with this data directory (no acknowledgement at all)
+    has no write under way and reads the list before its first: not waited for.
+    """
+    try:
+        size = (data_dir / LIST_FILE).stat().st_size
+    except FileNotFoundError:
+        return []
+    late = []
+    for name in names:
+        try:
+            seen = int((data_dir / SEEN_DIR / name).read_text() or 0)
+        except FileNotFoundError:
+            continue
+        except ValueError:
+            seen = -1
+        if seen < size:
+            late.append(name)
+    return late

@@ -14,7 +14,7 @@ from tests.unit.test_reassembly_handler import HORIZON_MS, TIMEOUT_MS, DictBatch
 from sms_replies.analytics.privacy_cli import Stores, apply_policy, years_before
 from sms_replies.analytics.sample import SAMPLE_REPLIES, write_sample_async
 from sms_replies.contract import ExpiryTick, RawPart, Reply
-from sms_replies.erasures import KEY_FILE, LIST_FILE, ErasureList, add_erasure
+from sms_replies.erasures import KEY_FILE, LIST_FILE, ErasureList, add_erasure, unseen_by
 from sms_replies.privacy import pseudonymize, pseudonymize_part
 from sms_replies.streams.handler import ReassemblyHandler
 
@@ -152,6 +152,10 @@ async def test_the_sinks_runner_drops_replies_of_an_erased_number(tmp_path: Path
 
     runner._commit = commit  # type: ignore[method-assign]
     add_erasure(tmp_path, "+33600000001", KEY)
+    assert unseen_by(tmp_path, ["recording"]) == []  # never ran here: nothing under way
+    ErasureList(tmp_path, KEY).acknowledge("recording")  # as if it ran before the addition
+    (tmp_path / LIST_FILE).write_text((tmp_path / LIST_FILE).read_text() + "h:" + "0" * 64 + "\n")
+    assert unseen_by(tmp_path, ["recording"]) == ["recording"]
     replies = [
         dataclasses.replace(r, sender=pseudonymize(r.sender, KEY)) for r in SAMPLE_REPLIES[:4]
     ]
@@ -160,6 +164,8 @@ async def test_the_sinks_runner_drops_replies_of_an_erased_number(tmp_path: Path
         for n, r in enumerate(replies)
     ]
     try:
+        runner._read_erasures()  # the run loop does so between two writes
+        assert unseen_by(tmp_path, ["recording"]) == []
         await runner._deliver(records)
     finally:
         await runner._consumer.stop()

@@ -51,7 +51,7 @@ import duckdb
 from sms_replies.analytics.campaigns import normalise_number
 from sms_replies.analytics.params import InvalidQueryError
 from sms_replies.analytics.store import _connect_with_retry, _table_exists, borrowed_store
-from sms_replies.erasures import add_erasure
+from sms_replies.erasures import add_erasure, unseen_by
 from sms_replies.errors import SmsRepliesError
 from sms_replies.privacy import sender_forms
 from sms_replies.schema import TABLE
@@ -61,6 +61,8 @@ DEFAULT_TIMEOUT: Final = 30.0
 #: The CNIL's rule: a prospect's data is kept 3 years after the last contact.
 CNIL_YEARS: Final = 3
 POLICIES: Final = ("cnil",)
+#: Seconds ``erase`` waits for running sinks to read the erasure list before deleting.
+SINKS_WAIT: Final = 5.0
 
 
 class PrivacyStoreError(SmsRepliesError):
@@ -504,6 +506,20 @@ def _stores(data_dir: Path, dsn: str | None, schema: str, sinks: str, timeout: f
     )
 
 
+def _wait_for_sinks(data_dir: Path, sinks: str, wait: float) -> None:
+    """Until every sink has read the list between two writes, so that none lands after
+    the deletion; a sink that is not running has no write under way (and will read
+    the list before its first)."""
+    import time
+
+    names = [s.strip() for s in sinks.split(",") if s.strip()]
+    deadline = time.monotonic() + wait
+    while (late := unseen_by(data_dir, names)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if late:
+        click.echo(f"sinks {', '.join(late)}: not running, or busy for {wait:.0f}s", err=True)
+
+
 def _report(counts: dict[str, int | None], dry_run: bool) -> None:
     verb = "would delete" if dry_run else "deleted"
     for store, count in counts.items():
@@ -589,6 +605,7 @@ def erase_command(
     if not dry_run:
         add_erasure(data_dir, number, key)
         click.echo("erasure list: added (the worker and the sinks drop this number from now on)")
+        _wait_for_sinks(data_dir, sinks, SINKS_WAIT)
     stores = _stores(data_dir, postgres_dsn, postgres_schema, sinks, timeout)
     counts = _run(erase_sender(stores, number, key=key, dry_run=dry_run))
     _report(counts, dry_run)

@@ -109,6 +109,7 @@ class SinkRunner:
         try:
             while not self._stopping.is_set():
                 records = await self._next_batch()
+                self._read_erasures()  # between two writes: erase waits for this
                 if records:
                     await self._deliver(records)
         finally:
@@ -164,6 +165,11 @@ class SinkRunner:
         self.progress.lag = lag
         metrics.SINK_LAG.labels(self.sink.name).set(lag)
 
+    def _read_erasures(self) -> None:
+        if self.erasures is not None:
+            self.erasures.refresh()  # a stat, unless `erase` added a number
+            self.erasures.acknowledge(self.sink.name)
+
     async def _deliver(self, records: Sequence[ConsumerRecord[bytes, bytes]]) -> None:
         replies: list[Reply] = []
         for record in records:
@@ -172,7 +178,6 @@ class SinkRunner:
             except RecordDecodeError as exc:
                 await self._dead_letter(record.value or b"", str(exc))
         if self.erasures is not None and replies:
-            self.erasures.refresh()  # a stat, unless `erase` added a number
             replies = [r for r in replies if not self.erasures.is_erased(r.sender)]
         if replies:
             await self._write(replies)
