@@ -23,6 +23,8 @@ from typing import cast
 
 import rocksdict
 
+from sms_replies.errors import StateRecoveryError
+
 #: The reassembly table (streams.app) and where Faust keeps its partitions.
 TABLE = "pending"
 #: Faust's RocksDB store keeps the last applied changelog offset under this key.
@@ -82,7 +84,10 @@ def _options() -> rocksdict.Options:
 @contextlib.contextmanager
 def _open(path: Path, *, read_only: bool) -> Iterator[rocksdict.Rdict]:
     access = rocksdict.AccessType.read_only() if read_only else rocksdict.AccessType.read_write()
-    db = rocksdict.Rdict(str(path), options=_options(), access_type=access)
+    try:
+        db = rocksdict.Rdict(str(path), options=_options(), access_type=access)
+    except Exception as exc:  # rocksdict raises plain Exceptions (IO error, corruption)
+        raise StateRecoveryError(f"cannot open the worker's state {path}: {exc}") from None
     try:
         yield db
     finally:

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from sms_replies.broker.reseed import _finish_swap, _replace_local_state, _swap_paths
+from sms_replies.errors import StateRecoveryError
 from sms_replies.settings import Settings
 from sms_replies.streams.app import create_app
 from sms_replies.worker_state import (
@@ -102,3 +103,11 @@ def test_what_the_worker_wrote_survives_its_sigkill(tmp_path: Path) -> None:
     assert died.returncode == -signal.SIGKILL
     assert len(read_items(path)) == 100
     assert dict(read_items(path))[b"k99"] == b"v99"
+
+
+def test_an_unreadable_copy_is_a_clear_error(tmp_path: Path) -> None:
+    path = partition_path(tmp_path / "worker" / "0", 0)
+    write_partition(path, {b"k": b"v"}, offset=1)
+    (path / "CURRENT").write_text("MANIFEST-999999\n")  # points at a manifest that is gone
+    with pytest.raises(StateRecoveryError, match="cannot open the worker's state"):
+        read_offset(path)
