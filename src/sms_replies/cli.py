@@ -201,5 +201,9 @@ def _attach_analytics() -> None:
     main.add_command(retention_command, "retention")
     main.add_command(erase_command, "erase")
 
+    from sms_replies.dead_letters_cli import dead_letters_group
+
+    main.add_command(dead_letters_group, "dead-letters")
+
 
 _attach_analytics()

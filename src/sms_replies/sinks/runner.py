@@ -16,11 +16,10 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
 
-from sms_replies import metrics
+from sms_replies import dead_letters, metrics
 from sms_replies.contract import RecordDecodeError, Reply, Topics
 from sms_replies.erasures import ErasureList
 from sms_replies.errors import SinkWriteError
@@ -83,6 +82,8 @@ class SinkRunner:
         self.backoff = backoff or Backoff()
         self.progress = SinkProgress()
         self._committed: dict[TopicPartition, int] = {}
+        # The record each reply of the current batch was decoded from (by id()).
+        self._sources: dict[int, ConsumerRecord[bytes, bytes]] = {}
         self._stopping = asyncio.Event()
         self._consumer = AIOKafkaConsumer(
             topics.replies,
@@ -172,11 +173,15 @@ class SinkRunner:
 
     async def _deliver(self, records: Sequence[ConsumerRecord[bytes, bytes]]) -> None:
         replies: list[Reply] = []
+        self._sources.clear()
         for record in records:
             try:
-                replies.append(Reply.decode(record.value or b""))
+                reply = Reply.decode(record.value or b"")
             except RecordDecodeError as exc:
-                await self._dead_letter(record.value or b"", str(exc))
+                await self._dead_letter(record, str(exc))
+                continue
+            replies.append(reply)
+            self._sources[id(reply)] = record
         if self.erasures is not None and replies:
             replies = [r for r in replies if not self.erasures.is_erased(r.sender)]
         if replies:
@@ -217,7 +222,7 @@ class SinkRunner:
 
     async def _isolate_poison(self, replies: list[Reply], error: SinkWriteError) -> None:
         if len(replies) == 1:
-            await self._dead_letter(replies[0].encode(), str(error))
+            await self._dead_letter(self._sources.get(id(replies[0])), str(error), replies[0])
             return
         middle = len(replies) // 2
         for half in (replies[:middle], replies[middle:]):
@@ -229,10 +234,34 @@ class SinkRunner:
         self.progress.last_error = None
         metrics.SINK_REPLIES_WRITTEN.labels(self.sink.name).inc(count)
 
-    async def _dead_letter(self, value: bytes, error: str) -> None:
-        envelope = orjson.dumps(
-            {"sink": self.sink.name, "error": error, "record": value.decode("utf-8", "replace")}
-        )
+    async def _dead_letter(
+        self,
+        record: ConsumerRecord[bytes, bytes] | None,
+        error: str,
+        reply: Reply | None = None,
+    ) -> None:
+        """Publish the envelope of ``record`` (or of ``reply``, re-encoded), replayable."""
+        if record is not None:
+            fields = dead_letters.envelope(
+                origin=("sink", self.sink.name),
+                error=error,
+                value=record.value or b"",
+                topic=record.topic,
+                key=record.key,
+                partition=record.partition,
+                offset=record.offset,
+            )
+        else:
+            value = reply.encode() if reply is not None else b""
+            key = reply.reply_id.encode() if reply is not None else None
+            fields = dead_letters.envelope(
+                origin=("sink", self.sink.name),
+                error=error,
+                value=value,
+                topic=self.topics.replies,
+                key=key,
+            )
+        envelope = dead_letters.encode(fields)
         while True:
             try:
                 await self.dead_letters.send_and_wait(self.topics.dead_letter, envelope)

@@ -213,7 +213,9 @@ def create_app(
         return await send_or_exit(changelog_topic, key, value, partition)
 
     async def send_dead_letter(value: bytes, error: str) -> None:
-        envelope = dead_letter_record("reassembly", value, error, bounds.max_value_bytes)
+        envelope = dead_letter_record(
+            "reassembly", value, error, bounds.max_value_bytes, topic=topics.raw
+        )
         await dead_letter_topic.send(value=envelope)
 
     pseudonymize_key = (

@@ -310,10 +310,17 @@ def fit_state(step: Step, max_bytes: int) -> tuple[Step, bytes | None]:
     return Step(pending=None, replies=replies), None
 
 
-def dead_letter_record(stage: str, value: bytes, error: str, max_bytes: int) -> bytes:
-    """The dead-letter envelope of ``value``, within ``max_bytes`` (the record cut if need be)."""
+def dead_letter_record(
+    stage: str, value: bytes, error: str, max_bytes: int, topic: str | None = None
+) -> bytes:
+    """The dead-letter envelope of ``value``, within ``max_bytes`` (the record cut if need be).
+
+    ``topic``: where ``value`` came from, for ``sms-replies dead-letters replay``.
+    """
     record = value.decode("utf-8", "replace")
     envelope: dict[str, Any] = {"stage": stage, "error": error[:MAX_ERROR_CHARS], "record": record}
+    if topic is not None:
+        envelope["topic"] = topic
     encoded = orjson.dumps(envelope)
     if len(encoded) <= max_bytes:
         return encoded
