@@ -13,8 +13,24 @@ ENTRY_POINT_GROUP = "sms_replies.sinks"
 _EXTRAS = {"postgres": ("asyncpg", "postgres"), "clickhouse": ("clickhouse_driver", "clickhouse")}
 
 
+# The built-in entry points of pyproject.toml (a unit test keeps them equal), so that
+# a built-in sink added since the package was installed (an editable install run
+# from a newer checkout) is found too. Installed entry points take precedence.
+BUILT_IN = {
+    "duckdb": "sms_replies.sinks.duckdb:DuckDBSink",
+    "postgres": "sms_replies.sinks.postgres:PostgresSink",
+    "clickhouse": "sms_replies.sinks.clickhouse:ClickHouseSink",
+    "parquet": "sms_replies.sinks.parquet:ParquetSink",
+    "webhook": "sms_replies.sinks.webhook:WebhookSink",
+}
+
+
 def available_sinks() -> dict[str, EntryPoint]:
-    return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
+    built_in = {
+        name: EntryPoint(name=name, value=value, group=ENTRY_POINT_GROUP)
+        for name, value in BUILT_IN.items()
+    }
+    return built_in | {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
 
 
 def load_sink(name: str) -> type[Sink]:
