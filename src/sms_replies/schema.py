@@ -30,7 +30,12 @@ TABLE = "replies"
 COLUMNS: tuple[Column, ...] = (
     Column("reply_id", "text", False, "Deterministic id from the provider ids; primary key."),
     Column("channel", "text", False, "'long_number' or 'short_number'."),
-    Column("sender", "text", False, "Phone number that replied, E.164 with '+'."),
+    Column(
+        "sender",
+        "text",
+        False,
+        "Phone number that replied, E.164 with '+'; 'h:' + its HMAC with a pseudonymisation key.",
+    ),
     Column("recipient", "text", True, "Long number that received it (E.164); null: short number."),
     Column("text", "text", False, "The whole reply, parts joined in order."),
     Column("keyword", "text", False, "First word, uppercased, accents/punctuation stripped."),

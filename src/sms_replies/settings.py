@@ -224,8 +224,9 @@ class Settings(BaseSettings):
     )
     pseudonymize_key: SecretStr | None = Field(
         None,
-        description="When set, senders are stored as 'h:' + HMAC-SHA256 of the number "
-        "under this key. Keep it secret and never change it.",
+        description="When set, the ingress replaces each sender by 'h:' + HMAC-SHA256 of "
+        "the number under this key before publishing anything (topics, state, stores, logs). "
+        "Keep it secret and never change it.",
     )
 
     log_level: LogLevel = Field("INFO", description="Log level of every process.")
