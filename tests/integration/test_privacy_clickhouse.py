@@ -95,3 +95,19 @@ async def test_cnil_policy(
     assert await apply_policy(STORES, "cnil", now=now, dry_run=True) == {"clickhouse": expected}
     assert await apply_policy(STORES, "cnil", now=now) == {"clickhouse": expected}
     assert senders(clickhouse_server, stored) == set(last) - silent
+
+
+async def test_retention_by_days(
+    clickhouse_server: LocalServer,  # noqa: F811
+    stored: str,
+) -> None:
+    from sms_replies.analytics.privacy_cli import apply_retention
+
+    now = datetime.fromisoformat("2025-03-31T09:15Z")
+    cutoff_ms = int(datetime.fromisoformat("2025-03-30T09:15Z").timestamp() * 1000)
+    old = {r.reply_id for r in SAMPLE_REPLIES if r.received_at_ms < cutoff_ms}
+    assert 0 < len(old) < len(SAMPLE_REPLIES)
+    assert await apply_retention(STORES, 1, now=now) == {"clickhouse": len(old)}
+    rows = query(clickhouse_server, f"SELECT reply_id FROM `{stored}`.replies FINAL")
+    left = {row["reply_id"] for row in rows}
+    assert left == {r.reply_id for r in SAMPLE_REPLIES} - old
