@@ -24,7 +24,6 @@ from sms_replies.settings import Settings
 from tests.integration.conftest import Processes, read_rows, wait_for_rows, wait_ready
 from tests.integration.crash_after_store import CRASHED
 from tests.integration.test_crash_recovery import post_all
-from tests.integration.test_worker_processes import free_port_run
 
 pytestmark = pytest.mark.integration
 
@@ -63,16 +62,11 @@ async def duplicates_handled(metrics_url: str) -> float:
 async def test_a_part_replayed_after_a_crash_between_store_and_changelog_survives_a_take_over(
     settings: Settings, processes: Processes
 ) -> None:
-    # Two worker slots (state dirs worker/0 and worker/1, ports base and base + 1),
-    # never running together: worker 0 crashes and is replayed, worker 1 takes over.
-    settings = settings.model_copy(
-        update={"worker_processes": 2, "worker_web_port": free_port_run(2)}
-    )
-    processes.settings = settings
+    # One worker at a time, on the same port: the first crashes and is replayed,
+    # then another, with a state directory of its own, takes over.
     env = {
         **os.environ,
         **settings.as_env(),
-        "SMS_REPLIES_WORKER_INDEX": "0",
         "PYTHONPATH": os.pathsep.join(filter(None, [os.environ.get("PYTHONPATH"), str(ROOT)])),
     }
     with (processes.log_dir / "crashing-worker.log").open("ab") as log:
@@ -99,7 +93,7 @@ async def test_a_part_replayed_after_a_crash_between_store_and_changelog_survive
     processes.children.pop("crashing-worker")
 
     # Restarted on the same state, it replays part 1: a duplicate for its store.
-    processes.start("worker", "worker-0", SMS_REPLIES_WORKER_INDEX="0")
+    processes.start("worker", "worker-0")
     metrics_url = f"http://127.0.0.1:{settings.worker_web_port}/metrics"
     deadline = time.monotonic() + 90
     while await duplicates_handled(metrics_url) < 1:
@@ -109,10 +103,12 @@ async def test_a_part_replayed_after_a_crash_between_store_and_changelog_survive
     processes.stop("worker-0", signal.SIGTERM)
 
     # Another worker, with no state of its own, takes over from the changelog.
-    processes.start("worker", "worker-1", SMS_REPLIES_WORKER_INDEX="1")
-    await wait_ready(f"http://127.0.0.1:{settings.worker_web_port + 1}/healthz", timeout=60)
+    elsewhere = processes.log_dir / "other-worker-data"
+    processes.start("worker", "worker-1", SMS_REPLIES_DATA_DIR=str(elsewhere))
+    await wait_ready(f"http://127.0.0.1:{settings.worker_web_port}/readyz", timeout=90)
+    assert not (elsewhere / "worker" / "0").samefile(settings.worker_state_dir)
     await post_all(url, [part(2)])
-    await wait_for_rows(settings.duckdb_path, 1, timeout=60)
+    await wait_for_rows(settings.duckdb_path, 1, timeout=90)
     await asyncio.sleep(3)  # a second row would show by now
     rows = read_rows(settings.duckdb_path)
     assert [(r["text"], r["complete"], r["parts_received"]) for r in rows] == [("<1><2>", True, 2)]
