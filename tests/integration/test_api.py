@@ -188,22 +188,29 @@ async def test_replies_paging_and_filters(
     ("path", "query", "parameter"),
     [
         ("/api/summary", "since=someday", "since"),
+        ("/api/summary", "since=", "since"),
+        ("/api/summary", "since=%207d", "since"),
         ("/api/summary", "until=2025-13-01", "until"),
-        ("/api/summary", "since=2025-03-02&until=2025-03-01", "since"),
+        ("/api/summary", "until=2025-02-29", "until"),
+        ("/api/summary", "until=1899-12-31", "until"),
+        ("/api/summary", "since=99999w", "since"),
         ("/api/summary", "tz=Mars/Olympus", "tz"),
+        ("/api/summary", "tz=", "tz"),
+        ("/api/summary", "campaign=%20", "campaign"),
         ("/api/summary", "group_by=sender", "group_by"),
         ("/api/summary", "top=0", "top"),
         ("/api/summary", "colour=red", "colour"),
         ("/api/summary", "since=7d&since=1d", "since"),
         ("/api/timeseries", "bucket=week", "bucket"),
-        ("/api/timeseries", "since=2000-01-01&bucket=hour", "bucket"),
         ("/api/keywords", "limit=abc", "limit"),
         ("/api/campaigns", "tz=nowhere", "tz"),
         ("/api/replies", "limit=1001", "limit"),
         ("/api/replies", "offset=-1", "offset"),
         ("/api/replies", "offset=1&cursor=abc", "cursor"),
         ("/api/replies", "cursor=%%%", "cursor"),
+        ("/api/replies", "cursor=01.r1", "cursor"),
         ("/api/replies", "is_stop=maybe", "is_stop"),
+        ("/api/replies", "is_stop=yes", "is_stop"),
         ("/api/replies", "complete=2", "complete"),
     ],
 )
@@ -229,7 +236,28 @@ async def test_bad_parameters(
             '{"name": "x", "recipient": "abc", "start": "2025-01-01", "end": "2025-01-02"}',
             "recipient",
         ),
-        ('{"name": "x", "short_number": true, "start": "2025-01-02", "end": "2025-01-01"}', "end"),
+        (
+            '{"name": "x", "recipient": "+447700900123", "start": "2025-01-01", '
+            '"end": "2025-01-02"}',
+            "recipient",
+        ),
+        (
+            '{"name": "x", "recipient": "0612345678", "short_number": true, '
+            '"start": "2025-01-01", "end": "2025-01-02"}',
+            "recipient",
+        ),
+        ('{"name": " ", "short_number": true, "start": "2025-01-01", "end": "2025-01-02"}', "name"),
+        ('{"name": "x", "short_number": true, "start": "", "end": "2025-01-02"}', "start"),
+        (
+            '{"name": "x", "short_number": true, "start": "2025-01-01", "end": "2025-01-02", '
+            '"replace": "yes"}',
+            "replace",
+        ),
+        (
+            '{"name": "x", "short_number": true, "start": "2025-01-01", "end": "2025-01-02", '
+            '"delivered": "5"}',
+            "delivered",
+        ),
         ('{"name": "x", "short_number": true, "start": "x", "end": "2025-01-01"}', "start"),
         ('{"name": "", "short_number": true, "start": "2025-01-01", "end": "2025-01-02"}', "name"),
         ('{"short_number": true, "start": "2025-01-01", "end": "2025-01-02"}', "name"),
@@ -308,3 +336,71 @@ async def test_dashboard_is_served_from_the_package(
         assert f"static/{asset}" in html
         r = await client.get(f"/dashboard/static/{asset}")
         assert r.status == 200, asset
+
+
+# What the OpenAPI document allows but cannot relate (since/until, cursor/offset,
+# start/end): accepted, with a defined meaning. Each was a 400 before (issue 16).
+
+
+async def test_reversed_range_is_empty(client: TestClient[web.Request, web.Application]) -> None:
+    s = await get_json(client, "/api/summary", since="2025-03-31", until="2025-03-29")
+    assert s["totals"]["replies"] == 0
+    assert s["start"] == s["end"] == "2025-03-29T00:00:00+01:00"
+    ts = await get_json(client, "/api/timeseries", since="2025-03-31", until="2025-03-29")
+    assert ts["buckets"] == []
+    page = await get_json(client, "/api/replies", since="2025-03-31", until="2025-03-29")
+    assert page["items"] == []
+
+
+async def test_long_hourly_range_keeps_its_last_buckets(
+    client: TestClient[web.Request, web.Application],
+) -> None:
+    ts = await get_json(client, "/api/timeseries", since="1900-01-01", until="2025-03-31", tz="UTC")
+    assert len(ts["buckets"]) == 10_000
+    assert ts["start"] == "2024-02-08T08:00:00+00:00"  # 10,000 hours before the end
+    assert ts["buckets"][-1] == "2025-03-30T23:00:00+00:00"
+    assert sum(p["replies"] for p in ts["series"][0]["points"]) == 9  # every sample reply
+
+
+async def test_cursor_and_offset_together(
+    client: TestClient[web.Request, web.Application],
+) -> None:
+    first = await get_json(client, "/api/replies", limit="2")
+    assert [r["reply_id"] for r in first["items"]] == ["r8", "r7"]
+    after = await get_json(client, "/api/replies", limit="2", cursor=first["next_cursor"])
+    assert [r["reply_id"] for r in after["items"]] == ["r6", "r5"]
+    skipped = await get_json(
+        client, "/api/replies", limit="2", cursor=first["next_cursor"], offset="1"
+    )
+    assert [r["reply_id"] for r in skipped["items"]] == ["r5", "r4"]
+
+
+async def test_campaign_window_in_the_wrong_order_is_422(
+    client: TestClient[web.Request, web.Application],
+) -> None:
+    # Schema-valid (no JSON schema can compare two fields), so not a 400.
+    for start, end in (("2025-03-30", "2025-03-29"), ("7d", "7d")):
+        body = {"name": "typo", "short_number": True, "start": start, "end": end}
+        r = await client.post("/api/campaigns", json=body)
+        assert r.status == 422, await r.text()
+        assert (await r.json())["error"] == "empty_window"
+    assert (await get_json(client, "/api/campaigns"))["campaigns"] == []
+
+
+async def test_undeclared_methods_get_405_with_allow(
+    client: TestClient[web.Request, web.Application],
+) -> None:
+    for path in ("/api/campaigns", "/api/summary", "/dashboard/", "/dashboard/static/app.js"):
+        r = await client.request("TRACE", path)
+        assert r.status == 405, path
+        assert "GET" in r.headers["Allow"], path
+        assert (await r.json())["error"] == "method_not_allowed"
+
+
+async def test_missing_dashboard_file_is_a_json_404(
+    client: TestClient[web.Request, web.Application],
+) -> None:
+    for name in ("nope.js", "../api.py", "vendor"):
+        r = await client.get(f"/dashboard/static/{name}")
+        assert r.status == 404, name
+        assert (await r.json())["error"] == "not_found"

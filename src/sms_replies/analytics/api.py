@@ -20,16 +20,26 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Final, Literal, TypeVar
+from typing import Annotated, Any, Final, Literal, TypeVar
 
 import duckdb
 import orjson
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    WithJsonSchema,
+)
 
 from sms_replies.analytics.campaigns import (
+    MAX_NAME,
     Campaign,
     CampaignExistsError,
     CampaignStats,
@@ -44,17 +54,22 @@ from sms_replies.analytics.guard import (
 )
 from sms_replies.analytics.params import (
     DEFAULT_TZ,
+    MAX_BUCKETS,
     MAX_TOP,
+    TIME_PATTERN,
     Bucket,
     GroupBy,
     InvalidQueryError,
     StatsQuery,
     UnknownCampaignError,
+    known_zones,
+    last_buckets_start,
     parse_time,
     parse_zone,
     time_range,
 )
 from sms_replies.analytics.queries import (
+    CURSOR_PATTERN,
     MAX_PAGE,
     KeywordCount,
     ReplyFilter,
@@ -95,29 +110,80 @@ class ApiConfig:
 CONFIG: Final = web.AppKey("sms_replies_analytics_config", ApiConfig)
 
 # -- parameters -----------------------------------------------------------------------
+#
+# The OpenAPI document is generated from these models, and clients are generated
+# from it: every constraint the code applies is stated here (pattern, enum, bounds),
+# so that a request the document allows is never refused with a 400 (checked by
+# schemathesis, tests/integration/test_api_contract.py). Constraints between
+# parameters cannot be stated in OpenAPI, so the code accepts every combination of
+# query parameters: since after until is an empty range, cursor and offset go
+# together. A campaign's end before its start would be a window without replies,
+# which the store refuses: 422, the status of a well-formed request whose meaning
+# is refused (schemathesis.toml counts it among the answers to valid data).
 
 _TIME_HELP = (
-    "ISO 8601 date or date-time (without an offset: wall-clock time in `tz`), "
-    "or a relative time counted back from now: 30m, 24h, 7d, 2w."
+    "A date (1900-2999) `YYYY-MM-DD`, a date-time `YYYY-MM-DDTHH:MM[:SS[.ffffff]]` with an "
+    "optional offset (`Z`, `+02:00`; without one: wall-clock time in `tz`), or a relative "
+    "time counted back from now: `30m`, `24h`, `7d`, `2w` (at most 7, 6, 5, 4 digits)."
 )
+# French numbers only: the provider rents French long numbers, and a pattern can state
+# exactly which French numbers exist in length (any country would need phonenumbers'
+# metadata in the document). Other countries: `sms-replies campaign add`.
+FRENCH_NUMBER_PATTERN: Final = r"^(?:(?:\+33|0033|33|0)[1-9][0-9]{8}|0[1-9](?: [0-9]{2}){4})$"
+# Printable (no control characters) and not blank: what Campaign accepts.
+CAMPAIGN_NAME_PATTERN: Final = r"^[^\x00-\x1f\x7f]*[^\x00-\x1f\x7f\s][^\x00-\x1f\x7f]*$"
+MAX_OFFSET: Final = 2**31 - 1
+MAX_DELIVERED: Final = 2**63 - 1  # BIGINT
+MAX_FILTER_LENGTH: Final = 200
+
+
+def _known_zone(name: str) -> str:
+    parse_zone(name)  # InvalidQueryError is a ValueError: pydantic reports it
+    return name
+
+
+def _query_bool(value: Any) -> Any:
+    # Only the document's own spelling (pydantic would also take yes/on/1...).
+    if value in ("true", "false"):
+        return value == "true"
+    raise ValueError("true or false")
+
+
+def _integral(value: Any) -> Any:
+    # JSON Schema counts 5.0 as an integer; strict validation would not.
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+TimeText = Annotated[str, Field(pattern=TIME_PATTERN)]
+# The ~600 names are listed once, in components (openapi_document puts the $ref).
+_ZONE_MARK: Final = "x-time-zone"
+ZoneName = Annotated[str, AfterValidator(_known_zone), WithJsonSchema({_ZONE_MARK: True})]
+QueryBool = Annotated[bool, BeforeValidator(_query_bool)]
+Delivered = Annotated[int, Field(ge=0, le=MAX_DELIVERED), BeforeValidator(_integral)]
 
 
 class _Params(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # python-re: the same regex semantics as the Python tools that read the document.
+    model_config = ConfigDict(extra="forbid", frozen=True, regex_engine="python-re")
 
 
 class RangeParams(_Params):
-    since: str | None = Field(
-        None, description=f"Start (inclusive); default until - 7d. {_TIME_HELP}"
+    since: TimeText | None = Field(
+        None,
+        description=f"Start (inclusive); default until - 7d; at or after until: an empty "
+        f"range. {_TIME_HELP}",
     )
-    until: str | None = Field(None, description=f"End (exclusive); default now. {_TIME_HELP}")
-    tz: str | None = Field(
+    until: TimeText | None = Field(None, description=f"End (exclusive); default now. {_TIME_HELP}")
+    tz: ZoneName | None = Field(
         None,
         description="IANA time zone for buckets, dates without offset and times shown; "
         "default: the server's (Europe/Paris).",
     )
     campaign: str | None = Field(
-        None, min_length=1, description="Only the replies of this declared campaign."
+        None,
+        pattern=r"\S",
+        max_length=MAX_NAME,
+        description="Only the replies of this declared campaign (404 if none has this name).",
     )
 
 
@@ -127,7 +193,11 @@ class SummaryParams(RangeParams):
 
 
 class TimeseriesParams(RangeParams):
-    bucket: Bucket = Field("hour", description="Bucket size, cut in `tz`.")
+    bucket: Bucket = Field(
+        "hour",
+        description=f"Bucket size, cut in `tz`. A range of more than {MAX_BUCKETS} buckets "
+        "is cut to its last ones (the answer's `start` says where they begin).",
+    )
     group_by: GroupBy | None = Field(None, description="One series per value of this key.")
 
 
@@ -136,43 +206,87 @@ class KeywordsParams(RangeParams):
 
 
 class CampaignsParams(_Params):
-    tz: str | None = Field(None, description="IANA time zone in which times are shown.")
+    tz: ZoneName | None = Field(None, description="IANA time zone in which times are shown.")
 
 
 class RepliesParams(_Params):
-    since: str | None = Field(None, description=f"received_at >= since. {_TIME_HELP}")
-    until: str | None = Field(None, description=f"received_at < until. {_TIME_HELP}")
-    tz: str | None = Field(None, description="IANA time zone in which times are read and shown.")
+    since: TimeText | None = Field(None, description=f"received_at >= since. {_TIME_HELP}")
+    until: TimeText | None = Field(None, description=f"received_at < until. {_TIME_HELP}")
+    tz: ZoneName | None = Field(
+        None, description="IANA time zone in which times are read and shown."
+    )
     sender: str | None = Field(
         None,
         min_length=1,
+        max_length=MAX_FILTER_LENGTH,
         description="Sender number, in any format (E.164, international digits, national 06...), "
         "or its 'h:' pseudonym.",
     )
     recipient: str | None = Field(
-        None, min_length=1, description="Recipient long number, E.164 (+ may be omitted)."
+        None,
+        min_length=1,
+        max_length=MAX_FILTER_LENGTH,
+        description="Recipient long number, E.164 (+ may be omitted).",
     )
-    keyword: str | None = Field(None, min_length=1, description="Keyword (case-insensitive).")
-    is_stop: bool | None = Field(None, description="Only opt-outs (true) or only others (false).")
-    complete: bool | None = Field(None, description="Only complete (true) or incomplete replies.")
+    keyword: str | None = Field(
+        None,
+        min_length=1,
+        max_length=MAX_FILTER_LENGTH,
+        description="Keyword (case-insensitive).",
+    )
+    is_stop: QueryBool | None = Field(
+        None, description="Only opt-outs (true) or only others (false)."
+    )
+    complete: QueryBool | None = Field(
+        None, description="Only complete (true) or incomplete replies."
+    )
     limit: int = Field(100, ge=1, le=MAX_PAGE, description="Rows per page.")
-    offset: int | None = Field(None, ge=0, description="Rows to skip (instead of cursor).")
+    offset: int | None = Field(
+        None,
+        ge=0,
+        le=MAX_OFFSET,
+        description="Rows to skip: from the newest, or after the cursor's row when both are given.",
+    )
     cursor: str | None = Field(
-        None, min_length=1, description="`next_cursor` of the previous page (instead of offset)."
+        None,
+        pattern=CURSOR_PATTERN,
+        description="`next_cursor` of the previous page: the next page starts after that row.",
     )
 
 
-class CampaignBody(_Params):
-    name: str = Field(min_length=1, max_length=200, description="Unique campaign name.")
-    recipient: str | None = Field(
-        None, description="Long number the campaign was sent from (replies go to it)."
+class _CampaignBody(_Params):
+    # strict: a JSON body's types are the document's (no "1" for 1, no 1 for true).
+    model_config = ConfigDict(strict=True)
+
+    name: str = Field(
+        min_length=1,
+        max_length=MAX_NAME,
+        pattern=CAMPAIGN_NAME_PATTERN,
+        description="Unique campaign name: printable characters, not blank.",
     )
-    short_number: bool = Field(False, description="A campaign on the short number (no recipient).")
-    start: str = Field(description=f"Start of the reply window (inclusive). {_TIME_HELP}")
-    end: str = Field(description=f"End of the reply window (exclusive). {_TIME_HELP}")
-    delivered: int | None = Field(None, ge=0, description="Messages delivered, for the rates.")
-    tz: str | None = Field(None, description="Zone of start/end when they carry no offset.")
+    start: TimeText = Field(description=f"Start of the reply window (inclusive). {_TIME_HELP}")
+    end: TimeText = Field(
+        description=f"End of the reply window (exclusive): after start (else 422). {_TIME_HELP}"
+    )
+    delivered: Delivered | None = Field(None, description="Messages delivered, for the rates.")
+    tz: ZoneName | None = Field(None, description="Zone of start/end when they carry no offset.")
     replace: bool = Field(False, description="Replace a campaign of the same name.")
+
+
+class LongNumberCampaignBody(_CampaignBody):
+    recipient: str = Field(
+        pattern=FRENCH_NUMBER_PATTERN,
+        description="French long number the campaign was sent from (replies go to it): "
+        "+33612345678, 33612345678, 0033612345678, 0612345678 or 06 12 34 56 78.",
+    )
+    short_number: Literal[False] = Field(False, description="false: a long-number campaign.")
+
+
+class ShortNumberCampaignBody(_CampaignBody):
+    short_number: Literal[True] = Field(description="true: a campaign on the short number.")
+
+
+CampaignBody = LongNumberCampaignBody | ShortNumberCampaignBody
 
 
 # -- responses ---------------------------------------------------------------------
@@ -236,9 +350,12 @@ async def _errors(
         log.exception("analytics store error")
         return _json(_error_body("store_error", "the store could not be read"), 500)
     except web.HTTPException as exc:
-        if not request.path.startswith("/api/") or exc.status < 400:
+        if exc.status < 400:
             raise
-        return _json(_error_body(exc.reason.lower().replace(" ", "_"), exc.reason), exc.status)
+        response = _json(_error_body(exc.reason.lower().replace(" ", "_"), exc.reason), exc.status)
+        if "Allow" in exc.headers:  # 405: the methods the path has (RFC 9110)
+            response.headers["Allow"] = exc.headers["Allow"]
+        return response
     except Exception:
         log.exception("analytics API failure on %s", request.path)
         return _json(_error_body("internal_error", "internal error"), 500)
@@ -301,6 +418,9 @@ def _stats_query(
 ) -> StatsQuery:
     tz = _tz(request, p.tz)
     start, end = time_range(p.since, p.until, tz=tz)
+    start = min(start, end)  # since at or after until: an empty range
+    if bucket is not None:
+        start = last_buckets_start(start, end, bucket)
     return StatsQuery(
         start=start,
         end=end,
@@ -356,13 +476,23 @@ async def post_campaign(request: web.Request) -> web.Response:
         raise ApiError(400, "invalid_body", "the body is not JSON", parameter="body") from None
     if not isinstance(raw, dict):
         raise ApiError(400, "invalid_body", "the body must be a JSON object", parameter="body")
-    body = _validate(CampaignBody, raw)
+    # The document's oneOf, chosen by the one field that tells the two shapes apart.
+    body: CampaignBody = (
+        _validate(ShortNumberCampaignBody, raw)
+        if raw.get("short_number") is True
+        else _validate(LongNumberCampaignBody, raw)
+    )
     tz = _tz(request, body.tz)
+    now = datetime.now(UTC)
+    start = parse_time(body.start, tz=tz, now=now, param="start")
+    end = parse_time(body.end, tz=tz, now=now, param="end")
+    if end <= start:  # the one rule a JSON schema cannot state: not a 400 (see above)
+        raise ApiError(422, "empty_window", "end must be after start", parameter="end")
     campaign = Campaign.create(
         body.name,
-        start=parse_time(body.start, tz=tz, param="start"),
-        end=parse_time(body.end, tz=tz, param="end"),
-        recipient=body.recipient,
+        start=start,
+        end=end,
+        recipient=body.recipient if isinstance(body, LongNumberCampaignBody) else None,
         short_number=body.short_number,
         delivered=body.delivered,
     )
@@ -405,9 +535,14 @@ def _sender(value: str | None, key: bytes | None) -> str | None:
 async def get_replies(request: web.Request) -> web.Response:
     p = _params(request, RepliesParams)
     tz = _tz(request, p.tz)
+    now = datetime.now(UTC)
+    start = parse_time(p.since, tz=tz, now=now, param="since") if p.since else None
+    end = parse_time(p.until, tz=tz, now=now, param="until") if p.until else None
+    if start is not None and end is not None:
+        start = min(start, end)  # since at or after until: an empty range
     f = ReplyFilter(
-        start=parse_time(p.since, tz=tz, param="since") if p.since else None,
-        end=parse_time(p.until, tz=tz, param="until") if p.until else None,
+        start=start,
+        end=end,
         tz=tz,
         sender=_sender(p.sender, request.app[CONFIG].pseudonymize_key),
         recipient=_number(p.recipient),
@@ -432,6 +567,24 @@ async def get_dashboard(request: web.Request) -> web.FileResponse:
     )
 
 
+STATIC_FILES: Final = web.AppKey("sms_replies_static_files", frozenset[str])
+
+
+async def get_static(request: web.Request) -> web.FileResponse:
+    # Only the files shipped (listed at start): aiohttp's static route would answer a
+    # missing one with an empty 404 of its own, outside the JSON errors.
+    name = request.match_info["filename"]
+    if name not in request.app[STATIC_FILES]:
+        raise web.HTTPNotFound()
+    return web.FileResponse(STATIC_DIR / name)
+
+
+def _static_files() -> frozenset[str]:
+    return frozenset(
+        p.relative_to(STATIC_DIR).as_posix() for p in STATIC_DIR.rglob("*") if p.is_file()
+    )
+
+
 async def redirect_dashboard(request: web.Request) -> web.Response:
     location = request.rel_url.with_path(request.path + "/")
     raise web.HTTPFound(location)
@@ -448,7 +601,7 @@ class RouteDoc:
     params: type[BaseModel] | None
     response: Any  # a type for TypeAdapter, or None for non-JSON
     status: int = 200
-    body: type[BaseModel] | None = None
+    body: Any = None  # a type for TypeAdapter (a model or a union of models)
     content_type: str = "application/json"
 
 
@@ -533,12 +686,33 @@ _ERROR_SCHEMA: Final = {
 def _schema(tp: Any, defs: dict[str, Any]) -> dict[str, Any]:
     schema = TypeAdapter(tp).json_schema(ref_template="#/components/schemas/{model}")
     defs.update(schema.pop("$defs", {}))
+    if "anyOf" in schema:  # the body's shapes exclude each other
+        schema["oneOf"] = schema.pop("anyOf")
     return schema
+
+
+def _query_schema(prop: dict[str, Any]) -> dict[str, Any]:
+    """A query parameter's schema: absent is how a query says None, never ``null``."""
+    branches = prop.get("anyOf")
+    if branches:
+        kept = [b for b in branches if b.get("type") != "null"]
+        if len(kept) == 1:
+            prop = {**{k: v for k, v in prop.items() if k != "anyOf"}, **kept[0]}
+    if prop.get("default", 0) is None:
+        del prop["default"]
+    return prop
 
 
 def openapi_document(default_tz: str = DEFAULT_TZ) -> dict[str, Any]:
     """The OpenAPI 3.1 description of every route of :func:`create_api_app`."""
-    defs: dict[str, Any] = {"Error": _ERROR_SCHEMA}
+    defs: dict[str, Any] = {
+        "Error": _ERROR_SCHEMA,
+        "TimeZone": {
+            "type": "string",
+            "enum": sorted(known_zones()),
+            "description": "An IANA time zone name known to the server.",
+        },
+    }
     error_ref = {"$ref": "#/components/schemas/Error"}
     paths: dict[str, dict[str, Any]] = {}
     for route in ROUTES:
@@ -566,7 +740,7 @@ def openapi_document(default_tz: str = DEFAULT_TZ) -> dict[str, Any]:
                         "in": "query",
                         "required": name in required,
                         "description": description,
-                        "schema": prop,
+                        "schema": _query_schema(prop),
                     }
                 )
         if parameters:
@@ -587,6 +761,8 @@ def openapi_document(default_tz: str = DEFAULT_TZ) -> dict[str, Any]:
         if content:
             responses[str(route.status)]["content"] = content
         json_error = {"application/json": {"schema": error_ref}}
+        if "{filename}" in route.path:
+            responses["404"] = {"description": "No such file", "content": json_error}
         if route.path.startswith("/api/"):
             # analytics/guard.py: the token when one is set, Host and Origin always.
             op["security"] = [{"bearer": []}]
@@ -602,30 +778,47 @@ def openapi_document(default_tz: str = DEFAULT_TZ) -> dict[str, Any]:
             responses["503"] = {"description": "Store busy: retry", "content": json_error}
             if route.method == "POST":
                 responses["409"] = {"description": "Campaign exists", "content": json_error}
+                responses["422"] = {
+                    "description": "end is not after start (error `empty_window`)",
+                    "content": json_error,
+                }
             else:
                 responses["404"] = {"description": "Unknown campaign", "content": json_error}
         op["responses"] = responses
         paths.setdefault(route.path, {})[route.method.lower()] = op
-    return {
-        "openapi": "3.1.0",
-        "info": {
-            "title": "sms-replies analytics API",
-            "version": "1",
-            "description": "Statistics over the replies stored in DuckDB; see docs/analytics.md.",
-        },
-        "paths": paths,
-        "components": {
-            "schemas": defs,
-            "securitySchemes": {
-                "bearer": {
-                    "type": "http",
-                    "scheme": "bearer",
-                    "description": "SMS_REPLIES_API_TOKEN. Needed by every request when "
-                    "set (always beyond loopback); without it, writes are refused.",
-                }
+    document: dict[str, Any] = _zone_refs(
+        {
+            "openapi": "3.1.0",
+            "info": {
+                "title": "sms-replies analytics API",
+                "version": "1",
+                "description": "Statistics over the replies stored in DuckDB (docs/analytics.md).",
             },
-        },
-    }
+            "paths": paths,
+            "components": {
+                "schemas": defs,
+                "securitySchemes": {
+                    "bearer": {
+                        "type": "http",
+                        "scheme": "bearer",
+                        "description": "SMS_REPLIES_API_TOKEN. Needed by every request when "
+                        "set (always beyond loopback); without it, writes are refused.",
+                    }
+                },
+            },
+        }
+    )
+    return document
+
+
+def _zone_refs(node: Any) -> Any:
+    if isinstance(node, dict):
+        if node.get(_ZONE_MARK):
+            return {"$ref": "#/components/schemas/TimeZone"}
+        return {k: _zone_refs(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_zone_refs(v) for v in node]
+    return node
 
 
 # -- application --------------------------------------------------------------------
@@ -669,5 +862,6 @@ def create_api_app(
     )
     for (method, path), handler in _HANDLERS.items():
         app.router.add_route(method, path, handler)
-    app.router.add_static("/dashboard/static", STATIC_DIR, append_version=False)
+    app[STATIC_FILES] = _static_files()
+    app.router.add_get("/dashboard/static/{filename:.+}", get_static)
     return app

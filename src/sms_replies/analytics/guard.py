@@ -126,8 +126,14 @@ def refusal(
     path: str,
     headers: Mapping[str, str],
     content_type: str,
+    routed: bool = True,
 ) -> Refusal | None:
-    """Why this request is refused, or ``None``. ``headers`` is case-insensitive."""
+    """Why this request is refused, or ``None``. ``headers`` is case-insensitive.
+
+    ``routed``: the path and method have a handler. When not (404, 405), the body
+    is never read, so its type does not matter: the router's answer (405 with
+    ``Allow``) is the useful one.
+    """
     host = headers.get("Host", "")
     if not host_allowed(host, access.allowed_hosts):
         return Refusal(
@@ -159,7 +165,7 @@ def refusal(
             "writes need a token: set SMS_REPLIES_API_TOKEN on the API and send "
             "Authorization: Bearer <token> (or use `sms-replies campaign add`)",
         )
-    if write and content_type != JSON_TYPE:
+    if write and routed and content_type != JSON_TYPE:
         return Refusal(415, "unsupported_media_type", "send the body as application/json")
     return None
 
@@ -187,6 +193,7 @@ async def guard_middleware(
         path=request.path,
         headers=request.headers,
         content_type=request.content_type,
+        routed=request.match_info.http_exception is None,
     )
     if refused is None:
         return await handler(request)

@@ -12,8 +12,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
+from functools import cache
 from typing import Final, Literal, get_args
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from sms_replies.errors import SmsRepliesError
 
@@ -29,6 +30,23 @@ MAX_TOP: Final = 100
 
 _RELATIVE = re.compile(r"^\s*(\d+)\s*([mhdw])\s*$")
 _UNITS: Final = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+# The times the HTTP API accepts, exactly (its OpenAPI document states this pattern,
+# and clients generated from it must never see a valid-looking time refused): a
+# calendar date of 1900-2999, optionally with a time (minutes, seconds, up to 6
+# decimals) and an offset, or a relative time bounded so that it stays in years
+# Python and DuckDB both handle. [0-9], not \d: \d matches other scripts' digits.
+_YEAR = "(?:19[0-9]{2}|2[0-9]{3})"
+_LEAP_YEAR = "(?:(?:19|2[0-9])(?:0[48]|[2468][048]|[13579][26])|2[048]00)"
+_DATE = (
+    f"(?:{_YEAR}-(?:(?:0[1-9]|1[0-2])-(?:0[1-9]|1[0-9]|2[0-8])"
+    "|(?:0[13-9]|1[0-2])-(?:29|30)|(?:0[13578]|1[02])-31)"
+    f"|{_LEAP_YEAR}-02-29)"
+)
+_CLOCK = "(?:[01][0-9]|2[0-3]):[0-5][0-9](?::[0-5][0-9](?:\\.[0-9]{1,6})?)?"
+_OFFSET = "(?:Z|[+-](?:[01][0-9]|2[0-3]):[0-5][0-9])"
+_AMOUNT = "(?:[0-9]{1,7}m|[0-9]{1,6}h|[0-9]{1,5}d|[0-9]{1,4}w)"
+TIME_PATTERN: Final = f"^(?:{_DATE}(?:T{_CLOCK}{_OFFSET}?)?|{_AMOUNT})$"
 
 
 class InvalidQueryError(SmsRepliesError, ValueError):
@@ -48,9 +66,17 @@ class UnknownCampaignError(SmsRepliesError, LookupError):
         self.name = name
 
 
+@cache
+def known_zones() -> frozenset[str]:
+    """The IANA zone names of this system (the API's OpenAPI document lists them)."""
+    return frozenset(available_timezones())
+
+
 def parse_zone(name: str, *, param: str = "tz") -> ZoneInfo:
-    """The IANA zone ``name`` or :class:`InvalidQueryError`."""
+    """The IANA zone ``name`` (one of :func:`known_zones`) or :class:`InvalidQueryError`."""
     try:
+        if name not in known_zones():
+            raise ValueError(name)
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError):
         raise InvalidQueryError(param, f"unknown time zone {name!r} (IANA name expected)") from None
@@ -99,6 +125,15 @@ def time_range(
     return start, end
 
 
+def bucket_step(bucket: Bucket) -> timedelta:
+    return timedelta(hours=1) if bucket == "hour" else timedelta(days=1)
+
+
+def last_buckets_start(start: datetime, end: datetime, bucket: Bucket) -> datetime:
+    """``start``, moved forward when [start, end) holds more than MAX_BUCKETS buckets."""
+    return max(start, end - MAX_BUCKETS * bucket_step(bucket))
+
+
 @dataclass(frozen=True, slots=True)
 class StatsQuery:
     """What to count: replies received in [start, end), seen in zone ``tz``.
@@ -121,19 +156,20 @@ class StatsQuery:
         for param, value in (("since", self.start), ("until", self.end)):
             if not isinstance(value, datetime) or value.tzinfo is None:
                 raise InvalidQueryError(param, "an aware datetime (with a zone) is required")
-        if self.start >= self.end:
+        if self.start > self.end:  # equal: an empty range, which counts nothing
             raise InvalidQueryError("since", "must be before until")
         parse_zone(self.tz)
         if self.group_by is not None and self.group_by not in GROUP_BY_VALUES:
             raise InvalidQueryError("group_by", f"one of {', '.join(GROUP_BY_VALUES)}")
         if self.bucket is not None and self.bucket not in BUCKET_VALUES:
             raise InvalidQueryError("bucket", f"one of {', '.join(BUCKET_VALUES)}")
-        if self.bucket is not None:
-            step = timedelta(hours=1) if self.bucket == "hour" else timedelta(days=1)
-            if (self.end - self.start) / step > MAX_BUCKETS:
-                raise InvalidQueryError(
-                    "bucket", f"more than {MAX_BUCKETS} {self.bucket}s: shorten the range"
-                )
+        if (
+            self.bucket is not None
+            and (self.end - self.start) / bucket_step(self.bucket) > MAX_BUCKETS
+        ):
+            raise InvalidQueryError(
+                "bucket", f"more than {MAX_BUCKETS} {self.bucket}s: shorten the range"
+            )
         if self.campaign is not None and not self.campaign.strip():
             raise InvalidQueryError("campaign", "empty campaign name")
         if not 1 <= self.top <= MAX_TOP:
