@@ -15,6 +15,8 @@ from typing import Annotated, Any, Final, Literal, TypeVar
 import msgspec
 import orjson
 
+from sms_replies.errors import SmsRepliesError
+
 Channel = Literal["long_number", "short_number"]
 StopSource = Literal["provider", "text"]
 
@@ -26,7 +28,7 @@ EpochMs = Annotated[int, msgspec.Meta(ge=0, le=253_402_300_799_999)]
 Count = Annotated[int, msgspec.Meta(ge=0, le=2**31 - 1)]
 
 
-class RecordDecodeError(ValueError):
+class RecordDecodeError(SmsRepliesError, ValueError):
     """A topic record that is not a valid record of the expected kind."""
 
 

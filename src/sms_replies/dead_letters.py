@@ -23,6 +23,7 @@ from typing import Any
 import orjson
 
 from sms_replies.contract import RawPart, RecordDecodeError, Topics
+from sms_replies.errors import SmsRepliesError
 
 
 def envelope(
@@ -66,7 +67,7 @@ def encode(fields: dict[str, Any]) -> bytes:
     return orjson.dumps(cut)
 
 
-class NotReplayable(ValueError):
+class NotReplayable(SmsRepliesError, ValueError):
     """A dead letter that cannot be re-published as it was."""
 
 

@@ -4,6 +4,32 @@ Driver errors (aiokafka, duckdb, asyncpg...) are converted into these at the
 boundary of the module that talks to the driver, so callers only ever catch
 ``SmsRepliesError`` subclasses. ``retriable`` tells the caller whether trying
 again later can succeed (a broker or store outage) or never will (bad data).
+
+The whole tree (classes defined next to the code that raises them say where)::
+
+    SmsRepliesError
+    ├── ConfigError                 settings inconsistent, dependency missing
+    ├── StartFailed                 a pipeline process kept dying before ready
+    ├── InvalidCallback             a callback that can never be accepted (4xx)
+    ├── BrokerUnavailable           retriable: the broker did not acknowledge
+    ├── StateRecoveryError          retriable: worker state could not be re-seeded
+    ├── SinkWriteError              a sink could not write (retriable per instance)
+    ├── RecordDecodeError           contract.py; also ValueError: a bad topic record
+    ├── NotReplayable               dead_letters.py; also ValueError
+    ├── SignatureError              ingest/signature.py: missing, wrong or stale signature
+    ├── FormDecodeError             ingest/form.py; also ValueError: undecodable charset
+    ├── _Rejected                   ingest/app.py: a refused callback (status, reason)
+    ├── InvalidQueryError           analytics/params.py; also ValueError
+    ├── UnknownCampaignError        analytics/params.py; also LookupError
+    ├── CampaignExistsError         analytics/campaigns.py
+    ├── StoreError                  analytics/store.py: the store cannot be read
+    │   └── StoreBusyError          the store stayed locked
+    ├── PrivacyStoreError           analytics/privacy_cli.py: erase/retention failed
+    └── ApiError                    analytics/api.py: an API answer (status, error)
+        └── _InvalidParametersError
+
+A test (tests/unit/test_errors.py) checks that every exception class the
+package defines descends from ``SmsRepliesError``.
 """
 
 from __future__ import annotations

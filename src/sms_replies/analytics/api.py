@@ -83,6 +83,7 @@ from sms_replies.analytics.queries import (
     top_keywords,
 )
 from sms_replies.analytics.store import DEFAULT_TIMEOUT, StoreBusyError, StoreError, open_reader
+from sms_replies.errors import SmsRepliesError
 from sms_replies.http_server import hide_server_version
 from sms_replies.privacy import e164, is_pseudonym, pseudonymize
 
@@ -292,7 +293,9 @@ CampaignBody = LongNumberCampaignBody | ShortNumberCampaignBody
 # -- responses ---------------------------------------------------------------------
 
 
-class ApiError(Exception):
+class ApiError(SmsRepliesError):
+    """An API request answered with ``status`` and a JSON error body."""
+
     def __init__(
         self, status: int, error: str, message: str, *, parameter: str | None = None
     ) -> None:

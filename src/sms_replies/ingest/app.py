@@ -25,7 +25,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from sms_replies import metrics
 from sms_replies.bounds import Bounds
-from sms_replies.errors import BrokerUnavailable, InvalidCallback
+from sms_replies.errors import BrokerUnavailable, InvalidCallback, SmsRepliesError
 from sms_replies.http_server import hide_server_version
 from sms_replies.ingest.audit import TokenBucket, audit_record
 from sms_replies.ingest.form import FormDecodeError, parse_form
@@ -92,7 +92,9 @@ async def _publisher_lifecycle(app: web.Application) -> AsyncIterator[None]:
     await publisher.stop()
 
 
-class _Rejected(Exception):
+class _Rejected(SmsRepliesError):
+    """A callback refused with ``status``; answered as JSON and kept for audit."""
+
     def __init__(
         self,
         status: int,

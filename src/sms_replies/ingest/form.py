@@ -16,12 +16,14 @@ import codecs
 from typing import Final
 from urllib.parse import unquote_to_bytes
 
+from sms_replies.errors import SmsRepliesError
+
 # Bytes Python's cp1252 leaves undefined; WHATWG maps them to the C1 controls.
 _CP1252_UNDEFINED: Final = frozenset(b"\x81\x8d\x8f\x90\x9d")
 _UTF8_NAMES: Final = frozenset({"utf-8", "utf8"})
 
 
-class FormDecodeError(ValueError):
+class FormDecodeError(SmsRepliesError, ValueError):
     """The bytes cannot be read with the declared charset; the message is safe to answer."""
 
 

@@ -30,6 +30,8 @@ from typing import Any, Final, Literal, get_args
 
 import orjson
 
+from sms_replies.errors import SmsRepliesError
+
 SignatureMethod = Literal["md5hash", "md5", "sha1", "sha256", "sha512"]
 METHODS: Final[tuple[str, ...]] = get_args(SignatureMethod)
 
@@ -38,7 +40,7 @@ UNSIGNED: Final = frozenset({"sig", "token"})
 MAX_TIMESTAMP_DIGITS: Final = 12
 
 
-class SignatureError(Exception):
+class SignatureError(SmsRepliesError):
     """The callback's signature is missing, wrong or too old; ``reason`` is safe to answer."""
 
     def __init__(self, reason: str) -> None:
