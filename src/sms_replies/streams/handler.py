@@ -150,12 +150,16 @@ class ReassemblyHandler:
             # and the state written again: a replay after a crash finds the store
             # ahead of its changelog (the store is written first), and a take-over
             # or a standby only ever sees the changelog.
-            if held is not None and len(held) <= self._bounds.max_value_bytes:
-                batch.set(key, held, event)
+            self._write_again(batch, event, key, held)
             await self._emit(step.replies)
         else:
             await self._apply(batch, event, key, before, *fitted)
         self._processed["duplicate" if step.duplicate else "part"].inc()
+
+    def _write_again(self, batch: Batch, event: Any, key: bytes, held: bytes | None) -> None:
+        """Stage the state already held, for its changelog record (too large: never sent)."""
+        if held is not None and len(held) <= self._bounds.max_value_bytes:
+            batch.set(key, held, event)
 
     async def _reject(self, value: Any, exc: Exception) -> None:
         log.warning("raw record sent to the dead-letter topic: %s", _error(exc), exc_info=exc)
@@ -176,7 +180,7 @@ class ReassemblyHandler:
             step = expire_due(state, tick.now_ms, **self._windows)
             if step.pending is state:  # not due, or a replayed tick: no state change
                 if step.replies:  # the replayed tick that expired it: as for a duplicate
-                    batch.set(key, held, event)
+                    self._write_again(batch, event, key, held)
                 await self._emit(step.replies)
                 self.index.schedule(partition, key, self._deadline(state))
             else:
