@@ -36,10 +36,11 @@ import os
 import secrets
 import uuid
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import duckdb
 import orjson
@@ -50,6 +51,8 @@ log = logging.getLogger(__name__)
 HOST = "127.0.0.1"  # loopback only, whatever the other listeners' settings
 Mode = Literal["read", "write"]
 MAX_LEND_SECONDS = 600.0
+READER_THREADS = 4  # statements run at once; more clients wait their turn
+T = TypeVar("T")
 
 
 def endpoint_path(store: Path) -> Path:
@@ -195,6 +198,9 @@ class StoreEndpoint:
         self.lent = lent
         self.token = secrets.token_hex(16)
         self._runner: web.AppRunner | None = None
+        # Its own threads: however many clients wait, the sink's writes (on the
+        # loop's default executor) never queue behind them.
+        self._threads: ThreadPoolExecutor | None = None
 
     def announce_opening(self) -> None:
         """Tell readers the owner is taking the file: they wait instead of opening it."""
@@ -204,6 +210,7 @@ class StoreEndpoint:
     async def start(self) -> None:
         if self._runner is not None:
             return
+        self._threads = ThreadPoolExecutor(READER_THREADS, thread_name_prefix="store-endpoint")
         app = web.Application(client_max_size=16 * 1024 * 1024)
         app.router.add_post("/execute", self._execute)
         app.router.add_get("/ping", self._ping)
@@ -222,6 +229,12 @@ class StoreEndpoint:
         runner, self._runner = self._runner, None
         if runner is not None:
             await runner.cleanup()
+        threads, self._threads = self._threads, None
+        if threads is not None:
+            threads.shutdown(wait=False, cancel_futures=True)
+
+    async def _in_thread(self, func: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._threads, func, *args)
 
     def _authorised(self, request: web.Request) -> bool:
         given = request.headers.get("Authorization", "")
@@ -232,7 +245,7 @@ class StoreEndpoint:
             return web.json_response({"error": "unauthorised"}, status=401)
         if self.lent():
             return web.json_response({"ok": False, "lent": True})
-        con = await asyncio.to_thread(self.connection)
+        con = await self._in_thread(self.connection)
         return web.json_response({"ok": con is not None, "lent": False})
 
     async def _lend(self, request: web.Request) -> web.Response:
@@ -247,7 +260,7 @@ class StoreEndpoint:
                 {"error": "bad_request", "message": f"seconds: 0 <= s <= {MAX_LEND_SECONDS}"},
                 status=400,
             )
-        await asyncio.to_thread(self.lend, seconds)
+        await self._in_thread(self.lend, seconds)
         if seconds:
             log.warning("store %s lent to another process for %.1f s", self.store, seconds)
         else:
@@ -257,7 +270,7 @@ class StoreEndpoint:
     async def _execute(self, request: web.Request) -> web.Response:
         if not self._authorised(request):
             return web.json_response({"error": "unauthorised"}, status=401)
-        con = await asyncio.to_thread(self.connection)
+        con = await self._in_thread(self.connection)
         if con is None:
             return web.json_response({"error": "unavailable", "message": "reopening"}, status=503)
         try:
@@ -268,7 +281,7 @@ class StoreEndpoint:
         except (ValueError, KeyError, TypeError) as exc:
             return web.json_response({"error": "bad_request", "message": str(exc)}, status=400)
         try:
-            columns, rows = await asyncio.to_thread(run_statement, con, sql, params, mode)
+            columns, rows = await self._in_thread(run_statement, con, sql, params, mode)
         except duckdb.Error as exc:
             return web.json_response({"error": type(exc).__name__, "message": str(exc)}, status=422)
         try:
