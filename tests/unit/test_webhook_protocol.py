@@ -13,6 +13,7 @@ import orjson
 import pytest
 
 from sms_replies.errors import ConfigError, SinkWriteError
+from sms_replies.preflight import check_config
 from sms_replies.schema import COLUMN_NAMES, ROW_ERRORS
 from sms_replies.settings import Settings
 from sms_replies.sinks import registry
@@ -144,3 +145,18 @@ def test_built_in_entry_points_match_pyproject() -> None:
     pyproject = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())
     assert pyproject["project"]["entry-points"]["sms_replies.sinks"] == registry.BUILT_IN
     assert registry.load_sink("webhook") is WebhookSink
+
+
+def test_preflight_refuses_a_webhook_without_url_or_with_a_short_secret(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    settings = Settings.load(data_dir=tmp_path, sinks=["duckdb", "webhook"])
+    monkeypatch.delenv("SMS_REPLIES_WEBHOOK_URL", raising=False)
+    monkeypatch.setenv("SMS_REPLIES_WEBHOOK_SECRET", SECRET.decode())
+    with pytest.raises(ConfigError, match="SMS_REPLIES_WEBHOOK_URL"):
+        check_config(settings)
+    monkeypatch.setenv("SMS_REPLIES_WEBHOOK_URL", "https://hooks.example/in")
+    monkeypatch.setenv("SMS_REPLIES_WEBHOOK_SECRET", "short-s3cret")
+    with pytest.raises(ConfigError, match=r"sink 'webhook': secret: .*at least 16") as info:
+        check_config(settings)
+    assert "short-s3cret" not in str(info.value)

@@ -65,7 +65,7 @@ class WebhookSinkSettings(BaseSettings):
         None, description="http(s) URL the replies are POSTed to (may hold a token: kept secret)."
     )
     secret: SecretStr | None = Field(
-        None, min_length=16, description="HMAC-SHA256 key of the signature (16+ characters)."
+        None, description="HMAC-SHA256 key of the signature (16+ characters)."
     )
     timeout: float = Field(10.0, gt=0, description="Seconds for one request, connect to answer.")
     max_batch: int = Field(500, ge=1, description="Most replies per request.")
@@ -83,6 +83,13 @@ class WebhookSinkSettings(BaseSettings):
             url = URL(value.get_secret_value())
             if url.scheme not in ("http", "https") or not url.host:
                 raise ValueError("must be an absolute http:// or https:// URL")
+        return value
+
+    @field_validator("secret")
+    @classmethod
+    def _long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 16:
+            raise ValueError("must be at least 16 characters (e.g. openssl rand -hex 32)")
         return value
 
 
