@@ -11,6 +11,7 @@ duplicate detection) makes a replay of something already stored harmless.
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
 import warnings
 from collections.abc import Iterable
@@ -179,7 +180,9 @@ def _settings(ctx: click.Context) -> Settings:
     from sms_replies.cli import load_settings
 
     overrides: dict[str, Any] = ctx.obj or {}
-    return load_settings("dead-letters", overrides)
+    settings = load_settings("dead-letters", overrides)
+    logging.getLogger("kafka").setLevel(logging.WARNING)  # its connection chatter
+    return settings
 
 
 @click.group("dead-letters")
