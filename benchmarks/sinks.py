@@ -32,6 +32,7 @@ import pyarrow
 from clickhouse_driver import Client
 from rich.console import Console
 from rich.table import Table
+from tests.clickhouse_server import clickhouse_server_binary, local_clickhouse_server
 
 from sms_replies.errors import SinkWriteError
 from sms_replies.sinks.base import Sink
@@ -39,11 +40,7 @@ from sms_replies.sinks.clickhouse import ClickHouseSink, ClickHouseSinkSettings
 from sms_replies.sinks.duckdb import DuckDBSink
 from sms_replies.sinks.parquet import ParquetSink
 from sms_replies.sinks.postgres import PostgresSink
-from sms_replies.sinks.testing import (
-    clickhouse_server_binary,
-    local_clickhouse_server,
-    make_replies,
-)
+from sms_replies.sinks.testing import make_replies
 
 log = logging.getLogger(__name__)
 

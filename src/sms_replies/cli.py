@@ -170,7 +170,8 @@ def api(**overrides: Any) -> None:
 
     from sms_replies.analytics.api import create_api_app
     from sms_replies.analytics.guard import api_access
-    from sms_replies.health import add_health_route, add_metrics_route
+    from sms_replies.health import add_health_route
+    from sms_replies.metrics import add_metrics_route
     from sms_replies.privacy import key_bytes
 
     settings = load_settings("api", overrides)

@@ -7,7 +7,6 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from sms_replies.broker.probe import check_broker
 from sms_replies.errors import BrokerUnavailable
@@ -65,14 +64,6 @@ async def pipeline_health(settings: Settings) -> dict[str, Any]:
 async def handle_pipeline_health(request: web.Request) -> web.Response:
     report = await pipeline_health(request.app[HEALTH_SETTINGS])
     return web.json_response(report, status=200 if report["up"] else 503)
-
-
-async def handle_metrics(request: web.Request) -> web.Response:
-    return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
-
-
-def add_metrics_route(app: web.Application) -> None:
-    app.router.add_get("/metrics", handle_metrics)
 
 
 def add_health_route(app: web.Application, settings: Settings) -> None:

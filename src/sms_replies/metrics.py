@@ -1,8 +1,30 @@
-"""Prometheus metrics of every process (each process exposes its own /metrics)."""
+"""Prometheus metrics of every process, and the one ``/metrics`` page that shows them.
+
+Each process (ingress, API, sinks, worker) exposes its own registry at
+``/metrics``: aiohttp apps through :func:`add_metrics_route`, the Faust worker
+through :func:`exposition` in its own page.
+"""
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
+
+
+def exposition() -> tuple[bytes, dict[str, str]]:
+    """This process's metrics in the Prometheus text format, and the headers to send them with."""
+    # As a header: aiohttp refuses a content_type argument with a charset in it.
+    return generate_latest(), {"Content-Type": CONTENT_TYPE_LATEST}
+
+
+async def handle_metrics(request: web.Request) -> web.Response:
+    body, headers = exposition()
+    return web.Response(body=body, headers=headers)
+
+
+def add_metrics_route(app: web.Application) -> None:
+    app.router.add_get("/metrics", handle_metrics)
+
 
 CALLBACKS = Counter(
     "sms_replies_callbacks_total", "Callbacks received by the ingress, by outcome.", ["outcome"]

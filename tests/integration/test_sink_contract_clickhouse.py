@@ -21,14 +21,8 @@ from clickhouse_driver import Client
 from sms_replies.errors import SinkWriteError
 from sms_replies.schema import COLUMN_NAMES, COLUMNS
 from sms_replies.sinks.clickhouse import ClickHouseSink, ClickHouseSinkSettings, read_sql
-from sms_replies.sinks.testing import (
-    LocalServer,
-    ReadBack,
-    SinkContract,
-    clickhouse_server_binary,
-    local_clickhouse_server,
-    make_replies,
-)
+from sms_replies.sinks.testing import ReadBack, SinkContract, make_replies
+from tests.clickhouse_server import LocalServer, clickhouse_server_binary, local_clickhouse_server
 
 pytestmark = pytest.mark.integration
 

@@ -39,7 +39,8 @@ from sms_replies.sinks.duckdb import DuckDBSink
 from sms_replies.sinks.parquet import ParquetSink, view_sql
 from sms_replies.sinks.postgres import PostgresSink
 from sms_replies.sinks.runner import Backoff, SinkRunner
-from sms_replies.sinks.testing import LocalServer, make_reply
+from sms_replies.sinks.testing import make_reply
+from tests.clickhouse_server import LocalServer
 from tests.integration.conftest import consume
 from tests.integration.test_sink_contract_clickhouse import clickhouse_server  # noqa: F401
 

@@ -60,3 +60,19 @@ def test_each_component_is_asked_at_its_own_address() -> None:
         "worker": "http://10.0.0.2:7000/healthz",
         "sinks": "http://10.0.0.3:7100/healthz",
     }
+
+
+async def test_metrics_page_shows_this_process_registry_in_prometheus_format() -> None:
+    from aiohttp import web
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from sms_replies.metrics import add_metrics_route
+
+    app = web.Application()
+    add_metrics_route(app)
+    async with TestClient(TestServer(app)) as client:
+        response = await client.get("/metrics")
+        body = await response.text()
+    assert response.status == 200
+    assert response.headers["Content-Type"].startswith("text/plain; version=")
+    assert "sms_replies_callbacks_total" in body

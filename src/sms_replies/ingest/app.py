@@ -21,7 +21,6 @@ from typing import Any
 import orjson
 from aiohttp import web
 from aiohttp.typedefs import Handler
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from sms_replies import metrics
 from sms_replies.bounds import Bounds
@@ -78,7 +77,7 @@ def create_app(settings: Settings, publisher: Publisher | None = None) -> web.Ap
     app.router.add_route("POST", CALLBACK_PATH, handle_callback)
     app.router.add_get("/healthz", handle_health)
     app.router.add_get("/readyz", handle_ready)
-    app.router.add_get("/metrics", handle_metrics)
+    metrics.add_metrics_route(app)
     return app
 
 
@@ -337,10 +336,6 @@ async def handle_ready(request: web.Request) -> web.Response:
     except BrokerUnavailable:
         return _json({"status": "broker unavailable"}, status=503)
     return _json({"status": "ready"})
-
-
-async def handle_metrics(request: web.Request) -> web.Response:
-    return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
 def _json(

@@ -9,10 +9,10 @@ import time
 
 from aiohttp import web
 from aiokafka import AIOKafkaProducer
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from sms_replies.broker.admin import wait_for_topics
 from sms_replies.erasures import ErasureList
+from sms_replies.metrics import add_metrics_route
 from sms_replies.privacy import key_bytes
 from sms_replies.settings import Settings
 from sms_replies.sinks.registry import load_sink
@@ -101,12 +101,9 @@ async def _start_web(runners: list[SinkRunner], settings: Settings) -> web.AppRu
         failing = any(r.progress.last_error for r in runners)
         return web.json_response(body, status=503 if failing else 200)
 
-    async def metrics(request: web.Request) -> web.Response:
-        return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
-
     app = web.Application()
     app.router.add_get("/healthz", health)
-    app.router.add_get("/metrics", metrics)
+    add_metrics_route(app)
     runner = web.AppRunner(app)
     await runner.setup()
     await web.TCPSite(runner, settings.sinks_web_host, settings.sinks_web_port).start()

@@ -23,12 +23,12 @@ from typing import Any, cast
 
 import faust
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from sms_replies.bounds import Bounds
 from sms_replies.broker.offsets import end_offsets
 from sms_replies.contract import ExpiryTick, Reply
 from sms_replies.erasures import ErasureList
+from sms_replies.metrics import exposition
 from sms_replies.privacy import key_bytes, pseudonymize_reply
 from sms_replies.settings import Settings, local_address
 from sms_replies.streams.batch import SendChangelog, TableBatch, in_event
@@ -284,8 +284,8 @@ def create_app(
 
     @app.page("/metrics")
     async def metrics_page(web: Any, request: Any) -> Any:
-        # As a header: aiohttp refuses a content_type argument with a charset in it.
-        return web.bytes(generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+        body, headers = exposition()
+        return web.bytes(body, headers=headers)
 
     @app.page("/healthz")
     async def health_page(web: Any, request: Any) -> Any:
