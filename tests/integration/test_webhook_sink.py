@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import signal
 import time
 from collections.abc import Iterator
 
@@ -172,3 +173,26 @@ async def test_permanent_400_dead_letters_only_the_refused_reply(
     health = (await sinks_health(settings))["webhook"]
     assert health["dead_lettered"] == 1
     assert_logs_keep_secrets(processes.log("sinks"), replies)
+
+
+@pytest.mark.timeout(150)
+async def test_sinks_killed_while_the_receiver_is_down_lose_nothing(
+    settings: Settings, processes: Processes, receiver: Receiver
+) -> None:
+    receiver.plan = [Fail(503)] * 1000  # down until the plan is cleared
+    replies = make_replies(25, prefix="killed")
+    await publish(settings, replies)
+    fast = {"SMS_REPLIES_WEBHOOK_MAX_ATTEMPTS": "2", "SMS_REPLIES_WEBHOOK_BACKOFF_INITIAL": "0.1"}
+    start_sinks(processes, settings, receiver, ["webhook"], **fast)
+    for _ in range(600):
+        if len(receiver.deliveries) >= 4:
+            break
+        await asyncio.sleep(0.1)
+    assert len(receiver.deliveries) >= 4, "the sink never tried"
+    processes.stop("sinks", signal.SIGKILL)
+    receiver.plan.clear()
+    start_sinks(processes, settings, receiver, ["webhook"], **fast)
+    await wait_until_stored(receiver, {r.reply_id for r in replies}, timeout=90)
+    assert all(d.signature_ok for d in receiver.deliveries)
+    accepted_ids = {i for d in receiver.deliveries if d.status == 200 for i in d.reply_ids}
+    assert accepted_ids == {r.reply_id for r in replies}
