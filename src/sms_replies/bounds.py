@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Final
 
-from sms_replies.contract import RawPart, RecordDecodeError
+from sms_replies.contract import RawPart, RecordDecodeError, provider_time_ms
 
 MAX_ID: Final = 100  # provider message id
 MAX_PHONE: Final = 32  # a number as sent (E.164 once normalised: at most 16)
@@ -88,6 +88,10 @@ def check_part(part: RawPart, bounds: Bounds) -> None:
     _string(part.message_type, "message_type", MAX_TYPE)
     if part.provider_timestamp is not None:
         _string(part.provider_timestamp, "provider_timestamp", MAX_TIMESTAMP)
+        try:
+            provider_time_ms(part.provider_timestamp)
+        except ValueError as exc:
+            raise RecordDecodeError(f"provider_timestamp: {exc}") from None
     _integer(part.received_at_ms, "received_at_ms", 0, 2**63 - 1)
     _string(part.text, "text", bounds.text_limit(part))
     concat = part.concat

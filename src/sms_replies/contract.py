@@ -9,7 +9,9 @@ schema version ``v`` so that consumers can reject what they do not understand.
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Annotated, Any, Final, Literal, TypeVar
 
 import msgspec
@@ -26,6 +28,28 @@ SCHEMA_VERSION: Final = 1
 # ``datetime`` can hold (years 1970..9999), counts that fit a 32-bit integer.
 EpochMs = Annotated[int, msgspec.Meta(ge=0, le=253_402_300_799_999)]
 Count = Annotated[int, msgspec.Meta(ge=0, le=2**31 - 1)]
+
+#: The provider's ``message-timestamp``: UTC, no zone, whole seconds.
+PROVIDER_TIMESTAMP_FORMAT: Final = "%Y-%m-%d %H:%M:%S"
+_PROVIDER_TIMESTAMP_SHAPE: Final = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}(:[0-9]{2}){2}")
+
+
+def provider_time_ms(value: str) -> int:
+    """``'2016-03-09 16:00:30'`` (UTC) as epoch milliseconds.
+
+    ValueError unless it has exactly that shape and is a real time from 1970 on
+    (what every store can hold; the message is safe to answer, it does not echo
+    the input).
+    """
+    if not _PROVIDER_TIMESTAMP_SHAPE.fullmatch(value):
+        raise ValueError("expected YYYY-MM-DD HH:MM:SS (UTC)")
+    try:
+        parsed = datetime.strptime(value, PROVIDER_TIMESTAMP_FORMAT).replace(tzinfo=UTC)
+    except ValueError:  # 2016-02-30, 24:00:00...; strptime's message would echo the input
+        raise ValueError("not a real date and time (YYYY-MM-DD HH:MM:SS, UTC)") from None
+    if parsed.year < 1970:
+        raise ValueError("a time from 1970-01-01 00:00:00 UTC on")
+    return int(parsed.timestamp()) * 1000
 
 
 class RecordDecodeError(SmsRepliesError, ValueError):
@@ -115,6 +139,9 @@ class Reply:
     provider_message_ids: tuple[str, ...]
     last_part_at_ms: EpochMs | None = None  # when the last part arrived; None: same as received
     late: bool = False  # a part that arrived after its message expired, published alone
+    # The provider's 'message-timestamp' (UTC) of the earliest part; None: not sent.
+    # Optional with a default: records written before it decode as before.
+    provider_sent_at_ms: EpochMs | None = None
 
     def encode(self) -> bytes:
         return orjson.dumps({"v": SCHEMA_VERSION, **_asdict(self)})

@@ -49,6 +49,12 @@ COLUMNS: tuple[Column, ...] = (
     Column("provider_message_ids", "text[]", False, "Provider messageId of each part, in order."),
     Column("last_part_at", "timestamp", True, "UTC time the ingress accepted the last part."),
     Column("late", "boolean", True, "A part that came after its message expired, stored alone."),
+    Column(
+        "provider_sent_at",
+        "timestamp",
+        True,
+        "Provider's message-timestamp (UTC) of the earliest part; null: not sent.",
+    ),
 )
 
 COLUMN_NAMES: tuple[str, ...] = tuple(c.name for c in COLUMNS)
@@ -82,6 +88,7 @@ def to_row(reply: Reply, ingested_at: datetime) -> tuple[Any, ...]:
         list(reply.provider_message_ids),
         utc_from_ms(reply.last_part_at_ms or reply.received_at_ms),
         reply.late,
+        None if reply.provider_sent_at_ms is None else utc_from_ms(reply.provider_sent_at_ms),
     )
 
 

@@ -40,7 +40,7 @@ from sms_replies.analytics.params import (
     UnknownCampaignError,
     local_midnight,
 )
-from sms_replies.analytics.store import CAMPAIGNS_TABLE, has_column
+from sms_replies.analytics.store import CAMPAIGNS_TABLE, has_column, table_columns
 from sms_replies.schema import COLUMN_NAMES, TABLE
 
 LAST_PART_COLUMN: Final = "last_part_at"
@@ -467,10 +467,9 @@ def list_replies(con: duckdb.DuckDBPyConnection, f: ReplyFilter) -> ReplyPage:
     Times are shown in zone ``f.tz``.
     """
     tz = ZoneInfo(f.tz)
-    # A table from before the last_part_at column (not yet migrated) lacks it.
-    columns = [
-        c for c in COLUMN_NAMES if c != LAST_PART_COLUMN or has_column(con, TABLE, LAST_PART_COLUMN)
-    ]
+    # A table from before a column was added (not yet migrated by a sink) lacks it.
+    present = table_columns(con, TABLE)
+    columns = [c for c in COLUMN_NAMES if c in present]
     where: list[str] = []
     params: dict[str, Any] = {"limit": f.limit + 1}
     for name, sql, value in (

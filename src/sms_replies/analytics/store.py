@@ -277,6 +277,14 @@ def open_writer(
         con.close()
 
 
+def table_columns(con: duckdb.DuckDBPyConnection, table: str) -> frozenset[str]:
+    """The columns ``table`` (persistent or temporary) has."""
+    rows = con.execute(
+        "SELECT column_name FROM duckdb_columns() WHERE table_name = ?", [table]
+    ).fetchall()
+    return frozenset(str(name) for (name,) in rows)
+
+
 def has_column(con: duckdb.DuckDBPyConnection, table: str, column: str) -> bool:
     """Whether ``table`` (persistent or temporary) has ``column``."""
     row = con.execute(

@@ -14,14 +14,13 @@ Values may be strings or numbers whatever the encoding (query string, form, JSON
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime
 from typing import Annotated, Any, Final, Literal, TypeVar
 
 import phonenumbers
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from sms_replies.bounds import MAX_ID, MAX_PHONE, MAX_TIMESTAMP, Bounds
-from sms_replies.contract import Concat, RawPart
+from sms_replies.contract import Concat, RawPart, provider_time_ms
 from sms_replies.errors import InvalidCallback
 
 __all__ = ["MAX_ID", "MAX_PHONE", "MAX_TEXT", "parse_callback"]
@@ -88,10 +87,7 @@ class LongNumberCallback(_Callback):
     @classmethod
     def _timestamp_format(cls, value: str | None) -> str | None:
         if value is not None:
-            try:
-                datetime.strptime(value, "%Y-%m-%d %H:%M:%S")
-            except ValueError:  # -> 400; strptime's own message would echo the input
-                raise ValueError("expected YYYY-MM-DD HH:MM:SS") from None
+            provider_time_ms(value)  # ValueError -> 400 naming message-timestamp
         return value
 
 

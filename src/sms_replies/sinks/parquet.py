@@ -89,14 +89,15 @@ class ParquetSinkSettings(BaseSettings):
 def view_sql(directory: Path, name: str = TABLE) -> str:
     """DuckDB view reading every part with one row per reply_id (the first stored).
 
-    DuckDB refuses to create it while the directory holds no part yet.
+    DuckDB refuses to create it while the directory holds no part yet. Columns are
+    matched by name: parts written before a column was added read it as null.
     """
     pattern = str(directory / PART_GLOB).replace("'", "''")
     columns = ", ".join(COLUMN_NAMES)
     return (
         f"CREATE OR REPLACE VIEW {name} AS "
         f"SELECT DISTINCT ON (reply_id) {columns} "
-        f"FROM read_parquet('{pattern}', hive_partitioning = false) "
+        f"FROM read_parquet('{pattern}', hive_partitioning = false, union_by_name = true) "
         "ORDER BY reply_id, ingested_at"
     )
 

@@ -52,6 +52,8 @@ ReadBack = Callable[[], Awaitable[list[dict[str, Any]]]]
 
 BASE_MS = 1_700_000_000_123  # 2023-11-14T22:13:20.123Z: has milliseconds on purpose
 _DAY_MS = 86_400_000
+#: A provider's message-timestamp: whole seconds, a little before BASE_MS.
+PROVIDER_SENT_MS = (BASE_MS // 1000 - 7) * 1000
 
 # Columns a store may keep at a coarser precision (ClickHouse 18.16: whole seconds).
 TIMESTAMP_COLUMNS = tuple(
@@ -90,7 +92,7 @@ def make_replies(count: int, *, start: int = 0, days: int = 1, prefix: str = "r"
 def awkward_replies() -> list[Reply]:
     """Replies exercising every column: nulls, stops, multipart, quoting, unicode."""
     return [
-        make_reply(1),
+        make_reply(1, provider_sent_at_ms=PROVIDER_SENT_MS),
         make_reply(
             2,
             channel="short_number",
@@ -107,6 +109,7 @@ def awkward_replies() -> list[Reply]:
             is_stop=True,
             stop_source="text",
             day=1,
+            provider_sent_at_ms=PROVIDER_SENT_MS + _DAY_MS,
         ),
         make_reply(
             4,

@@ -26,7 +26,7 @@ from typing import Any, Final
 
 import orjson
 
-from sms_replies.contract import RawPart, RecordDecodeError, Reply
+from sms_replies.contract import RawPart, RecordDecodeError, Reply, provider_time_ms
 from sms_replies.optout import keyword_of, stop_source
 
 #: Stands where a part never arrived, in the text of an incomplete reply.
@@ -278,7 +278,27 @@ def assemble(parts: Iterable[RawPart], total: int, *, late: bool = False) -> Rep
         provider_message_ids=ids,
         last_part_at_ms=max(p.received_at_ms for p in ordered),
         late=late,
+        provider_sent_at_ms=provider_sent_at_ms(ordered),
     )
+
+
+def provider_sent_at_ms(parts: Iterable[RawPart]) -> int | None:
+    """The earliest ``message-timestamp`` of the parts held (epoch ms, UTC); None: none sent.
+
+    The earliest, not part 1's: part 1 may be the one missing, and the earliest
+    is the same whatever order the parts came in. The provider keeps a part's
+    timestamp when it retries, so a retried part changes nothing. A timestamp
+    that does not parse (only in a record written before the ingress checked it)
+    is ignored rather than stopping the reply.
+    """
+    times = []
+    for part in parts:
+        if part.provider_timestamp is not None:
+            try:
+                times.append(provider_time_ms(part.provider_timestamp))
+            except ValueError:
+                continue
+    return min(times, default=None)
 
 
 def reply_id(first: RawPart, provider_ids: tuple[str, ...]) -> str:
