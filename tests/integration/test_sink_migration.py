@@ -24,13 +24,8 @@ from sms_replies.schema import COLUMNS, to_row
 from sms_replies.sinks import clickhouse as clickhouse_sink
 from sms_replies.sinks import duckdb as duckdb_sink
 from sms_replies.sinks import postgres as postgres_sink
-from sms_replies.sinks.testing import (
-    PROVIDER_SENT_MS,
-    LocalServer,
-    clickhouse_server_binary,
-    local_clickhouse_server,
-    make_reply,
-)
+from sms_replies.sinks.testing import PROVIDER_SENT_MS, make_reply
+from tests.clickhouse_server import LocalServer, clickhouse_server_binary, local_clickhouse_server
 
 pytestmark = pytest.mark.integration
 
