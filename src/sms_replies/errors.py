@@ -18,6 +18,7 @@ The whole tree (classes defined next to the code that raises them say where)::
     ├── NotReplayable               dead_letters.py; also ValueError
     ├── SignatureError              ingest/signature.py: missing, wrong or stale signature
     ├── FormDecodeError             ingest/form.py; also ValueError: undecodable charset
+    ├── NotAPhoneNumber             phone.py; also ValueError: no (possible) number
     ├── _Rejected                   ingest/app.py: a refused callback (status, reason)
     ├── InvalidQueryError           analytics/params.py; also ValueError
     ├── UnknownCampaignError        analytics/params.py; also LookupError

@@ -23,14 +23,13 @@ from typing import Any, Final
 from urllib.parse import parse_qsl, urlencode
 
 import orjson
-import phonenumbers
 
 from sms_replies.contract import RawPart, Reply
+from sms_replies.phone import DEFAULT_REGION, NotAPhoneNumber, to_e164
 
 PREFIX: Final = "h:"
 #: Callback parameters that carry the sender's number (long number, short number).
 SENDER_PARAMS: Final = frozenset({"msisdn", "phone_number"})
-DEFAULT_REGION: Final = "FR"
 #: Stands for a request body that could not be read as parameters (so not scrubbed).
 WITHHELD: Final = "[withheld: not readable as parameters, may hold a number]"
 
@@ -77,19 +76,12 @@ def sender_forms(number: str, key: bytes | None) -> tuple[str, ...]:
 def e164(raw: str, region: str = DEFAULT_REGION) -> str | None:
     """``raw`` in E.164 (``33612…``, ``+33612…``, ``0612…``, ``06 12 …``), None if not a number.
 
-    The ingress's rule (:mod:`sms_replies.ingest.parsing`): digits without a leading
-    0 are international, a leading 0 is national in ``region``.
+    The ingress's rule (:func:`sms_replies.phone.to_e164`).
     """
-    text = raw.strip()
-    if text.isdigit() and not text.startswith("0"):
-        text = "+" + text
     try:
-        number = phonenumbers.parse(text, region)
-    except phonenumbers.NumberParseException:
+        return to_e164(raw, region)
+    except NotAPhoneNumber:
         return None
-    if not phonenumbers.is_possible_number(number):
-        return None
-    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
 
 
 def pseudonymize_any(raw: str, key: bytes) -> str:

@@ -182,6 +182,14 @@ async def test_replies_paging_and_filters(
     assert stops["items"][1]["received_at"] == "2025-03-30T00:10:00+01:00"
     offset = await get_json(client, "/api/replies", offset="8", limit="5")
     assert [r["reply_id"] for r in offset["items"]] == ["r9"]
+    # A recipient in any format, as a sender: the one normalisation (sms_replies.phone).
+    by_recipient = {
+        form: [
+            r["reply_id"] for r in (await get_json(client, "/api/replies", recipient=form))["items"]
+        ]
+        for form in ("+33700000002", "33700000002", "0700000002", "07 00 00 00 02")
+    }
+    assert set(map(tuple, by_recipient.values())) == {("r8", "r4")}
 
 
 @pytest.mark.parametrize(

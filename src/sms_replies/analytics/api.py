@@ -227,7 +227,8 @@ class RepliesParams(_Params):
         None,
         min_length=1,
         max_length=MAX_FILTER_LENGTH,
-        description="Recipient long number, E.164 (+ may be omitted).",
+        description="Recipient long number, in any format (E.164, international digits, "
+        "national 07...).",
     )
     keyword: str | None = Field(
         None,
@@ -521,17 +522,18 @@ async def post_campaign(request: web.Request) -> web.Response:
 
 
 def _number(value: str | None) -> str | None:
+    """A number filter as stored (E.164); what is no number stays as given (matches nothing)."""
     if value is None:
         return None
     text = value.strip()  # a '+' sent unencoded in a query string arrives as a space
-    return text if text.startswith("+") else "+" + text
+    return e164(text) or (text if text.startswith("+") else "+" + text)
 
 
 def _sender(value: str | None, key: bytes | None) -> str | None:
     """The sender as stored: E.164, or its pseudonym when the store is pseudonymised."""
     if value is None or is_pseudonym(value.strip()):
         return None if value is None else value.strip()
-    number = e164(value) or _number(value)
+    number = _number(value)
     return pseudonymize(number, key) if key is not None and number else number
 
 

@@ -21,13 +21,13 @@ from pathlib import Path
 from typing import Any, Final
 
 import duckdb
-import phonenumbers
 
 from sms_replies.analytics.params import InvalidQueryError, UnknownCampaignError
 from sms_replies.analytics.queries import MEMBERSHIP, Stats, row_stats, share, stats_sql
 from sms_replies.analytics.store import CAMPAIGNS_TABLE, DEFAULT_TIMEOUT, open_writer
 from sms_replies.contract import Channel
 from sms_replies.errors import SmsRepliesError
+from sms_replies.phone import DEFAULT_REGION, NotAPhoneNumber, to_e164
 from sms_replies.schema import TABLE
 
 CHANNELS: Final[tuple[Channel, ...]] = ("long_number", "short_number")
@@ -43,18 +43,12 @@ class CampaignExistsError(SmsRepliesError):
         self.name = name
 
 
-def normalise_number(value: str, *, region: str = "FR", param: str = "recipient") -> str:
+def normalise_number(value: str, *, region: str = DEFAULT_REGION, param: str = "recipient") -> str:
     """E.164 (``+33612345678``) from an international or national number."""
-    text = value.strip()
-    if text.isdigit() and not text.startswith("0"):
-        text = "+" + text  # international digits without '+', as the provider sends
     try:
-        number = phonenumbers.parse(text, region)
-    except phonenumbers.NumberParseException:
-        raise InvalidQueryError(param, f"{value!r} is not a phone number") from None
-    if not phonenumbers.is_possible_number(number):
-        raise InvalidQueryError(param, f"{value!r} is not a possible phone number")
-    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+        return to_e164(value, region)
+    except NotAPhoneNumber as exc:
+        raise InvalidQueryError(param, f"{value!r} is {exc}") from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,7 +92,7 @@ class Campaign:
         recipient: str | None = None,
         short_number: bool = False,
         delivered: int | None = None,
-        region: str = "FR",
+        region: str = DEFAULT_REGION,
     ) -> Campaign:
         """A campaign from user input: the recipient number is normalised to E.164."""
         if short_number and recipient:

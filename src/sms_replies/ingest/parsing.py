@@ -16,18 +16,17 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Annotated, Any, Final, Literal, TypeVar
 
-import phonenumbers
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from sms_replies.bounds import MAX_ID, MAX_PHONE, MAX_TIMESTAMP, Bounds
 from sms_replies.contract import Concat, RawPart, provider_time_ms
 from sms_replies.errors import InvalidCallback
+from sms_replies.phone import NotAPhoneNumber, to_e164
 
 __all__ = ["MAX_ID", "MAX_PHONE", "MAX_TEXT", "parse_callback"]
 
 MAX_TEXT: Final = Bounds().max_single_text  # the default; a part's is lower (see bounds)
 _DEFAULT_BOUNDS: Final = Bounds()
-DEFAULT_REGION: Final = "FR"  # national numbers (06...) are French: SMS Partner is French
 
 # Parameters that carry our own authentication, never part of the callback.
 AUTH_PARAMS: Final = frozenset({"token", "sig"})
@@ -190,15 +189,8 @@ def _short_number(cb: ShortNumberCallback, received_at_ms: int) -> RawPart:
 
 def _e164(raw: str, field: str, problems: dict[str, str]) -> str:
     """'33612345678', '+33612345678' or '0612345678' -> '+33612345678'."""
-    candidate = raw.strip()
-    if candidate.isdigit() and not candidate.startswith("0"):
-        candidate = "+" + candidate  # Vonage style: international digits without '+'
     try:
-        number = phonenumbers.parse(candidate, DEFAULT_REGION)
-    except phonenumbers.NumberParseException:
-        problems[field] = "not a phone number"
+        return to_e164(raw)
+    except NotAPhoneNumber as exc:
+        problems[field] = str(exc)
         return ""
-    if not phonenumbers.is_possible_number(number):
-        problems[field] = "not a possible phone number"
-        return ""
-    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
