@@ -71,6 +71,32 @@ def multipart_load(min_parts: int, *, seed: int = 7, incomplete: float = 0.0) ->
     return Load(parts, messages)
 
 
+def mixed_load(callbacks: int, *, singles: float = 0.8, seed: int = 7) -> Load:
+    """``callbacks`` callbacks, ``singles`` of them single replies, the rest parts of
+    multipart replies (as :func:`multipart_load`), shuffled together.
+
+    Single replies come from their own senders (partition key: the sender).
+    """
+    rng = random.Random(seed)
+    multipart = multipart_load(callbacks - round(callbacks * singles), seed=seed + 1)
+    parts = list(multipart.parts)
+    for index in range(callbacks - len(parts)):
+        parts.append(
+            RawPart(
+                channel="long_number",
+                sender=f"+337{rng.randrange(10**8):08d}",
+                recipient=LONG_NUMBER,
+                text=_words(rng, rng.randrange(2, 60)),
+                provider_message_id=f"0C{index:09d}",
+                message_type="text",
+                received_at_ms=BASE_MS + index,
+                provider_timestamp="2026-11-25 09:51:46",
+            )
+        )
+    rng.shuffle(parts)
+    return Load(parts, multipart.messages + len(parts) - len(multipart.parts))
+
+
 _WORDS = ("oui", "non", "merci", "bonjour", "rappelez", "moi", "demain", "vendredi", "je")
 
 

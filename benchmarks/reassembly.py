@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import os
 import subprocess
 import sys
 import tempfile
@@ -39,6 +40,7 @@ from benchmarks.common import (
     count_records,
     cpu_seconds,
     end_offsets_of,
+    mixed_load,
     multipart_load,
     produce_parts,
     start_component,
@@ -52,14 +54,19 @@ from sms_replies.streams.reassembly import PendingMessage, accept
 
 PARTITIONS = 8
 DEFAULT_PARTS = 200_000
+#: The two workloads: all parts of long replies, and 80 % single replies (real traffic).
+LOADS = ("multipart", "mixed")
 #: Each processor as one process, then as two sharing the partitions (2 cores here).
 PROCESSORS = (
     "raw loop",
+    "quix-streams",
     "faust worker",
     "raw loop x2",
     "faust worker x2",
     "faust worker x2, no standby",
 )
+#: On the mixed load: the worker against its peer, side by side.
+MIXED_PROCESSORS = ("quix-streams", "faust worker", "raw loop")
 
 
 def run(
@@ -68,21 +75,34 @@ def run(
     bootstrap: str | None = None,
     profile: Path | None = None,
     processors: tuple[str, ...] = PROCESSORS,
+    loads: tuple[str, ...] = LOADS,
 ) -> list[dict[str, Any]]:
     with broker_at(bootstrap) as address:
-        return asyncio.run(_run(address, parts, profile, processors))
+        results: list[dict[str, Any]] = []
+        for load in loads:
+            wanted = processors if load == "multipart" else _mixed(processors)
+            results += asyncio.run(_run(address, load, parts, profile, wanted))
+        return results
+
+
+def _mixed(processors: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(p for p in processors if p in MIXED_PROCESSORS)
 
 
 async def _run(
-    bootstrap: str, parts: int, profile: Path | None, processors: tuple[str, ...]
+    bootstrap: str, load_name: str, parts: int, profile: Path | None, processors: tuple[str, ...]
 ) -> list[dict[str, Any]]:
-    load = multipart_load(parts)
+    load = multipart_load(parts) if load_name == "multipart" else mixed_load(parts)
     prefix = f"bench-{uuid.uuid4().hex[:8]}"
     settings = Settings.load(topic_prefix=prefix, topic_partitions=PARTITIONS)
     await ensure_topics(bootstrap, settings.topics, partitions=PARTITIONS)
-    await _create_topic(bootstrap, f"{prefix}.raw-loop-replies")
     load_s = await produce_parts(bootstrap, settings.topics.raw, load.parts)
-    common = {"parts": len(load.parts), "messages": load.messages, "load_s": round(load_s, 1)}
+    common = {
+        "load": load_name,
+        "parts": len(load.parts),
+        "messages": load.messages,
+        "load_s": round(load_s, 1),
+    }
     results = []
     with tempfile.TemporaryDirectory(prefix="reassembly-bench-") as scratch:
         for name in processors:
@@ -91,6 +111,10 @@ async def _run(
                 figures = await _raw_loop(
                     bootstrap, settings, load.messages, len(load.parts), Path(scratch), count
                 )
+            elif name == "quix-streams":
+                figures = await _quix(
+                    bootstrap, settings, load.messages, len(load.parts), Path(scratch)
+                )
             else:
                 figures = await _faust(
                     bootstrap,
@@ -98,20 +122,24 @@ async def _run(
                     load.messages,
                     len(load.parts),
                     Path(scratch),
-                    profile if count == 1 else None,
+                    profile if count == 1 and load_name == "mixed" else None,
                     count,
                     standby=0 if "no standby" in name else 1,
                 )
+            figures["load_avg"] = round(os.getloadavg()[0], 2)  # others' work on the machine
             results.append({"processor": name, "processes": count, **common, **figures})
     rates = {r["processor"]: r.get("parts_per_s") for r in results}
     for r in results:
         # Against the raw loop with as many processes, and against the single raw loop.
         same = rates.get("raw loop x2" if r["processes"] == 2 else "raw loop")
         single = rates.get("raw loop")
+        peer = rates.get("quix-streams")
         if r.get("parts_per_s") and same:
             r["ratio"] = round(r["parts_per_s"] / same, 2)
         if r.get("parts_per_s") and single:
             r["ratio_single"] = round(r["parts_per_s"] / single, 2)
+        if r.get("parts_per_s") and peer:
+            r["ratio_quix"] = round(r["parts_per_s"] / peer, 2)
     return results
 
 
@@ -252,6 +280,33 @@ async def _faust(
             stop(process)
 
 
+async def _quix(
+    bootstrap: str, settings: Settings, messages: int, parts: int, scratch: Path
+) -> dict[str, Any]:
+    topic = f"{settings.topic_prefix}.quix-replies"
+    await _create_topic(bootstrap, topic)
+    log = (scratch / "quix.log").open("ab")
+    process = subprocess.Popen(  # noqa: ASYNC220 (starts at once; not awaited)
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.quix_peer",
+            bootstrap,
+            settings.topics.raw,
+            topic,
+            f"{settings.topic_prefix}-quix",
+            str(scratch / "quix-state"),
+        ],
+        stdout=log,
+        stderr=log,
+    )
+    try:
+        return await _watch([process], bootstrap, topic, messages, parts)
+    finally:
+        stop(process)
+        log.close()
+
+
 # The raw loop, run in its own process -------------------------------------------
 
 
@@ -294,12 +349,25 @@ async def raw_loop(bootstrap: str, source: str, sink: str, partitions: list[int]
 
 
 def render(results: list[dict[str, Any]]) -> Table:
-    table = Table(title="Reassembly: parts/s from a pre-loaded raw topic (8 partitions)")
-    columns = ("processor", "parts", "replies", "window s", "parts/s", "CPU s", "x raw", "x 1 raw")
+    table = Table(title="Reassembly: callbacks/s from a pre-loaded raw topic (8 partitions)")
+    columns = (
+        "load",
+        "processor",
+        "callbacks",
+        "replies",
+        "window s",
+        "callbacks/s",
+        "CPU s",
+        "x raw",
+        "x 1 raw",
+        "x quix",
+        "load avg",
+    )
     for column in columns:
-        table.add_column(column, justify="left" if column == "processor" else "right")
+        table.add_column(column, justify="left" if column in ("load", "processor") else "right")
     for r in results:
         table.add_row(
+            r.get("load", "multipart"),
             r["processor"],
             f"{r['parts']:,}",
             f"{r['replies']:,}",
@@ -308,6 +376,8 @@ def render(results: list[dict[str, Any]]) -> Table:
             str(r["cpu_s"]),
             str(r.get("ratio", "-")),
             str(r.get("ratio_single", "-")),
+            str(r.get("ratio_quix", "-")),
+            str(r.get("load_avg", "-")),
         )
     return table
 
@@ -339,6 +409,7 @@ def main() -> None:
     parser.add_argument("--bootstrap", help="an already running broker (default: embedded)")
     parser.add_argument("--profile", type=Path, help="py-spy raw output for the worker")
     parser.add_argument("--only", choices=PROCESSORS, action="append")
+    parser.add_argument("--load", choices=LOADS, action="append")
     parser.add_argument("--raw-loop", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.raw_loop:
@@ -346,7 +417,14 @@ def main() -> None:
         asyncio.run(raw_loop(bootstrap, source, sink, [int(p) for p in partitions.split(",")]))
         return
     processors = tuple(args.only) if args.only else PROCESSORS
-    results = run(args.parts, bootstrap=args.bootstrap, profile=args.profile, processors=processors)
+    loads = tuple(args.load) if args.load else LOADS
+    results = run(
+        args.parts,
+        bootstrap=args.bootstrap,
+        profile=args.profile,
+        processors=processors,
+        loads=loads,
+    )
     Console(width=120).print(render(results))
     if args.profile and args.profile.exists():
         for frame, own, incl in summarize_profile(args.profile):

@@ -53,6 +53,13 @@ def plot_end_to_end(results: list[dict[str, Any]], path: Path) -> None:
     plt.close(fig)
 
 
+def _per_callback_us(r: dict[str, Any]) -> Any:
+    try:
+        return round(1e6 * float(r["cpu_s"]) / r["parts"])
+    except (KeyError, TypeError, ValueError, ZeroDivisionError):
+        return "-"
+
+
 def _table(headers: list[str], rows: list[list[Any]]) -> str:
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
@@ -125,41 +132,53 @@ def render_markdown(saved: dict[str, Any]) -> str:
         entry = saved["reassembly"]
         rows = [
             [
+                r.get("load", "multipart"),
                 r["processor"],
                 f"{r['parts']:,}",
                 f"{r['replies']:,}",
                 r.get("window_s", "-"),
                 f"{r['parts_per_s']:,}" if r.get("parts_per_s") else "-",
                 r["cpu_s"],
+                _per_callback_us(r),
                 r.get("ratio", "-"),
-                r.get("ratio_single", "-"),
+                r.get("ratio_quix", "-"),
+                r.get("load_avg", "-"),
             ]
             for r in entry["results"]
         ]
         out += [
             "## Reassembly",
             "",
-            "A raw topic of 8 partitions pre-loaded with shuffled parts (90 % two-part",
-            "messages, 10 % three or four parts) by a plain aiokafka producer, then read from",
-            "the start by each processor, as one process, then as two sharing the",
-            "partitions. `raw loop`: aiokafka `getmany`, the same pure `accept()` logic",
-            "over a dict, an aiokafka producer; no durable state. `faust worker`:",
-            "`sms-replies worker` as in production (RocksDB table and its changelog,",
-            "acks=all; `x2` = `SMS_REPLIES_WORKER_PROCESSES=2`, with the default of one",
-            "standby replica per table partition, or `SMS_REPLIES_WORKER_STANDBY_REPLICAS=0`).",
-            "Rate = parts / (last reply - first reply). `x raw loop`: against the raw loop",
-            "with as many processes; `x 1 raw loop`: against the single raw loop.",
+            "A raw topic of 8 partitions pre-loaded by a plain aiokafka producer with one of",
+            "two workloads of the project's raw records, shuffled: `multipart`, only parts",
+            "of long replies (90 % two-part messages, 10 % three or four parts), and",
+            "`mixed`, 80 % single replies, the rest parts of long replies (as real campaign",
+            "traffic). Each processor then reads it from the start, one after the other on",
+            "the same broker. `quix-streams`: the peer, a quix-streams job doing the same",
+            "work (`benchmarks/quix_peer.py`: RocksDB state with its changelog, a tombstone",
+            "per finished long reply, the keyword and STOP check). `raw loop`: aiokafka",
+            "`getmany`, the same pure `accept()` logic over a dict, an aiokafka producer; no",
+            "durable state. `faust worker`: `sms-replies worker` as in production (RocksDB",
+            "table and its changelog, acks=all; `x2` = `SMS_REPLIES_WORKER_PROCESSES=2`,",
+            "with the default of one standby replica per table partition, or",
+            "`SMS_REPLIES_WORKER_STANDBY_REPLICAS=0`). Rate = callbacks / (last reply - first",
+            "reply). `x raw loop`: against the raw loop with as many processes; `x quix`:",
+            "against the quix-streams job on the same load. `load avg`: the machine's",
+            "1-minute load average when the processor finished (2 cores, shared).",
             "",
             _table(
                 [
+                    "load",
                     "processor",
-                    "parts",
+                    "callbacks",
                     "replies",
                     "window s",
-                    "parts/s",
+                    "callbacks/s",
                     "CPU s",
+                    "CPU us/callback",
                     "x raw loop",
-                    "x 1 raw loop",
+                    "x quix",
+                    "load avg",
                 ],
                 rows,
             ),
