@@ -9,9 +9,10 @@ Routes (every one is described by ``GET /api/openapi.json``):
 
 Query parameters are validated by pydantic models (unknown or repeated ones
 are refused); an invalid one gets ``400 {"error": "invalid_parameter",
-"parameter": ..., "message": ...}``. Errors never carry stack traces. The store
-is opened read-only for each request, in a thread, and closed right after,
-so that the DuckDB sink can keep writing between requests.
+"parameter": ..., "message": ...}``. Errors never carry stack traces. Each
+request reads the store in a thread through ``open_reader``: through the DuckDB
+sink's loopback endpoint while the sink owns the store (readers can then never
+hold its writes back), else the file itself, read-only, closed right after.
 """
 
 from __future__ import annotations

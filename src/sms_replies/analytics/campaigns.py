@@ -8,8 +8,8 @@ number. Rates use the campaign's delivered count when it is known:
 - ``reply_rate``: distinct senders who replied / delivered messages;
 - ``opt_out_rate``: distinct senders who sent a STOP / delivered messages.
 
-Declaring takes the store's write lock for a few milliseconds; the DuckDB sink
-waits for it (and vice versa, see :mod:`sms_replies.analytics.store`).
+Declaring writes through the DuckDB sink while it owns the store, else takes
+the file's write lock for a few milliseconds (see :mod:`sms_replies.analytics.store`).
 """
 
 from __future__ import annotations
