@@ -29,6 +29,7 @@ from sms_replies.http_server import hide_server_version
 from sms_replies.ingest.audit import TokenBucket, audit_record
 from sms_replies.ingest.form import FormDecodeError, parse_form
 from sms_replies.ingest.forwarded import forwarded_middleware
+from sms_replies.ingest.openapi import DOCUMENT_PATH, callbacks_openapi
 from sms_replies.ingest.parsing import parse_callback
 from sms_replies.ingest.publisher import Publisher
 from sms_replies.ingest.signature import SignatureError, verify_signature
@@ -78,6 +79,7 @@ def create_app(settings: Settings, publisher: Publisher | None = None) -> web.Ap
     app.router.add_get("/healthz", handle_health)
     app.router.add_get("/readyz", handle_ready)
     metrics.add_metrics_route(app)
+    app.router.add_get(DOCUMENT_PATH, handle_openapi)
     return app
 
 
@@ -336,6 +338,11 @@ async def handle_ready(request: web.Request) -> web.Response:
     except BrokerUnavailable:
         return _json({"status": "broker unavailable"}, status=503)
     return _json({"status": "ready"})
+
+
+async def handle_openapi(request: web.Request) -> web.Response:
+    # Private like /metrics: the proxy forwards only /callbacks/ (deploy/Caddyfile).
+    return _json(callbacks_openapi(Bounds.of(request.app[SETTINGS])))
 
 
 def _json(
