@@ -9,7 +9,6 @@ only; log lines never show it (see :mod:`sms_replies.logs`).
 
 from __future__ import annotations
 
-import os
 import secrets
 from pathlib import Path
 from typing import Literal
@@ -17,6 +16,7 @@ from typing import Literal
 from pydantic import SecretStr
 
 from sms_replies.errors import ConfigError
+from sms_replies.files import write_private
 from sms_replies.ingest.app import CALLBACK_PATH
 from sms_replies.settings import WILDCARD_HOSTS, Settings
 
@@ -62,11 +62,7 @@ def _read(path: Path) -> str | None:
 
 def _create(path: Path) -> str:
     token = secrets.token_urlsafe(24)  # 192 bits, nothing to percent-encode
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as file:
-        file.write(token + "\n")
-        file.flush()
-        os.fsync(file.fileno())
+    write_private(path, token + "\n")
     return token
 
 

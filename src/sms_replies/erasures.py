@@ -23,6 +23,7 @@ import secrets
 from pathlib import Path
 from typing import Final
 
+from sms_replies.files import write_private
 from sms_replies.privacy import is_pseudonym, pseudonymize
 
 log = logging.getLogger(__name__)
@@ -44,11 +45,7 @@ def list_key(
         if not create:
             return None
         data_dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as out:
-            out.write(secrets.token_hex(32))
-            out.flush()
-            os.fsync(out.fileno())
+        write_private(path, secrets.token_hex(32))
     return path.read_text().strip().encode()
 
 
@@ -60,11 +57,7 @@ def add_erasure(data_dir: Path, number: str, pseudonymize_key: bytes | None) -> 
     path = data_dir / LIST_FILE
     if path.exists() and entry in path.read_text().split():
         return entry
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    with os.fdopen(fd, "a") as out:
-        out.write(entry + "\n")
-        out.flush()
-        os.fsync(out.fileno())
+    write_private(path, entry + "\n", append=True)
     return entry
 
 

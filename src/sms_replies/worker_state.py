@@ -14,7 +14,6 @@ changelog from these files.
 from __future__ import annotations
 
 import contextlib
-import os
 import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -133,12 +132,3 @@ def write_partition(path: Path, items: Mapping[bytes, bytes], offset: int) -> No
         db.write(batch)
         db.flush(True)
         db.flush_wal(True)
-
-
-def fsync_dir(path: Path) -> None:
-    """Make a rename or a new entry in ``path`` durable."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

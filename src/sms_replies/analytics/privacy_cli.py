@@ -53,6 +53,7 @@ from sms_replies.analytics.params import InvalidQueryError
 from sms_replies.analytics.store import _connect_with_retry, _table_exists, borrowed_store
 from sms_replies.erasures import add_erasure, unseen_by
 from sms_replies.errors import SmsRepliesError
+from sms_replies.files import fsync_directory
 from sms_replies.privacy import sender_forms
 from sms_replies.schema import TABLE
 
@@ -178,7 +179,7 @@ def _rewrite_duckdb(con: duckdb.DuckDBPyConnection, path: Path) -> None:
         with fresh.open("rb+") as copied:
             os.fsync(copied.fileno())
         os.replace(fresh, path)
-        _fsync_directory(path.parent)
+        fsync_directory(path.parent)
     finally:
         fresh.unlink(missing_ok=True)
         fresh.with_name(fresh.name + ".wal").unlink(missing_ok=True)
@@ -186,14 +187,6 @@ def _rewrite_duckdb(con: duckdb.DuckDBPyConnection, path: Path) -> None:
 
 def _sql_string(text: str) -> str:
     return text.replace("'", "''")
-
-
-def _fsync_directory(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 async def delete_postgres(
@@ -315,7 +308,7 @@ def delete_parquet(directory: Path, selection: Selection, *, dry_run: bool = Fal
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    from sms_replies.sinks.parquet import PART_GLOB, ParquetSinkSettings, _fsync_directory
+    from sms_replies.sinks.parquet import PART_GLOB, ParquetSinkSettings
 
     if not directory.is_dir():
         return None
@@ -360,7 +353,7 @@ def delete_parquet(directory: Path, selection: Selection, *, dry_run: bool = Fal
                 out.flush()
                 os.fsync(out.fileno())
             os.replace(temporary, path)
-        _fsync_directory(path.parent)
+        fsync_directory(path.parent)
     return count
 
 

@@ -43,6 +43,7 @@ from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 from sms_replies.broker.offsets import end_offsets
 from sms_replies.contract import RecordDecodeError
 from sms_replies.errors import StateRecoveryError
+from sms_replies.files import fsync_directory
 from sms_replies.settings import Settings
 from sms_replies.streams.expiry import partition_of
 from sms_replies.streams.reassembly import PendingMessage
@@ -50,7 +51,6 @@ from sms_replies.worker_state import (
     best_copies,
     changelog_topic,
     find_copies,
-    fsync_dir,
     partition_path,
     read_items,
     write_partition,
@@ -214,10 +214,10 @@ def _replace_local_state(
             worker_dir = staged / str(partition % worker_processes)
             write_partition(partition_path(worker_dir, partition), entries, last[partition])
     staged.mkdir(parents=True, exist_ok=True)
-    fsync_dir(root.parent)
+    fsync_directory(root.parent)
     root.rename(replaced)
     staged.rename(root)
-    fsync_dir(root.parent)
+    fsync_directory(root.parent)
     shutil.rmtree(replaced)
 
 

@@ -57,6 +57,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from sms_replies.contract import Reply
 from sms_replies.errors import SinkWriteError
+from sms_replies.files import fsync_directory
 from sms_replies.schema import (
     COLUMN_NAMES,
     ROW_ERRORS,
@@ -236,19 +237,10 @@ class ParquetSink(Sink):
         except BaseException:
             temporary.unlink(missing_ok=True)
             raise
-        _fsync_directory(folder)
+        fsync_directory(folder)
         if created:
-            _fsync_directory(folder.parent)
+            fsync_directory(folder.parent)
         return name
 
     async def close(self) -> None:
         self._index.clear()  # nothing held open between batches
-
-
-def _fsync_directory(path: Path) -> None:
-    """Make a rename or a new entry in ``path`` survive a power loss."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
