@@ -89,6 +89,15 @@ def test_the_api_needs_a_token_in_compose() -> None:
     assert api["SMS_REPLIES_API_TOKEN"].startswith("${SMS_REPLIES_API_TOKEN:?")
 
 
+def test_the_api_reaches_the_duckdb_sink_s_loopback_endpoint() -> None:
+    # The sink owns replies.duckdb and serves readers on 127.0.0.1 only, and a reader
+    # checks that the sink's pid is alive: the API needs both of its namespaces.
+    api = compose()["services"]["api"]
+    assert api["network_mode"] == "service:sinks"
+    assert api["pid"] == "service:sinks"
+    assert "networks" not in api
+
+
 def test_the_image_runs_as_a_user_that_owns_the_data_volume() -> None:
     dockerfile = (COMPOSE.parent / "Dockerfile").read_text()
     user = [line.split()[1] for line in dockerfile.splitlines() if line.startswith("USER ")]
