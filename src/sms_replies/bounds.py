@@ -24,13 +24,16 @@ MAX_PHONE: Final = 32  # a number as sent (E.164 once normalised: at most 16)
 MAX_SENDER: Final = 66  # a stored sender: E.164, or its pseudonym 'h:' + 64 hex (privacy.py)
 MAX_TYPE: Final = 16
 MAX_TIMESTAMP: Final = 32
+MAX_ATTRIBUTION: Final = 64  # campaign / tag parameter of the callback URL
 
 #: A string field's JSON encoding takes at most 6 bytes per character (\\u00XX).
 _BYTES_PER_CHAR: Final = 6
 #: Everything of a stored part but its text, at most: field names, ids, numbers.
+#: campaign and tag are printable ASCII: 2 bytes per character at most (\\ and \").
 _PART_OVERHEAD: Final = (
     _BYTES_PER_CHAR
     * (MAX_PHONE + MAX_SENDER + MAX_ID + MAX_TYPE + MAX_TIMESTAMP + len("short_number"))
+    + 2 * 2 * MAX_ATTRIBUTION
     + 512
 )
 #: Room left in a record for its key, headers and the record's framing.
@@ -92,6 +95,11 @@ def check_part(part: RawPart, bounds: Bounds) -> None:
             provider_time_ms(part.provider_timestamp)
         except ValueError as exc:
             raise RecordDecodeError(f"provider_timestamp: {exc}") from None
+    for name, value in (("campaign", part.campaign), ("tag", part.tag)):
+        if value is not None:
+            _string(value, name, MAX_ATTRIBUTION)
+            if not is_attribution(value):
+                raise RecordDecodeError(f"{name} is not printable ASCII")
     _integer(part.received_at_ms, "received_at_ms", 0, 2**63 - 1)
     _string(part.text, "text", bounds.text_limit(part))
     concat = part.concat
@@ -99,6 +107,11 @@ def check_part(part: RawPart, bounds: Bounds) -> None:
         _integer(concat.total, "concat.total", 1, bounds.max_parts)
         _integer(concat.part, "concat.part", 1, concat.total)
         _integer(concat.ref, "concat.ref", 0, 65535)
+
+
+def is_attribution(value: str) -> bool:
+    """A campaign or tag value: 1 to MAX_ATTRIBUTION printable ASCII characters."""
+    return 0 < len(value) <= MAX_ATTRIBUTION and all(" " <= char <= "~" for char in value)
 
 
 def _string(value: object, name: str, limit: int) -> None:

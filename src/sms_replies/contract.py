@@ -78,6 +78,9 @@ class RawPart:
     received_at_ms: EpochMs  # when the ingress accepted it, UTC epoch milliseconds
     concat: Concat | None = None
     provider_timestamp: str | None = None  # provider's 'message-timestamp', as sent
+    # Our callback URL's own query parameters (per-campaign urlResponse), not the provider's.
+    campaign: str | None = None
+    tag: str | None = None
 
     @property
     def reassembly_key(self) -> str | None:
@@ -142,6 +145,9 @@ class Reply:
     # The provider's 'message-timestamp' (UTC) of the earliest part; None: not sent.
     # Optional with a default: records written before it decode as before.
     provider_sent_at_ms: EpochMs | None = None
+    # The callback URL's campaign/tag parameters, from the first part that had them.
+    campaign: str | None = None
+    tag: str | None = None
 
     def encode(self) -> bytes:
         return orjson.dumps({"v": SCHEMA_VERSION, **_asdict(self)})

@@ -55,6 +55,8 @@ COLUMNS: tuple[Column, ...] = (
         True,
         "Provider's message-timestamp (UTC) of the earliest part; null: not sent.",
     ),
+    Column("campaign", "text", True, "The callback URL's campaign parameter; null: not given."),
+    Column("tag", "text", True, "The callback URL's tag parameter; null: not given."),
 )
 
 COLUMN_NAMES: tuple[str, ...] = tuple(c.name for c in COLUMNS)
@@ -89,6 +91,8 @@ def to_row(reply: Reply, ingested_at: datetime) -> tuple[Any, ...]:
         utc_from_ms(reply.last_part_at_ms or reply.received_at_ms),
         reply.late,
         None if reply.provider_sent_at_ms is None else utc_from_ms(reply.provider_sent_at_ms),
+        reply.campaign,
+        reply.tag,
     )
 
 

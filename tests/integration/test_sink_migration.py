@@ -30,7 +30,7 @@ from tests.clickhouse_server import LocalServer, clickhouse_server_binary, local
 pytestmark = pytest.mark.integration
 
 DSN = "postgresql://postgres@127.0.0.1:5432/test"
-# The replies table as the last version before provider_sent_at/campaign/tag made it.
+# The replies table as the versions before provider_sent_at, campaign and tag made it.
 OLD_COLUMN_NAMES = (
     "reply_id",
     "channel",
@@ -53,7 +53,9 @@ OLD_COLUMNS = tuple(c for c in COLUMNS if c.name in OLD_COLUMN_NAMES)
 NEW_COLUMN_NAMES = tuple(c.name for c in COLUMNS if c.name not in OLD_COLUMN_NAMES)
 
 OLD_REPLY = make_reply(1, prefix="old")
-NEW_REPLY = make_reply(2, prefix="new", provider_sent_at_ms=PROVIDER_SENT_MS)
+NEW_REPLY = make_reply(
+    2, prefix="new", provider_sent_at_ms=PROVIDER_SENT_MS, campaign="spring-A", tag="t"
+)
 
 
 def old_row() -> tuple[Any, ...]:
@@ -63,7 +65,7 @@ def old_row() -> tuple[Any, ...]:
 
 def test_the_old_table_really_lacks_the_new_columns() -> None:
     assert len(OLD_COLUMNS) == len(OLD_COLUMN_NAMES)
-    assert "provider_sent_at" in NEW_COLUMN_NAMES
+    assert {"provider_sent_at", "campaign", "tag"} <= set(NEW_COLUMN_NAMES)
 
 
 def check_rows(rows: dict[str, dict[str, Any]]) -> None:
@@ -72,6 +74,7 @@ def check_rows(rows: dict[str, dict[str, Any]]) -> None:
     assert old["text"] == OLD_REPLY.text
     for name in NEW_COLUMN_NAMES:
         assert old[name] is None, f"{name} of a row stored before the column existed"
+    assert (new["campaign"], new["tag"]) == ("spring-A", "t")
     sent = new["provider_sent_at"]
     sent = sent if sent.tzinfo else sent.replace(tzinfo=UTC)
     assert sent == datetime.fromtimestamp(PROVIDER_SENT_MS / 1000, tz=UTC)

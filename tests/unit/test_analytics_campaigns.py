@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 from datetime import datetime
 from pathlib import Path
 
@@ -16,9 +18,12 @@ from sms_replies.analytics.campaigns import (
     list_campaigns,
     normalise_number,
 )
-from sms_replies.analytics.params import InvalidQueryError, UnknownCampaignError
-from sms_replies.analytics.sample import NUMBER_A, NUMBER_B, write_sample
+from sms_replies.analytics.params import InvalidQueryError, StatsQuery, UnknownCampaignError
+from sms_replies.analytics.queries import summary
+from sms_replies.analytics.sample import NUMBER_A, NUMBER_B, SAMPLE_REPLIES, write_sample
 from sms_replies.analytics.store import open_reader
+from sms_replies.contract import Reply
+from sms_replies.sinks.duckdb import DuckDBSink
 
 
 def at(text: str) -> datetime:
@@ -155,3 +160,59 @@ def test_invalid_name() -> None:
 )
 def test_normalise_number(text: str, expected: str) -> None:
     assert normalise_number(text) == expected
+
+
+def test_a_reply_with_a_campaign_belongs_to_that_campaign_only(tmp_path: Path) -> None:
+    path = tmp_path / "replies.duckdb"
+    write_sample(path)
+    from_url = SAMPLE_REPLIES[0]
+    extra = [
+        # Through spring-A's URL, but to another number and weeks after its window.
+        dataclasses.replace(
+            from_url,
+            reply_id="u1",
+            recipient=NUMBER_B,
+            received_at_ms=ms("2025-04-15T10:00Z"),
+            campaign="spring-A",
+        ),
+        # Through spring-A's URL on the short number (a long-number campaign's window).
+        dataclasses.replace(
+            from_url,
+            reply_id="u3",
+            channel="short_number",
+            recipient=None,
+            sender="+33600000008",
+            campaign="spring-A",
+        ),
+        # In spring-A's window and to its number, but through another campaign's URL.
+        dataclasses.replace(
+            from_url,
+            reply_id="u2",
+            sender="+33600000009",
+            received_at_ms=ms("2025-03-29T23:30Z"),
+            campaign="summer-B",
+            tag="t",
+        ),
+    ]
+    asyncio.run(write_replies(path, extra))
+    declare_campaign(path, spring_a())
+    with open_reader(path) as con:
+        (a,) = campaign_stats(con, name="spring-A")
+        in_range = StatsQuery(start=at("2025-03-01T00:00Z"), end=at("2025-05-01T00:00Z"))
+        grouped = summary(con, dataclasses.replace(in_range, group_by="campaign"))
+        filtered = summary(con, dataclasses.replace(in_range, campaign="spring-A"))
+    # r1 r2 r3 r7 by the window rule, u1 and u3 by their campaign; u2 is summer-B's.
+    assert a.stats.replies == 6
+    assert a.stats.senders == 3
+    ((key, replies),) = [(g.key, g.stats.replies) for g in grouped.groups]
+    assert (key, replies) == ("spring-A", 6)
+    assert filtered.totals.replies == 6
+
+
+async def write_replies(path: Path, replies: list[Reply]) -> None:
+    async with DuckDBSink(path, serve=False) as sink:
+        await sink.write(replies)
+
+
+def ms(text: str) -> int:
+    return int(datetime.fromisoformat(text).timestamp() * 1000)

@@ -1,9 +1,11 @@
 """Campaigns: named windows of replies, declared by analysts, in the ``campaigns`` table.
 
-A reply belongs to a campaign when it was received in the campaign's
-[start, end) and, for a long-number campaign, it was sent to the campaign's
-recipient number; for a short-number campaign, it came through the short
-number. Rates use the campaign's delivered count when it is known:
+A reply whose ``campaign`` column is set (it came through a per-campaign
+callback URL, ``...&campaign=spring-A``) belongs to the declared campaign of
+that name, whatever its time. Any other reply belongs to a campaign when it
+was received in the campaign's [start, end) and, for a long-number campaign,
+it was sent to the campaign's recipient number; for a short-number campaign,
+it came through the short number. Rates use the campaign's delivered count when it is known:
 
 - ``reply_rate``: distinct senders who replied / delivered messages;
 - ``opt_out_rate``: distinct senders who sent a STOP / delivered messages.
@@ -23,7 +25,7 @@ from typing import Any, Final
 import duckdb
 
 from sms_replies.analytics.params import InvalidQueryError, UnknownCampaignError
-from sms_replies.analytics.queries import MEMBERSHIP, Stats, row_stats, share, stats_sql
+from sms_replies.analytics.queries import Stats, membership_sql, row_stats, share, stats_sql
 from sms_replies.analytics.store import CAMPAIGNS_TABLE, DEFAULT_TIMEOUT, open_writer
 from sms_replies.contract import Channel
 from sms_replies.errors import SmsRepliesError
@@ -202,7 +204,7 @@ def campaign_stats(
         params["name"] = name
     rows = con.execute(
         f"SELECT {_SELECT}, {stats_sql(con)} FROM {CAMPAIGNS_TABLE} c "
-        f"LEFT JOIN {TABLE} r ON {MEMBERSHIP} {where} "
+        f"LEFT JOIN {TABLE} r ON {membership_sql(con)} {where} "
         "GROUP BY ALL ORDER BY c.start_at DESC, c.name",
         params,
     ).fetchall()

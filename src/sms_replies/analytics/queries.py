@@ -49,12 +49,25 @@ MAX_PAGE: Final = 1000
 CURSOR_PATTERN: Final = r"^(?:0|[1-9][0-9]{0,17})\.[^\x00-\x1f\x7f]*$"
 _CURSOR: Final = re.compile(CURSOR_PATTERN)
 
-# Whether reply r belongs to campaign c.
-MEMBERSHIP: Final = (
+CAMPAIGN_COLUMN: Final = "campaign"
+
+# Whether reply r belongs to campaign c by the time-window rule.
+WINDOW_MEMBERSHIP: Final = (
     "r.received_at >= c.start_at AND r.received_at < c.end_at AND ("
     "(c.channel = 'long_number' AND r.channel = 'long_number' AND r.recipient = c.recipient) "
     "OR (c.channel = 'short_number' AND r.channel = 'short_number'))"
 )
+# A reply that came through a per-campaign callback URL (``campaign`` set) belongs
+# to the campaign of that name only, whatever its time; the others by the window.
+MEMBERSHIP: Final = (
+    f"(r.{CAMPAIGN_COLUMN} = c.name OR (r.{CAMPAIGN_COLUMN} IS NULL AND {WINDOW_MEMBERSHIP}))"
+)
+
+
+def membership_sql(con: duckdb.DuckDBPyConnection) -> str:
+    """Whether reply r belongs to campaign c (the window rule on a table not yet migrated)."""
+    return MEMBERSHIP if has_column(con, TABLE, CAMPAIGN_COLUMN) else WINDOW_MEMBERSHIP
+
 
 _GROUP_KEYS: Final[dict[str, str]] = {
     "recipient": "r.recipient",
@@ -262,12 +275,15 @@ def _check_campaign(con: duckdb.DuckDBPyConnection, name: str | None) -> None:
         raise UnknownCampaignError(name)
 
 
-def _source(q: StatsQuery, *, join_campaigns: bool) -> tuple[str, dict[str, Any]]:
+def _source(
+    con: duckdb.DuckDBPyConnection, q: StatsQuery, *, join_campaigns: bool
+) -> tuple[str, dict[str, Any]]:
     """FROM ... WHERE ... for the replies of ``q`` (joined to their campaigns if asked)."""
+    membership = membership_sql(con)
     params: dict[str, Any] = {"start": q.start, "end": q.end}
     where = ["r.received_at >= $start", "r.received_at < $end"]
     if join_campaigns:
-        sql = f"FROM {TABLE} r JOIN {CAMPAIGNS_TABLE} c ON {MEMBERSHIP}"
+        sql = f"FROM {TABLE} r JOIN {CAMPAIGNS_TABLE} c ON {membership}"
         if q.campaign is not None:
             where.append("c.name = $campaign")
             params["campaign"] = q.campaign
@@ -276,7 +292,7 @@ def _source(q: StatsQuery, *, join_campaigns: bool) -> tuple[str, dict[str, Any]
         if q.campaign is not None:
             where.append(
                 f"EXISTS (SELECT 1 FROM {CAMPAIGNS_TABLE} c WHERE c.name = $campaign "
-                f"AND {MEMBERSHIP})"
+                f"AND {membership})"
             )
             params["campaign"] = q.campaign
     return f"{sql} WHERE {' AND '.join(where)}", params
@@ -339,14 +355,14 @@ def summary(con: duckdb.DuckDBPyConnection, q: StatsQuery) -> Summary:
     """
     _check_campaign(con, q.campaign)
     aggregates = stats_sql(con)
-    source, params = _source(q, join_campaigns=False)
+    source, params = _source(con, q, join_campaigns=False)
     row = con.execute(f"SELECT {aggregates} {source}", params).fetchone()
     assert row is not None
     totals = row_stats(row)
     groups: list[Group] = []
     if q.group_by is not None:
         key = _GROUP_KEYS[q.group_by]
-        source, params = _source(q, join_campaigns=q.group_by == "campaign")
+        source, params = _source(con, q, join_campaigns=q.group_by == "campaign")
         extra = ", any_value(c.delivered)" if q.group_by == "campaign" else ", NULL"
         rows = con.execute(
             f"SELECT {key}, {aggregates}{extra} {source} GROUP BY {key} "
@@ -384,7 +400,7 @@ def top_keywords(
     """The ``q.top`` most frequent non-empty keywords (ties: alphabetical)."""
     if not checked:
         _check_campaign(con, q.campaign)
-    source, params = _source(q, join_campaigns=False)
+    source, params = _source(con, q, join_campaigns=False)
     total_row = con.execute(f"SELECT count(*) {source}", params).fetchone()
     total = int(total_row[0]) if total_row else 0
     rows = con.execute(
@@ -400,7 +416,7 @@ def timeseries(con: duckdb.DuckDBPyConnection, q: StatsQuery) -> Timeseries:
     _check_campaign(con, q.campaign)
     bucket = q.bucket or "hour"
     tz = q.zone
-    source, params = _source(q, join_campaigns=q.group_by == "campaign")
+    source, params = _source(con, q, join_campaigns=q.group_by == "campaign")
     key = _GROUP_KEYS[q.group_by] if q.group_by else "NULL"
     rows = con.execute(
         f"SELECT {key} AS k, epoch_us({_BUCKET_EXPRS[bucket]}) AS b, count(*), "

@@ -30,7 +30,7 @@ from sms_replies.ingest.audit import TokenBucket, audit_record
 from sms_replies.ingest.form import FormDecodeError, parse_form
 from sms_replies.ingest.forwarded import forwarded_middleware
 from sms_replies.ingest.openapi import DOCUMENT_PATH, callbacks_openapi
-from sms_replies.ingest.parsing import parse_callback
+from sms_replies.ingest.parsing import ATTRIBUTION_PARAMS, parse_attribution, parse_callback
 from sms_replies.ingest.publisher import Publisher
 from sms_replies.ingest.signature import SignatureError, verify_signature
 from sms_replies.privacy import key_bytes, pseudonymize_part, scrub_body, scrub_pairs
@@ -149,10 +149,17 @@ async def handle_callback(request: web.Request) -> web.Response:
     try:
         query = _check_query(request, settings)
         _check_token(query, settings)
+        try:
+            # Our URL's campaign/tag: kept out of the provider's fields (and so
+            # out of the signed set), whatever the body holds.
+            attribution = parse_attribution(query)
+        except InvalidCallback as exc:
+            raise _Rejected(exc.status, "invalid callback", exc.problems) from None
+        query = [(key, value) for key, value in query if key not in ATTRIBUTION_PARAMS]
         params = await _read_params(request, query, settings)
         _check_signature(params, settings)
         try:
-            part = parse_callback(params, received_at_ms, Bounds.of(settings))
+            part = parse_callback(params, received_at_ms, Bounds.of(settings), attribution)
             # With a key, the number is replaced before anything is published.
             part = pseudonymize_part(part, key_bytes(settings.pseudonymize_key))
         except InvalidCallback as exc:

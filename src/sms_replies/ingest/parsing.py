@@ -13,23 +13,67 @@ Values may be strings or numbers whatever the encoding (query string, form, JSON
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import dataclasses
+from collections.abc import Iterable, Mapping
 from typing import Annotated, Any, Final, Literal, TypeVar
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from sms_replies.bounds import MAX_ID, MAX_PHONE, MAX_TIMESTAMP, Bounds
+from sms_replies.bounds import (
+    MAX_ATTRIBUTION,
+    MAX_ID,
+    MAX_PHONE,
+    MAX_TIMESTAMP,
+    Bounds,
+    is_attribution,
+)
 from sms_replies.contract import Concat, RawPart, provider_time_ms
 from sms_replies.errors import InvalidCallback
 from sms_replies.phone import NotAPhoneNumber, to_e164
 
-__all__ = ["MAX_ID", "MAX_PHONE", "MAX_TEXT", "parse_callback"]
+__all__ = ["MAX_ID", "MAX_PHONE", "MAX_TEXT", "Attribution", "parse_attribution", "parse_callback"]
 
 MAX_TEXT: Final = Bounds().max_single_text  # the default; a part's is lower (see bounds)
 _DEFAULT_BOUNDS: Final = Bounds()
 
 # Parameters that carry our own authentication, never part of the callback.
 AUTH_PARAMS: Final = frozenset({"token", "sig"})
+# Our callback URL's own parameters (set per campaign in the send's urlResponse).
+ATTRIBUTION_PARAMS: Final = ("campaign", "tag")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Attribution:
+    """The ``campaign`` and ``tag`` query parameters of our callback URL (None: not given)."""
+
+    campaign: str | None = None
+    tag: str | None = None
+
+
+def parse_attribution(query: Iterable[tuple[str, str]]) -> Attribution:
+    """``campaign`` and ``tag`` of the callback URL's query string, validated.
+
+    Each is optional; surrounding blanks are dropped and an empty value counts as
+    absent. Otherwise: 1 to MAX_ATTRIBUTION printable ASCII characters, given
+    once. InvalidCallback names each parameter that is not.
+    """
+    found: dict[str, list[str]] = {name: [] for name in ATTRIBUTION_PARAMS}
+    for key, value in query:
+        if key in found:
+            found[key].append(value)
+    problems: dict[str, str] = {}
+    values: dict[str, str | None] = {}
+    for name, given in found.items():
+        if len(given) > 1:
+            problems[name] = "parameter given more than once"
+            continue
+        value = given[0].strip() if given else ""
+        if value and not is_attribution(value):
+            problems[name] = f"at most {MAX_ATTRIBUTION} printable ASCII characters"
+        values[name] = value or None
+    if problems:
+        raise InvalidCallback(problems)
+    return Attribution(campaign=values["campaign"], tag=values["tag"])
 
 
 def _printable(value: str) -> str:
@@ -98,9 +142,17 @@ class ShortNumberCallback(_Callback):
 
 
 def parse_callback(
-    params: Mapping[str, Any], received_at_ms: int, bounds: Bounds = _DEFAULT_BOUNDS
+    params: Mapping[str, Any],
+    received_at_ms: int,
+    bounds: Bounds = _DEFAULT_BOUNDS,
+    attribution: Attribution = Attribution(),
 ) -> RawPart:
-    """The callback as a RawPart; raises InvalidCallback naming every problem."""
+    """The callback as a RawPart; raises InvalidCallback naming every problem.
+
+    ``params`` are the provider's fields; ``attribution`` is what our own URL
+    carried (:func:`parse_attribution`), kept apart so that a provider field of
+    the same name can never pass for it.
+    """
     fields = {k: v for k, v in params.items() if k not in AUTH_PARAMS}
     if "msisdn" in fields:
         part = _long_number(_validate(LongNumberCallback, fields), received_at_ms, bounds)
@@ -117,7 +169,9 @@ def parse_callback(
     if len(part.text) > limit:
         shape = "a single message" if part.concat is None else "a part of a long SMS"
         raise InvalidCallback({"text": f"longer than {limit} characters, the limit for {shape}"})
-    return part
+    if attribution.campaign is None and attribution.tag is None:
+        return part
+    return dataclasses.replace(part, campaign=attribution.campaign, tag=attribution.tag)
 
 
 def _validate(model: type[M], fields: Mapping[str, Any]) -> M:

@@ -3,7 +3,8 @@
 When signing is enabled on the provider's side, each callback carries ``sig``
 (and ``timestamp``, ``nonce``). The signed string is built from every other
 parameter: drop ``sig`` (and our own ``token``, which the provider does not
-know about), sort by key, replace ``&`` and ``=`` inside values by ``_``, and
+know about; the ingress also takes our URL's ``campaign`` and ``tag`` out of
+the query before the check), sort by key, replace ``&`` and ``=`` inside values by ``_``, and
 join as ``&k=v&k2=v2`` (with the leading ``&``). Then:
 
 * ``md5hash``: hex MD5 of (string + secret);

@@ -92,7 +92,7 @@ def make_replies(count: int, *, start: int = 0, days: int = 1, prefix: str = "r"
 def awkward_replies() -> list[Reply]:
     """Replies exercising every column: nulls, stops, multipart, quoting, unicode."""
     return [
-        make_reply(1, provider_sent_at_ms=PROVIDER_SENT_MS),
+        make_reply(1, provider_sent_at_ms=PROVIDER_SENT_MS, campaign="spring-A", tag="wave 2"),
         make_reply(
             2,
             channel="short_number",
@@ -110,6 +110,7 @@ def awkward_replies() -> list[Reply]:
             stop_source="text",
             day=1,
             provider_sent_at_ms=PROVIDER_SENT_MS + _DAY_MS,
+            campaign='a "quoted" \\ campaign,;',
         ),
         make_reply(
             4,

@@ -261,6 +261,9 @@ def assemble(parts: Iterable[RawPart], total: int, *, late: bool = False) -> Rep
         )
     message_type = "stop" if any(p.message_type == "stop" for p in ordered) else first.message_type
     ids = tuple(p.provider_message_id for p in ordered)
+    # Every part came to the same per-campaign URL: the first part that carried
+    # campaign or tag gives both.
+    attributed = next((p for p in ordered if p.campaign or p.tag), first)
     source = stop_source(text, message_type)
     return Reply(
         reply_id=reply_id(first, ids),
@@ -279,6 +282,8 @@ def assemble(parts: Iterable[RawPart], total: int, *, late: bool = False) -> Rep
         last_part_at_ms=max(p.received_at_ms for p in ordered),
         late=late,
         provider_sent_at_ms=provider_sent_at_ms(ordered),
+        campaign=attributed.campaign,
+        tag=attributed.tag,
     )
 
 
