@@ -21,7 +21,8 @@ from __future__ import annotations
 
 from typing import Any, Final
 
-from sms_replies.bounds import MAX_ID, MAX_PHONE, MAX_TIMESTAMP, Bounds
+from sms_replies.bounds import MAX_ATTRIBUTION, MAX_ID, MAX_PHONE, MAX_TIMESTAMP, Bounds
+from sms_replies.ingest.parsing import ATTRIBUTION_PARAMS
 
 CALLBACK_PATH: Final = "/callbacks/smspartner"
 DOCUMENT_PATH: Final = "/openapi.json"
@@ -179,6 +180,20 @@ def _responses() -> dict[str, Any]:
     }
 
 
+def _attribution_parameters() -> list[dict[str, Any]]:
+    """Our URL's own ``campaign`` and ``tag`` (per-campaign reply URLs, docs/analytics.md)."""
+    return [
+        {
+            "name": name,
+            "in": "query",
+            "required": False,
+            "description": f"Stored as the reply's `{name}` column; 400 naming it otherwise.",
+            "schema": {"type": "string", "maxLength": MAX_ATTRIBUTION, "pattern": "^[ -~]*$"},
+        }
+        for name in ATTRIBUTION_PARAMS
+    ]
+
+
 def callbacks_openapi(bounds: Bounds | None = None) -> dict[str, Any]:
     """The document for ``bounds`` (default: the default settings)."""
     bounds = bounds or Bounds()
@@ -197,7 +212,8 @@ def callbacks_openapi(bounds: Bounds | None = None) -> dict[str, Any]:
                 "explode": True,
                 "description": "The callback's fields, each a query parameter.",
                 "schema": callback,
-            }
+            },
+            *_attribution_parameters(),
         ],
         "security": security,
         "responses": _responses(),
@@ -205,6 +221,7 @@ def callbacks_openapi(bounds: Bounds | None = None) -> dict[str, Any]:
     post = {
         "operationId": "callback_post",
         "summary": "A reply, as a form or JSON body",
+        "parameters": _attribution_parameters(),
         "requestBody": {
             "required": True,
             "content": {
