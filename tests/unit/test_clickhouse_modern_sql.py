@@ -29,7 +29,7 @@ from sms_replies.sinks.clickhouse import (
     insert_settings,
     read_sql,
 )
-from sms_replies.sinks.testing import make_replies
+from sms_replies.sinks.testing import awkward_replies, make_replies
 
 chdb_session = pytest.importorskip("chdb.session")
 
@@ -140,3 +140,17 @@ def test_missing_columns_are_added(engine: Engine, features: Features) -> None:
         if column.name not in present:
             engine.run(add_column_sql(name, column, features))
     assert {r["name"] for r in engine.rows(columns_sql(name))} == set(COLUMN_NAMES)
+
+
+def test_provider_time_and_attribution_round_trip(engine: Engine, database: str) -> None:
+    batch = awkward_replies()
+    engine.insert(database, batch, {})
+    rows = {r["reply_id"]: r for r in engine.rows(read_sql(database))}
+    for reply in batch:
+        row = rows[reply.reply_id]
+        assert (row["campaign"], row["tag"]) == (reply.campaign, reply.tag)
+        if reply.provider_sent_at_ms is None:
+            assert row["provider_sent_at"] is None
+        else:
+            stored = datetime.fromisoformat(row["provider_sent_at"]).replace(tzinfo=UTC)
+            assert stored.timestamp() * 1000 == reply.provider_sent_at_ms
