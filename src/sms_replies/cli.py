@@ -13,7 +13,7 @@ from pydantic import ValidationError
 
 from sms_replies import logs
 from sms_replies.errors import SmsRepliesError
-from sms_replies.settings import Settings
+from sms_replies.settings import Settings, settings_problems
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -43,16 +43,6 @@ def load_settings(component: str, overrides: dict[str, Any]) -> Settings:
         component = worker_name(settings.worker_index)
     logs.configure(settings.log_level, component, settings.secret_values())
     return settings
-
-
-def settings_problems(exc: ValidationError) -> str:
-    """One line naming each setting at fault: ``SMS_REPLIES_HTTP_PORT: Input should be ...``."""
-    problems = []
-    for error in exc.errors():
-        field = str(error["loc"][0]) if error["loc"] else ""
-        name = f"SMS_REPLIES_{field.upper()}" if field else "settings"
-        problems.append(f"{name}: {error['msg']}")
-    return "; ".join(problems)
 
 
 def converting_errors(func: F) -> F:

@@ -9,13 +9,16 @@ from __future__ import annotations
 
 from ipaddress import ip_network
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Final, Literal
 from zoneinfo import ZoneInfo
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from sms_replies.contract import Topics
+
+DUCKDB_FILE: Final = "replies.duckdb"  # the default store, in the data dir
+DEFAULT_ZONE: Final = "Europe/Paris"  # analytics buckets and shown times: the provider is French
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
 
@@ -217,7 +220,7 @@ class Settings(BaseSettings):
         "(DNS-rebinding guard), comma-separated.",
     )
     analytics_tz: str = Field(
-        "Europe/Paris", description="IANA zone for analytics buckets and displayed times."
+        DEFAULT_ZONE, description="IANA zone for analytics buckets and displayed times."
     )
     store_read_timeout: float = Field(
         2.0, gt=0, description="Seconds an analytics reader waits for the sink's write lock."
@@ -298,7 +301,7 @@ class Settings(BaseSettings):
 
     @property
     def duckdb_path(self) -> Path:
-        return self.data_dir / "replies.duckdb"
+        return self.data_dir / DUCKDB_FILE
 
     @property
     def worker_port(self) -> int:
@@ -343,3 +346,13 @@ class Settings(BaseSettings):
                 value = "true" if value else "false"
             env[f"SMS_REPLIES_{name.upper()}"] = str(value)
         return env
+
+
+def settings_problems(exc: ValidationError) -> str:
+    """One line naming each setting at fault: ``SMS_REPLIES_HTTP_PORT: Input should be ...``."""
+    problems = []
+    for error in exc.errors():
+        field = str(error["loc"][0]) if error["loc"] else ""
+        name = f"SMS_REPLIES_{field.upper()}" if field else "settings"
+        problems.append(f"{name}: {error['msg']}")
+    return "; ".join(problems)

@@ -62,6 +62,24 @@ def test_stats_env_data_dir_and_utc(data_dir: Path) -> None:
     assert json.loads(result.output)["totals"]["replies"] == 2  # r1 r2 on the UTC 29th
 
 
+@pytest.mark.parametrize(
+    ("command", "args"),
+    [
+        (stats_command, RANGE),
+        (campaign_group, ["list"]),
+        (campaign_group, ["delete", "x"]),
+    ],
+)
+def test_commands_read_the_one_settings_object(
+    data_dir: Path, command: object, args: list[str]
+) -> None:
+    """The store timeout (and every other setting) comes from Settings, checked like run's."""
+    env = {"SMS_REPLIES_DATA_DIR": str(data_dir), "SMS_REPLIES_STORE_READ_TIMEOUT": "-1"}
+    result = CliRunner(env=env).invoke(command, args)  # type: ignore[arg-type]
+    assert result.exit_code == 1, result.output
+    assert "SMS_REPLIES_STORE_READ_TIMEOUT" in result.output
+
+
 def test_stats_zone_from_the_environment(data_dir: Path) -> None:
     args = ["--data-dir", str(data_dir), "--since", "2025-03-29", "--until", "2025-03-30"]
     result = CliRunner(env={"SMS_REPLIES_ANALYTICS_TZ": "UTC"}).invoke(

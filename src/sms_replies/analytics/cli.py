@@ -1,9 +1,9 @@
 """``sms-replies stats`` and ``sms-replies campaign add|list|delete`` (click).
 
 The lead attaches :data:`stats_command` and :data:`campaign_group` to the
-``sms-replies`` group. Each reads ``<data-dir>/replies.duckdb`` (``--data-dir``,
-default ``$SMS_REPLIES_DATA_DIR`` or ``./data``) read-only, briefly, next to a
-running sink.
+``sms-replies`` group. Each reads the store of the one ``Settings`` object
+(``Settings.duckdb_path`` under ``--data-dir`` or ``$SMS_REPLIES_DATA_DIR``; zone
+and store timeout likewise) briefly, next to a running sink.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 import click
 import orjson
+from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
@@ -30,7 +31,6 @@ from sms_replies.analytics.campaigns import (
 )
 from sms_replies.analytics.params import (
     BUCKET_VALUES,
-    DEFAULT_TZ,
     GROUP_BY_VALUES,
     MAX_TOP,
     Bucket,
@@ -42,36 +42,42 @@ from sms_replies.analytics.params import (
     time_range,
 )
 from sms_replies.analytics.queries import Stats, Summary, Timeseries, summary, timeseries, to_plain
-from sms_replies.analytics.store import DEFAULT_TIMEOUT, open_reader
+from sms_replies.analytics.store import open_reader
 from sms_replies.errors import SmsRepliesError
+from sms_replies.settings import Settings, settings_problems
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-DB_FILE = "replies.duckdb"
 FORMATS = ("table", "json", "csv")
 _OPTION_NAMES = {"since": "--since", "until": "--until", "tz": "--tz", "start": "--start"}
+
+
+def command_settings(**flags: Any) -> Settings:
+    """The one Settings object for a command without a log: environment, then ``flags``.
+
+    ``stats``, ``campaign``, ``retention`` and ``erase`` read their store path,
+    zone and timeouts from it, like the processes of the pipeline.
+    """
+    try:
+        return Settings.load(**flags)
+    except ValidationError as exc:
+        raise click.ClickException(settings_problems(exc)) from None
 
 
 def data_dir_option(func: F) -> F:
     return click.option(
         "--data-dir",
         type=click.Path(path_type=Path, file_okay=False),
-        envvar="SMS_REPLIES_DATA_DIR",
-        default=Path("data"),
-        show_default=True,
-        show_envvar=True,
-        help="Directory holding replies.duckdb.",
+        help="Directory holding replies.duckdb [settings: env SMS_REPLIES_DATA_DIR, "
+        "default ./data].",
     )(func)
 
 
 def tz_option(func: F) -> F:
     return click.option(
         "--tz",
-        default=DEFAULT_TZ,
-        envvar="SMS_REPLIES_ANALYTICS_TZ",
-        show_default=True,
-        show_envvar=True,
-        help="IANA zone: buckets, dates given without offset, and times shown.",
+        help="IANA zone: buckets, dates given without offset, and times shown "
+        "[settings: env SMS_REPLIES_ANALYTICS_TZ, default Europe/Paris].",
     )(func)
 
 
@@ -246,10 +252,10 @@ def _print_summary_table(console: Console, result: Summary, ts: Timeseries | Non
 )
 @format_option
 def stats_command(
-    data_dir: Path,
+    data_dir: Path | None,
     since: str | None,
     until: str | None,
-    tz: str,
+    tz: str | None,
     group_by: GroupBy | None,
     bucket: Bucket | None,
     campaign: str | None,
@@ -262,6 +268,8 @@ def stats_command(
     object of GET /api/timeseries, with --bucket). CSV prints one row per
     group (or per bucket with --bucket).
     """
+    settings = command_settings(data_dir=data_dir)
+    tz = tz or settings.analytics_tz
     with _errors():
         start, end = time_range(since, until, tz=tz)
         q = StatsQuery(
@@ -273,7 +281,7 @@ def stats_command(
             campaign=campaign,
             top=top,
         )
-        with open_reader(data_dir / DB_FILE, timeout=DEFAULT_TIMEOUT) as con:
+        with open_reader(settings.duckdb_path, timeout=settings.store_read_timeout) as con:
             result = summary(con, q)
             ts = timeseries(con, q) if bucket else None
     if fmt == "json":
@@ -327,17 +335,19 @@ def campaign_group() -> None:
 @tz_option
 @click.option("--replace", is_flag=True, help="Replace a campaign of the same name.")
 def campaign_add(
-    data_dir: Path,
+    data_dir: Path | None,
     name: str,
     recipient: str | None,
     short_number: bool,
     start: str,
     end: str,
     delivered: int | None,
-    tz: str,
+    tz: str | None,
     replace: bool,
 ) -> None:
     """Declare campaign NAME: its replies are those to its number within [start, end)."""
+    settings = command_settings(data_dir=data_dir)
+    tz = tz or settings.analytics_tz
     with _errors():
         campaign = Campaign.create(
             name,
@@ -347,7 +357,9 @@ def campaign_add(
             short_number=short_number,
             delivered=delivered,
         )
-        declare_campaign(data_dir / DB_FILE, campaign, replace=replace)
+        declare_campaign(
+            settings.duckdb_path, campaign, replace=replace, timeout=settings.store_read_timeout
+        )
     target = campaign.recipient or "the short number"
     click.echo(
         f"campaign {campaign.name!r} declared: replies to {target} "
@@ -359,11 +371,13 @@ def campaign_add(
 @data_dir_option
 @tz_option
 @format_option
-def campaign_list(data_dir: Path, tz: str, fmt: str) -> None:
+def campaign_list(data_dir: Path | None, tz: str | None, fmt: str) -> None:
     """Declared campaigns with their figures over their whole window."""
+    settings = command_settings(data_dir=data_dir)
+    tz = tz or settings.analytics_tz
     with _errors():
         zone = parse_zone(tz)
-        with open_reader(data_dir / DB_FILE) as con:
+        with open_reader(settings.duckdb_path, timeout=settings.store_read_timeout) as con:
             items = campaign_stats(con, tz=zone)
     if fmt == "json":
         click.echo(_json({"campaigns": items}))
@@ -413,8 +427,9 @@ def _campaign_row(c: CampaignStats) -> list[Any]:
 @campaign_group.command("delete")
 @data_dir_option
 @click.argument("name")
-def campaign_delete(data_dir: Path, name: str) -> None:
+def campaign_delete(data_dir: Path | None, name: str) -> None:
     """Forget campaign NAME (its replies stay)."""
+    settings = command_settings(data_dir=data_dir)
     with _errors():
-        delete_campaign(data_dir / DB_FILE, name)
+        delete_campaign(settings.duckdb_path, name, timeout=settings.store_read_timeout)
     click.echo(f"campaign {name!r} deleted")

@@ -17,13 +17,14 @@ from typing import Final, Literal, get_args
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from sms_replies.errors import SmsRepliesError
+from sms_replies.settings import DEFAULT_ZONE
 
 GroupBy = Literal["recipient", "channel", "campaign"]
 Bucket = Literal["hour", "day"]
 
 GROUP_BY_VALUES: Final[tuple[str, ...]] = get_args(GroupBy)
 BUCKET_VALUES: Final[tuple[str, ...]] = get_args(Bucket)
-DEFAULT_TZ: Final = "Europe/Paris"
+DEFAULT_TZ: Final = DEFAULT_ZONE
 DEFAULT_RANGE: Final = timedelta(days=7)
 MAX_BUCKETS: Final = 10_000
 MAX_TOP: Final = 100

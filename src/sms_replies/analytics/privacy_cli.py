@@ -49,6 +49,7 @@ import click
 import duckdb
 
 from sms_replies.analytics.campaigns import normalise_number
+from sms_replies.analytics.cli import command_settings
 from sms_replies.analytics.params import InvalidQueryError
 from sms_replies.analytics.store import _connect_with_retry, _table_exists, borrowed_store
 from sms_replies.erasures import add_erasure, unseen_by
@@ -56,8 +57,8 @@ from sms_replies.errors import SmsRepliesError
 from sms_replies.files import fsync_directory
 from sms_replies.privacy import sender_forms
 from sms_replies.schema import TABLE
+from sms_replies.settings import Settings
 
-DB_FILE: Final = "replies.duckdb"
 DEFAULT_TIMEOUT: Final = 30.0
 #: The CNIL's rule: a prospect's data is kept 3 years after the last contact.
 CNIL_YEARS: Final = 3
@@ -437,18 +438,13 @@ def _store_options(func: Any) -> Any:
         click.option(
             "--data-dir",
             type=click.Path(path_type=Path, file_okay=False),
-            envvar="SMS_REPLIES_DATA_DIR",
-            default=Path("data"),
-            show_default=True,
-            show_envvar=True,
             help="Directory holding replies.duckdb (skipped when the file is absent) "
-            "and the erasure list.",
+            "and the erasure list [settings: env SMS_REPLIES_DATA_DIR, default ./data].",
         ),
         click.option(
             "--postgres-dsn",
-            envvar="SMS_REPLIES_POSTGRES_DSN",
-            show_envvar=True,
-            help="PostgreSQL store to delete from too (unset: none).",
+            help="PostgreSQL store to delete from too "
+            "[settings: env SMS_REPLIES_POSTGRES_DSN, unset: none].",
         ),
         click.option(
             "--postgres-schema",
@@ -460,12 +456,9 @@ def _store_options(func: Any) -> Any:
         ),
         click.option(
             "--sinks",
-            envvar="SMS_REPLIES_SINKS",
-            default="duckdb",
-            show_default=True,
-            show_envvar=True,
             help="Active sinks: clickhouse and parquet stores are reached when named "
-            "(their SMS_REPLIES_CLICKHOUSE_* / SMS_REPLIES_PARQUET_DIRECTORY settings).",
+            "(their SMS_REPLIES_CLICKHOUSE_* / SMS_REPLIES_PARQUET_DIRECTORY settings) "
+            "[settings: env SMS_REPLIES_SINKS, default duckdb].",
         ),
         click.option(
             "--timeout",
@@ -482,16 +475,17 @@ def _store_options(func: Any) -> Any:
     return func
 
 
-def _stores(data_dir: Path, dsn: str | None, schema: str, sinks: str, timeout: float) -> Stores:
+def _stores(settings: Settings, schema: str, timeout: float) -> Stores:
     from sms_replies.sinks.parquet import ParquetSinkSettings
 
-    names = {s.strip() for s in sinks.split(",") if s.strip()}
+    names = set(settings.sinks)
     parquet_dir = None
     if "parquet" in names:
-        parquet_dir = ParquetSinkSettings().directory or data_dir / "parquet"
+        parquet_dir = ParquetSinkSettings().directory or settings.data_dir / "parquet"
+    dsn = settings.postgres_dsn
     return Stores(
-        duckdb_path=data_dir / DB_FILE,
-        postgres_dsn=dsn or None,
+        duckdb_path=settings.duckdb_path,
+        postgres_dsn=(dsn.get_secret_value() or None) if dsn is not None else None,
         postgres_schema=schema,
         clickhouse="clickhouse" in names,
         parquet_dir=parquet_dir,
@@ -499,13 +493,12 @@ def _stores(data_dir: Path, dsn: str | None, schema: str, sinks: str, timeout: f
     )
 
 
-def _wait_for_sinks(data_dir: Path, sinks: str, wait: float) -> None:
+def _wait_for_sinks(data_dir: Path, names: list[str], wait: float) -> None:
     """Until every sink has read the list between two writes, so that none lands after
     the deletion; a sink that is not running has no write under way (and will read
     the list before its first)."""
     import time
 
-    names = [s.strip() for s in sinks.split(",") if s.strip()]
     deadline = time.monotonic() + wait
     while (late := unseen_by(data_dir, names)) and time.monotonic() < deadline:
         time.sleep(0.1)
@@ -546,17 +539,18 @@ def _run(coro: Any) -> dict[str, int | None]:
 def retention_command(
     days: int | None,
     policy: str | None,
-    data_dir: Path,
+    data_dir: Path | None,
     postgres_dsn: str | None,
     postgres_schema: str,
-    sinks: str,
+    sinks: str | None,
     timeout: float,
     dry_run: bool,
 ) -> None:
     """Delete old replies (--days N or --policy cnil) from every configured store."""
     if (days is None) == (policy is None):
         raise click.UsageError("give either --days or --policy")
-    stores = _stores(data_dir, postgres_dsn, postgres_schema, sinks, timeout)
+    settings = command_settings(data_dir=data_dir, postgres_dsn=postgres_dsn, sinks=sinks)
+    stores = _stores(settings, postgres_schema, timeout)
     if policy is not None:
         counts = _run(apply_policy(stores, policy, dry_run=dry_run))
     else:
@@ -577,10 +571,10 @@ def retention_command(
 def erase_command(
     phone: str,
     pseudonymize_key: str | None,
-    data_dir: Path,
+    data_dir: Path | None,
     postgres_dsn: str | None,
     postgres_schema: str,
-    sinks: str,
+    sinks: str | None,
     timeout: float,
     dry_run: bool,
 ) -> None:
@@ -594,11 +588,12 @@ def erase_command(
         number = normalise_number(phone, param="phone")
     except InvalidQueryError as exc:
         raise click.BadParameter(exc.message, param_hint="--phone") from None
+    settings = command_settings(data_dir=data_dir, postgres_dsn=postgres_dsn, sinks=sinks)
     key = pseudonymize_key.encode("utf-8") if pseudonymize_key else None
     if not dry_run:
-        add_erasure(data_dir, number, key)
+        add_erasure(settings.data_dir, number, key)
         click.echo("erasure list: added (the worker and the sinks drop this number from now on)")
-        _wait_for_sinks(data_dir, sinks, SINKS_WAIT)
-    stores = _stores(data_dir, postgres_dsn, postgres_schema, sinks, timeout)
+        _wait_for_sinks(settings.data_dir, settings.sinks, SINKS_WAIT)
+    stores = _stores(settings, postgres_schema, timeout)
     counts = _run(erase_sender(stores, number, key=key, dry_run=dry_run))
     _report(counts, dry_run)

@@ -35,6 +35,7 @@ from zoneinfo import ZoneInfo
 import duckdb
 
 from sms_replies.analytics.params import (
+    DEFAULT_TZ,
     InvalidQueryError,
     StatsQuery,
     UnknownCampaignError,
@@ -190,7 +191,7 @@ class ReplyFilter:
 
     start: datetime | None = None
     end: datetime | None = None
-    tz: str = "Europe/Paris"
+    tz: str = DEFAULT_TZ
     sender: str | None = None
     recipient: str | None = None
     keyword: str | None = None
