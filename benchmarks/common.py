@@ -21,7 +21,7 @@ import psutil
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from sms_replies.broker.embedded import EmbeddedBroker, free_port
-from sms_replies.broker.offsets import end_offsets
+from sms_replies.broker.tansu import end_offsets
 from sms_replies.contract import Concat, RawPart
 from sms_replies.procs import spawn, terminate
 from sms_replies.settings import Settings

@@ -336,7 +336,7 @@ on this machine. Findings, in order of what they bought:
    `Sender._send_produce_req` and socket writes and was mostly idle waiting.
    Replaced by a correct end offset: on the embedded broker the worker's
    changelog recovery reads the high watermark from a fetch response
-   (`sms_replies.broker.offsets.end_offsets`) instead of ListOffsets, which
+   (`sms_replies.broker.tansu.end_offsets`) instead of ListOffsets, which
    Tansu gets wrong for multi-record batches. Covered by
    `tests/integration/test_changelog_end_offsets.py` (SIGKILL with batched
    changelog, RocksDB state kept and lost). 679 -> 1,672 parts/s.

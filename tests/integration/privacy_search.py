@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from sms_replies.broker.offsets import end_offsets
+from sms_replies.broker.tansu import end_offsets
 
 
 def number_forms(e164: str) -> list[bytes]:

@@ -2,6 +2,6 @@
 
 from sms_replies.broker.admin import ensure_topics, wait_for_topics
 from sms_replies.broker.embedded import EmbeddedBroker
-from sms_replies.broker.offsets import end_offsets
+from sms_replies.broker.tansu import end_offsets
 
 __all__ = ["EmbeddedBroker", "end_offsets", "ensure_topics", "wait_for_topics"]

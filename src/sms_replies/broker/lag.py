@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from sms_replies.broker.offsets import end_offsets
+from sms_replies.broker.tansu import end_offsets
 
 
 async def group_lag(bootstrap: str, group: str, topic: str) -> int:

@@ -40,7 +40,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
-from sms_replies.broker.offsets import end_offsets
+from sms_replies.broker.tansu import end_offsets
 from sms_replies.contract import RecordDecodeError
 from sms_replies.errors import StateRecoveryError
 from sms_replies.files import fsync_directory

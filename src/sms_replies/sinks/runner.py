@@ -95,8 +95,7 @@ class SinkRunner:
             # Tansu and Kafka alike: a dead member blocks the group until this expires.
             session_timeout_ms=10_000,
             heartbeat_interval_ms=2_000,
-            # Tansu holds a multi-partition fetch for the whole wait (measured ~480 ms
-            # of a 500 ms default) when new data is on another partition: keep it short.
+            # Short on the embedded broker: see sms_replies.broker.tansu.
             fetch_max_wait_ms=fetch_max_wait_ms,
         )
 

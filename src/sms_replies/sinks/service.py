@@ -11,6 +11,7 @@ from aiohttp import web
 from aiokafka import AIOKafkaProducer
 
 from sms_replies.broker.admin import wait_for_topics
+from sms_replies.broker.tansu import sink_fetch_max_wait_ms
 from sms_replies.erasures import ErasureList
 from sms_replies.metrics import add_metrics_route
 from sms_replies.privacy import key_bytes
@@ -58,7 +59,7 @@ async def serve_sinks(settings: Settings, *, stop: asyncio.Event | None = None) 
                     batch_size=settings.sink_batch_size,
                     batch_timeout=settings.sink_batch_timeout,
                     dead_letters=dead_letters,
-                    fetch_max_wait_ms=50 if settings.kafka_embedded else 500,
+                    fetch_max_wait_ms=sink_fetch_max_wait_ms(settings.kafka_embedded),
                     erasures=erasures,
                 )
             )

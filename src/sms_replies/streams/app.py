@@ -18,14 +18,12 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
 import faust
-from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from sms_replies.bounds import Bounds
-from sms_replies.broker.offsets import end_offsets
+from sms_replies.broker.tansu import adapt_faust_consumer
 from sms_replies.contract import ExpiryTick, Reply
 from sms_replies.erasures import ErasureList
 from sms_replies.metrics import exposition
@@ -99,57 +97,15 @@ def faust_settings(settings: Settings) -> dict[str, Any]:
 
 
 class StreamsApp(faust.App):
-    """A Faust app whose changelog recovery reads the right end offsets on Tansu.
-
-    Tansu answers ListOffsets(latest) with the base offset of the last batch + 1,
-    too low once a batch holds several records; recovery would then stop short
-    (memory store: lost state) or refuse the RocksDB offsets (ConsistencyError).
-    Its fetch responses carry the right high watermark, so recovery asks for that
-    instead. Cheaper than the old workaround, one record per produced batch, which
-    capped the changelog (and so the whole stage) at a few thousand writes/s.
-    """
+    """A Faust app whose consumers get the embedded broker's workarounds (broker.tansu)."""
 
     tansu_bootstrap: str | None = None
 
     def _new_consumer(self) -> Any:
         consumer = super()._new_consumer()
         if self.tansu_bootstrap is not None:
-            # Faust has no hook for this; the method is replaced on this one instance.
-            consumer.highwaters = _fetched_highwaters(self.tansu_bootstrap)  # type: ignore[method-assign,assignment]
-            _shorten_fetch_wait(consumer)
+            adapt_faust_consumer(consumer, self.tansu_bootstrap)
         return consumer
-
-
-#: Tansu answers a fetch over several partitions only after fetch_max_wait_ms
-#: (measured: ~480 ms) when the new record is on another partition than the
-#: first; Faust hard-codes 1500 ms, a latency floor of its own on every reply.
-TANSU_FETCH_MAX_WAIT_MS = 50
-
-
-def _shorten_fetch_wait(consumer: Any) -> None:
-    thread = consumer._thread
-    create = thread._create_worker_consumer
-
-    def create_worker_consumer(transport: Any) -> Any:
-        client = create(transport)
-        client._fetch_max_wait_ms = TANSU_FETCH_MAX_WAIT_MS  # read by start()
-        return client
-
-    thread._create_worker_consumer = create_worker_consumer
-
-
-def _fetched_highwaters(bootstrap: str) -> Callable[..., Awaitable[dict[Any, int]]]:
-    async def highwaters(*tps: Any) -> dict[Any, int]:
-        # A consumer outside any group: end_offsets() assigns and seeks.
-        probe = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-        await probe.start()
-        try:
-            ends = await end_offsets(probe, [TopicPartition(tp.topic, tp.partition) for tp in tps])
-        finally:
-            await probe.stop()
-        return {tp: ends[TopicPartition(tp.topic, tp.partition)] for tp in tps}
-
-    return highwaters
 
 
 def _exit_on_send_failure(future: Any) -> None:
