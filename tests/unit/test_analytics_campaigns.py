@@ -201,12 +201,23 @@ def test_a_reply_with_a_campaign_belongs_to_that_campaign_only(tmp_path: Path) -
         in_range = StatsQuery(start=at("2025-03-01T00:00Z"), end=at("2025-05-01T00:00Z"))
         grouped = summary(con, dataclasses.replace(in_range, group_by="campaign"))
         filtered = summary(con, dataclasses.replace(in_range, campaign="spring-A"))
+        summer = summary(con, dataclasses.replace(in_range, campaign="summer-B"))
+        with pytest.raises(UnknownCampaignError):
+            summary(con, dataclasses.replace(in_range, campaign="never-used"))
+        with pytest.raises(UnknownCampaignError):
+            campaign_stats(con, name="summer-B")  # the list holds declared campaigns
     # r1 r2 r3 r7 by the window rule, u1 and u3 by their campaign; u2 is summer-B's.
     assert a.stats.replies == 6
     assert a.stats.senders == 3
-    ((key, replies),) = [(g.key, g.stats.replies) for g in grouped.groups]
-    assert (key, replies) == ("spring-A", 6)
+    # summer-B is not declared: a group of its own all the same, with no rates.
+    assert {g.key: g.stats.replies for g in grouped.groups} == {"spring-A": 6, "summer-B": 1}
+    assert {g.key: g.reply_rate for g in grouped.groups} == {
+        "spring-A": pytest.approx(0.03),
+        "summer-B": None,
+    }
     assert filtered.totals.replies == 6
+    assert summer.totals.replies == 1
+    assert summer.totals.senders == 1
 
 
 async def write_replies(path: Path, replies: list[Reply]) -> None:

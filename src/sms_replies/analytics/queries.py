@@ -268,12 +268,22 @@ def stats_sql(con: duckdb.DuckDBPyConnection) -> str:
 
 
 def _check_campaign(con: duckdb.DuckDBPyConnection, name: str | None) -> None:
+    """UnknownCampaignError unless ``name`` is declared or carried by a reply (its URL's)."""
     if name is None:
         return
-    row = con.execute(f"SELECT count(*) FROM {CAMPAIGNS_TABLE} WHERE name = $name", {"name": name})
-    found = row.fetchone()
+    sql = f"SELECT count(*) FROM {CAMPAIGNS_TABLE} WHERE name = $name"
+    if has_column(con, TABLE, CAMPAIGN_COLUMN):
+        sql = f"SELECT ({sql}) + (SELECT count(*) FROM {TABLE} WHERE {CAMPAIGN_COLUMN} = $name)"
+    found = con.execute(sql, {"name": name}).fetchone()
     if not found or not found[0]:
         raise UnknownCampaignError(name)
+
+
+def _group_key(con: duckdb.DuckDBPyConnection, group_by: str) -> str:
+    # A campaign named only by its replies' URL (not declared) is a group too.
+    if group_by == "campaign" and has_column(con, TABLE, CAMPAIGN_COLUMN):
+        return f"coalesce(c.name, r.{CAMPAIGN_COLUMN})"
+    return _GROUP_KEYS[group_by]
 
 
 def _source(
@@ -281,9 +291,17 @@ def _source(
 ) -> tuple[str, dict[str, Any]]:
     """FROM ... WHERE ... for the replies of ``q`` (joined to their campaigns if asked)."""
     membership = membership_sql(con)
+    attributed = has_column(con, TABLE, CAMPAIGN_COLUMN)
     params: dict[str, Any] = {"start": q.start, "end": q.end}
     where = ["r.received_at >= $start", "r.received_at < $end"]
-    if join_campaigns:
+    if join_campaigns and attributed:
+        # Declared campaigns, and the undeclared names replies carry from their URL.
+        sql = f"FROM {TABLE} r LEFT JOIN {CAMPAIGNS_TABLE} c ON {membership}"
+        where.append(f"(c.name IS NOT NULL OR r.{CAMPAIGN_COLUMN} IS NOT NULL)")
+        if q.campaign is not None:
+            where.append(f"coalesce(c.name, r.{CAMPAIGN_COLUMN}) = $campaign")
+            params["campaign"] = q.campaign
+    elif join_campaigns:
         sql = f"FROM {TABLE} r JOIN {CAMPAIGNS_TABLE} c ON {membership}"
         if q.campaign is not None:
             where.append("c.name = $campaign")
@@ -291,9 +309,12 @@ def _source(
     else:
         sql = f"FROM {TABLE} r"
         if q.campaign is not None:
-            where.append(
+            declared = (
                 f"EXISTS (SELECT 1 FROM {CAMPAIGNS_TABLE} c WHERE c.name = $campaign "
                 f"AND {membership})"
+            )
+            where.append(
+                f"(r.{CAMPAIGN_COLUMN} = $campaign OR {declared})" if attributed else declared
             )
             params["campaign"] = q.campaign
     return f"{sql} WHERE {' AND '.join(where)}", params
@@ -362,7 +383,7 @@ def summary(con: duckdb.DuckDBPyConnection, q: StatsQuery) -> Summary:
     totals = row_stats(row)
     groups: list[Group] = []
     if q.group_by is not None:
-        key = _GROUP_KEYS[q.group_by]
+        key = _group_key(con, q.group_by)
         source, params = _source(con, q, join_campaigns=q.group_by == "campaign")
         extra = ", any_value(c.delivered)" if q.group_by == "campaign" else ", NULL"
         rows = con.execute(
@@ -418,7 +439,7 @@ def timeseries(con: duckdb.DuckDBPyConnection, q: StatsQuery) -> Timeseries:
     bucket = q.bucket or "hour"
     tz = q.zone
     source, params = _source(con, q, join_campaigns=q.group_by == "campaign")
-    key = _GROUP_KEYS[q.group_by] if q.group_by else "NULL"
+    key = _group_key(con, q.group_by) if q.group_by else "NULL"
     rows = con.execute(
         f"SELECT {key} AS k, epoch_us({_BUCKET_EXPRS[bucket]}) AS b, count(*), "
         "count(DISTINCT r.sender), count(*) FILTER (WHERE r.is_stop), "
