@@ -45,8 +45,9 @@ class TestJsonlSinkThroughEntryPoint(SinkContract):
             stored = [orjson.loads(line) for line in path.read_bytes().splitlines()]
             for row in stored:
                 for column in COLUMNS:
-                    if column.type == "timestamp":
-                        row[column.name] = datetime.fromisoformat(row[column.name])
+                    value = row[column.name]
+                    if column.type == "timestamp" and value is not None:
+                        row[column.name] = datetime.fromisoformat(value)
             return stored
 
         return rows
