@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import signal
+import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -117,9 +118,13 @@ def worker(**overrides: Any) -> None:
     app = create_app(settings)
     # INFO, not Faust's WARN default: at WARN it installs a spinner and sets the
     # root logger to DEBUG, which costs ~20 % of throughput.
-    Worker(
-        app, loglevel=settings.log_level.lower(), override_logging=False
-    ).execute_from_commandline()
+    on_terminal = logs.on_terminal(sys.stdout)
+    process = Worker(
+        app, loglevel=settings.log_level.lower(), override_logging=False, quiet=not on_terminal
+    )
+    if not on_terminal:
+        process.spinner = None  # it writes cursor escape codes even to a file
+    process.execute_from_commandline()
 
 
 @main.command()

@@ -121,6 +121,13 @@ async def test_run_accepts_callbacks_and_stops_without_losing_any(tmp_path: Path
         for _, value in read_items(copy.path)
     ]
     assert [[p.text for p in state.parts.values()] for state in held] == [["Je viens "]]
+    # Its log went to a file: no terminal escape codes (Faust's spinner), Faust's tables
+    # each on one line (every line a log record).
+    log = (tmp_path / "run.log").read_text(errors="replace")
+    assert "\x1b" not in log
+    assert "OK ^" not in log
+    assert [line for line in log.splitlines() if line.startswith(("+", "|"))] == []
+    assert "active offsets at start of reading: topic partition offset;" in log
 
 
 @pytest.mark.timeout(180)
