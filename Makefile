@@ -7,7 +7,7 @@ HASH   := $(shell cat pyproject.toml examples/*/pyproject.toml 2>/dev/null | cks
 RUN_STAMP := $(VENV)/.run-installed-$(HASH)
 STAMP     := $(VENV)/.installed-$(HASH)
 
-.PHONY: run test lint fmt unit bench faults clean system-deps
+.PHONY: run test lint fmt unit bench faults contract clean system-deps
 
 $(RUN_STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -53,6 +53,9 @@ bench: $(STAMP)  ## every benchmark on the embedded broker; writes docs/benchmar
 
 faults: $(STAMP)  ## the full fault-injection suite (the short form runs in make test)
 	$(BIN)/python -m tests.faults --callbacks 5000
+
+contract: $(STAMP)  ## schemathesis, full runs, on the analytics API and the callback endpoint
+	$(BIN)/python -m tests.contract
 
 clean:
 	rm -rf $(VENV) data .pytest_cache .mypy_cache .ruff_cache

@@ -6,6 +6,7 @@ and by the full runs of ``make contract`` (``python -m tests.contract``).
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -13,6 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
+# The callback endpoint's configuration: the token (from SMS_REPLIES_CALLBACK_TOKEN)
+# and the 422 of well-formed fields that make no callback.
+CALLBACKS_CONFIG = REPO / "tests" / "contract" / "callbacks.toml"
 # The repository's schemathesis.toml is read from the working directory.
 ST = Path(sys.executable).with_name("st")
 SEED = 20261201
@@ -43,6 +47,7 @@ def run_st(
     config: Path | None = None,
     seed: int = SEED,
     timeout: float = 3600,
+    env: dict[str, str] | None = None,
 ) -> StRun:
     """``st run location --checks all --seed seed *args``, from the repository's root."""
     command = [str(ST)]
@@ -61,7 +66,13 @@ def run_st(
         *args,
     ]
     result = subprocess.run(
-        command, cwd=REPO, capture_output=True, text=True, timeout=timeout, check=False
+        command,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        env={**os.environ, **(env or {})},
     )
     output = result.stdout + result.stderr
     return StRun(

@@ -13,12 +13,13 @@ import pytest
 
 from sms_replies.analytics.sample import write_sample_async
 from sms_replies.broker.embedded import free_port
-from tests.contract.schemathesis_run import run_st
+from tests.contract.schemathesis_run import CALLBACKS_CONFIG, run_st
 from tests.integration.conftest import Processes
 
 pytestmark = pytest.mark.integration
 
 API_TOKEN = "contract-test-api-token-0123456789"
+CALLBACK_TOKEN = "contract-test-callback-token-0123"
 
 
 async def wait_for(url: str, headers: dict[str, str], timeout: float = 30) -> None:
@@ -60,3 +61,34 @@ async def test_analytics_api_keeps_its_openapi_contract(
     assert coverage.generated + fuzzing.generated >= 400, (coverage.output, fuzzing.output)
     assert "api" in processes.children  # the server lived through it
     assert processes.children["api"].poll() is None, processes.log("api")
+
+
+@pytest.mark.timeout(300)
+async def test_callback_endpoint_keeps_its_openapi_contract(processes: Processes) -> None:
+    processes.start("ingest", SMS_REPLIES_CALLBACK_TOKEN=CALLBACK_TOKEN)
+    base = f"http://{processes.settings.http_host}:{processes.settings.http_port}"
+    await wait_for(f"{base}/readyz", {})
+    # Short form: the coverage phase and random cases of both operations (GET query;
+    # urlencoded, multipart and JSON bodies), with the token; the real broker behind.
+    result = await asyncio.to_thread(
+        run_st,
+        f"{base}/openapi.json",
+        "--max-examples",
+        "15",
+        config=CALLBACKS_CONFIG,
+        env={"SMS_REPLIES_CALLBACK_TOKEN": CALLBACK_TOKEN},
+        timeout=240,
+    )
+    assert result.clean, result.output
+    assert result.operations == 2
+    assert result.generated >= 200, result.output
+    async with aiohttp.ClientSession() as session, session.get(f"{base}/metrics") as answer:
+        metrics = await answer.text()
+    accepted = [
+        line
+        for line in metrics.splitlines()
+        if line.startswith('sms_replies_callbacks_total{outcome="accepted"}')
+    ]
+    assert accepted, metrics  # some generated callbacks went all the way to the broker
+    assert float(accepted[0].split()[-1]) > 0
+    assert processes.children["ingest"].poll() is None, processes.log("ingest")

@@ -88,5 +88,5 @@ async def test_ingress_serves_the_document_of_its_settings() -> None:
         assert response.status == 200
         served = await response.json()
     assert served == json.loads(json.dumps(callbacks_openapi(Bounds.of(settings))))
-    message = served["components"]["schemas"]["LongNumberMessage"]
+    message = served["components"]["schemas"]["LongNumberMessageFields"]
     assert message["properties"]["text"]["maxLength"] == 500

@@ -431,7 +431,7 @@ async def test_json_concat_true_is_accepted_like_the_string(
     assert (first.concat.total, first.concat.part) == (2, 1)
     # A boolean true without the numbers is refused like the string.
     body = await assert_json_error(
-        await client.post(CALLBACK_PATH, json={**CALLBACK, "concat": True}), 400
+        await client.post(CALLBACK_PATH, json={**CALLBACK, "concat": True}), 422
     )
     assert "concat" in body["problems"]
 

@@ -54,11 +54,15 @@ def test_malformed_timestamps_are_refused(value: str) -> None:
     assert value.strip() == "" or value not in str(info.value)  # never echoes the input
 
 
-@pytest.mark.parametrize("value", ["2016-02-30 10:00:00", "1969-12-31 23:59:59", "09/03/2016"])
-def test_the_ingress_answers_400_naming_message_timestamp(value: str) -> None:
+@pytest.mark.parametrize(
+    ("value", "status"),
+    # Not the documented shape: 400; that shape but no such time: 422 (issue 16).
+    [("2016-02-30 10:00:00", 422), ("1969-12-31 23:59:59", 422), ("09/03/2016", 400)],
+)
+def test_the_ingress_refuses_naming_message_timestamp(value: str, status: int) -> None:
     with pytest.raises(InvalidCallback) as info:
         parse_callback({**LONG, "message-timestamp": value}, NOW)
-    assert info.value.status == 400
+    assert info.value.status == status
     assert list(info.value.problems) == ["message-timestamp"]
     assert "YYYY-MM-DD HH:MM:SS" in info.value.problems["message-timestamp"] or (
         "1970" in info.value.problems["message-timestamp"]

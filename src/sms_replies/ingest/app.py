@@ -349,7 +349,8 @@ async def handle_ready(request: web.Request) -> web.Response:
 
 async def handle_openapi(request: web.Request) -> web.Response:
     # Private like /metrics: the proxy forwards only /callbacks/ (deploy/Caddyfile).
-    return _json(callbacks_openapi(Bounds.of(request.app[SETTINGS])))
+    settings = request.app[SETTINGS]
+    return _json(callbacks_openapi(Bounds.of(settings), settings.max_params))
 
 
 def _json(

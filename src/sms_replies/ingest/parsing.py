@@ -14,6 +14,7 @@ Values may be strings or numbers whatever the encoding (query string, form, JSON
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Iterable, Mapping
 from typing import Annotated, Any, Final, Literal, TypeVar
 
@@ -94,13 +95,24 @@ def _gsm_at(text: str) -> str:
 # The text's bound depends on the shape (part or single) and the settings: checked after.
 Text = Annotated[str, AfterValidator(_gsm_at)]
 Id = Annotated[str, Field(min_length=1, max_length=MAX_ID), AfterValidator(_printable)]
-Phone = Annotated[str, Field(min_length=1, max_length=MAX_PHONE)]
+# As providers send numbers: digits, '+' first for E.164 (docs/callbacks-openapi.json
+# states this pattern; a number of that form that cannot exist is a 422, below).
+NUMBER_PATTERN: Final = r"^\+?[0-9]{1,31}$"
+Phone = Annotated[str, Field(min_length=1, max_length=MAX_PHONE, pattern=NUMBER_PATTERN)]
+# Well-formed fields that do not make a callback (an impossible number, concat fields
+# that disagree): rules no OpenAPI document can state, answered 422, not 400.
+UNPROCESSABLE: Final = 422
+# The shape of message-timestamp (400 otherwise); a time that does not exist is a 422.
+TIMESTAMP_PATTERN: Final = "^[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}$"
 
 
 class _Callback(BaseModel):
     # Ids and numbers come as JSON numbers or strings; unknown fields are the
     # provider's business (signature fields, keyword...), not an error.
-    model_config = ConfigDict(coerce_numbers_to_str=True, extra="ignore", frozen=True)
+    # python-re: the pattern means what it means to the Python tools reading the document.
+    model_config = ConfigDict(
+        coerce_numbers_to_str=True, extra="ignore", frozen=True, regex_engine="python-re"
+    )
 
 
 M = TypeVar("M", bound=_Callback)
@@ -128,9 +140,18 @@ class LongNumberCallback(_Callback):
 
     @field_validator("message_timestamp")
     @classmethod
-    def _timestamp_format(cls, value: str | None) -> str | None:
-        if value is not None:
-            provider_time_ms(value)  # ValueError -> 400 naming message-timestamp
+    def _timestamp_shape(cls, value: str | None) -> str | None:
+        # The shape only (400); whether that time exists is checked after (422).
+        if value is not None and not re.search(TIMESTAMP_PATTERN, value):
+            raise ValueError("expected YYYY-MM-DD HH:MM:SS (UTC)")
+        return value
+
+    @field_validator("concat_ref", "concat_total", "concat_part", mode="before")
+    @classmethod
+    def _digits_only(cls, value: Any) -> Any:
+        # As text: digits only (pydantic alone would take " 5" or "5.0"), as documented.
+        if isinstance(value, str) and not (value.isascii() and value.isdigit()):
+            raise ValueError("expected digits")
         return value
 
 
@@ -186,12 +207,20 @@ def _validate(model: type[M], fields: Mapping[str, Any]) -> M:
 
 
 def _long_number(cb: LongNumberCallback, received_at_ms: int, bounds: Bounds) -> RawPart:
+    if cb.concat_total is not None and cb.concat_total > bounds.max_parts:
+        # A bound the document states (concat-total's maximum): 400, before any 422.
+        raise InvalidCallback({"concat-total": f"more than {bounds.max_parts} parts"})
     problems: dict[str, str] = {}
     sender = _e164(cb.msisdn, "msisdn", problems)
     recipient = _e164(cb.to, "to", problems)
     concat = _concat(cb, bounds, problems)
+    if cb.message_timestamp is not None:
+        try:
+            provider_time_ms(cb.message_timestamp)
+        except ValueError as exc:
+            problems["message-timestamp"] = str(exc)
     if problems:
-        raise InvalidCallback(problems)
+        raise InvalidCallback(problems, UNPROCESSABLE)
     return RawPart(
         channel="long_number",
         sender=sender,
@@ -219,9 +248,6 @@ def _concat(cb: LongNumberCallback, bounds: Bounds, problems: dict[str, str]) ->
     if part > total:
         problems["concat-part"] = f"part {part} is beyond concat-total {total}"
         return None
-    if total > bounds.max_parts:
-        problems["concat-total"] = f"more than {bounds.max_parts} parts"
-        return None
     return Concat(ref=ref, total=total, part=part)
 
 
@@ -229,7 +255,7 @@ def _short_number(cb: ShortNumberCallback, received_at_ms: int) -> RawPart:
     problems: dict[str, str] = {}
     sender = _e164(cb.phone_number, "phone_number", problems)
     if problems:
-        raise InvalidCallback(problems)
+        raise InvalidCallback(problems, UNPROCESSABLE)
     return RawPart(
         channel="short_number",
         sender=sender,
