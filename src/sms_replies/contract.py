@@ -44,8 +44,18 @@ def provider_time_ms(value: str) -> int:
     if not _PROVIDER_TIMESTAMP_SHAPE.fullmatch(value):
         raise ValueError("expected YYYY-MM-DD HH:MM:SS (UTC)")
     try:
-        parsed = datetime.strptime(value, PROVIDER_TIMESTAMP_FORMAT).replace(tzinfo=UTC)
-    except ValueError:  # 2016-02-30, 24:00:00...; strptime's message would echo the input
+        # The shape is checked: fixed positions, ASCII digits. A tenth of strptime's
+        # cost (the worker reads it twice a part); datetime() refuses what strptime does.
+        parsed = datetime(
+            int(value[0:4]),
+            int(value[5:7]),
+            int(value[8:10]),
+            int(value[11:13]),
+            int(value[14:16]),
+            int(value[17:19]),
+            tzinfo=UTC,
+        )
+    except ValueError:  # 2016-02-30, 24:00:00...; the message must not echo the input
         raise ValueError("not a real date and time (YYYY-MM-DD HH:MM:SS, UTC)") from None
     if parsed.year < 1970:
         raise ValueError("a time from 1970-01-01 00:00:00 UTC on")
@@ -103,7 +113,7 @@ class RawPart:
         return {"v": SCHEMA_VERSION, **_asdict(self)}
 
     def encode(self) -> bytes:
-        return orjson.dumps(self.as_dict())
+        return _VERSION_FIRST + orjson.dumps(self)[1:]  # as Reply.encode
 
     @classmethod
     def decode(cls, data: bytes) -> RawPart:
@@ -150,7 +160,9 @@ class Reply:
     tag: str | None = None
 
     def encode(self) -> bytes:
-        return orjson.dumps({"v": SCHEMA_VERSION, **_asdict(self)})
+        # orjson writes the dataclass itself, fields in order (one C pass, no dict):
+        # the same object as {"v": 1, **fields}, the version put in front.
+        return _VERSION_FIRST + orjson.dumps(self)[1:]
 
     @classmethod
     def decode(cls, data: bytes) -> Reply:
@@ -199,6 +211,10 @@ class Topics:
             rejects=f"{prefix}.rejects",
             dead_letter=f"{prefix}.dead-letter",
         )
+
+
+#: A record's JSON object opens with its schema version (the record has fields: never '{}').
+_VERSION_FIRST: Final = b'{"v":%d,' % SCHEMA_VERSION
 
 
 def _asdict(record: Any) -> dict[str, Any]:

@@ -8,9 +8,17 @@ from datetime import UTC, datetime
 
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sms_replies.bounds import Bounds, check_part
-from sms_replies.contract import RawPart, RecordDecodeError, Reply, provider_time_ms
+from sms_replies.contract import (
+    PROVIDER_TIMESTAMP_FORMAT,
+    RawPart,
+    RecordDecodeError,
+    Reply,
+    provider_time_ms,
+)
 from sms_replies.errors import InvalidCallback
 from sms_replies.ingest.parsing import parse_callback
 from sms_replies.schema import COLUMN_NAMES, to_row
@@ -169,3 +177,21 @@ def test_a_reply_record_from_before_the_field_still_decodes() -> None:
     decoded = Reply.decode(orjson.dumps(old))
     assert decoded.provider_sent_at_ms is None
     assert decoded == dataclasses.replace(reply, provider_sent_at_ms=None)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.from_regex(r"\A[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}\Z"))
+def test_the_fast_parse_agrees_with_strptime(value: str) -> None:
+    # provider_time_ms reads the fields by position (the worker reads a timestamp
+    # twice a part); strptime is the reference for what is a real time.
+    try:
+        expected = datetime.strptime(value, PROVIDER_TIMESTAMP_FORMAT).replace(tzinfo=UTC)
+    except ValueError:
+        with pytest.raises(ValueError, match="YYYY-MM-DD HH:MM:SS"):
+            provider_time_ms(value)
+        return
+    if expected.year < 1970:
+        with pytest.raises(ValueError, match="1970"):
+            provider_time_ms(value)
+    else:
+        assert provider_time_ms(value) == int(expected.timestamp()) * 1000
