@@ -19,10 +19,10 @@ import time
 import urllib.request
 from pathlib import Path
 
-from sms_replies.analytics.sample import write_sample
 from sms_replies.broker.admin import ensure_topics
 from sms_replies.broker.embedded import EmbeddedBroker, free_port
 from sms_replies.settings import Settings
+from tests.analytics_sample import write_sample
 from tests.contract.schemathesis_run import CALLBACKS_CONFIG, SEED, StRun, run_st
 
 API_TOKEN = "contract-run-api-token-0123456789"

@@ -18,7 +18,7 @@ from pydantic import SecretStr
 from sms_replies.analytics.api import ROUTES, create_api_app
 from sms_replies.analytics.cli import stats_command
 from sms_replies.analytics.guard import ApiAccess
-from sms_replies.analytics.sample import NUMBER_A, write_sample_async
+from tests.analytics_sample import NUMBER_A, write_sample_async
 
 pytestmark = pytest.mark.integration
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from sms_replies.analytics.sample import write_sample_async
 from sms_replies.broker.embedded import free_port
+from tests.analytics_sample import write_sample_async
 from tests.contract.schemathesis_run import CALLBACKS_CONFIG, run_st
 from tests.integration.conftest import Processes
 

@@ -23,9 +23,9 @@ from pydantic import SecretStr
 from sms_replies.analytics.api import create_api_app
 from sms_replies.analytics.campaigns import Campaign, declare_campaign
 from sms_replies.analytics.guard import ApiAccess
-from sms_replies.analytics.sample import SAMPLE_REPLIES, write_sample_async
 from sms_replies.errors import SinkWriteError
 from sms_replies.sinks.duckdb import DuckDBSink
+from tests.analytics_sample import SAMPLE_REPLIES, write_sample_async
 
 pytestmark = [
     pytest.mark.integration,

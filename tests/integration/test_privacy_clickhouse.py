@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from sms_replies.analytics.privacy_cli import Stores, apply_policy, erase_sender
-from sms_replies.analytics.sample import SAMPLE_REPLIES
+from tests.analytics_sample import SAMPLE_REPLIES
 from tests.clickhouse_server import LocalServer
 from tests.integration.test_sink_contract_clickhouse import (  # noqa: F401 - fixtures
     clickhouse_server,

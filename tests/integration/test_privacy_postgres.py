@@ -20,9 +20,9 @@ from sms_replies.analytics.privacy_cli import (
     erase_sender,
     retention_command,
 )
-from sms_replies.analytics.sample import SAMPLE_REPLIES, write_sample_async
 from sms_replies.privacy import pseudonymize, pseudonymize_reply
 from sms_replies.sinks.postgres import PostgresSink, PostgresSinkSettings
+from tests.analytics_sample import SAMPLE_REPLIES, write_sample_async
 
 pytestmark = pytest.mark.integration
 

@@ -8,6 +8,7 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
+from tests.analytics_sample import NUMBER_A, NUMBER_B, SAMPLE_REPLIES, write_sample
 
 from sms_replies.analytics.campaigns import (
     Campaign,
@@ -20,7 +21,6 @@ from sms_replies.analytics.campaigns import (
 )
 from sms_replies.analytics.params import InvalidQueryError, StatsQuery, UnknownCampaignError
 from sms_replies.analytics.queries import summary
-from sms_replies.analytics.sample import NUMBER_A, NUMBER_B, SAMPLE_REPLIES, write_sample
 from sms_replies.analytics.store import open_reader
 from sms_replies.contract import Reply
 from sms_replies.sinks.duckdb import DuckDBSink

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from tests.analytics_sample import NUMBER_A, write_sample
 
 from sms_replies.analytics.cli import campaign_group, stats_command
-from sms_replies.analytics.sample import NUMBER_A, write_sample
 
 RANGE = ["--since", "2025-03-29", "--until", "2025-03-31"]
 

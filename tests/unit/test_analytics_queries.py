@@ -1,6 +1,6 @@
 """Analytics queries on a DuckDB file written by the real DuckDBSink.
 
-The data set is ``sms_replies.analytics.sample`` (its docstring lists the rows);
+The data set is ``tests.analytics_sample`` (its docstring lists the rows);
 every expected figure below is counted by hand from that table.
 """
 
@@ -11,6 +11,7 @@ from pathlib import Path
 
 import duckdb
 import pytest
+from tests.analytics_sample import NUMBER_A, NUMBER_B, write_sample
 
 from sms_replies.analytics.campaigns import Campaign, declare_campaign
 from sms_replies.analytics.params import (
@@ -28,7 +29,6 @@ from sms_replies.analytics.queries import (
     timeseries,
     top_keywords,
 )
-from sms_replies.analytics.sample import NUMBER_A, NUMBER_B, write_sample
 from sms_replies.analytics.store import open_reader
 
 PARIS = "Europe/Paris"

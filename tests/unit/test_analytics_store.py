@@ -12,9 +12,9 @@ from pathlib import Path
 
 import duckdb
 import pytest
+from tests.analytics_sample import write_sample
 
 from sms_replies.analytics.campaigns import Campaign, declare_campaign
-from sms_replies.analytics.sample import write_sample
 from sms_replies.analytics.store import StoreBusyError, StoreError, open_reader
 
 # Holds the file open for writing (as the sink does during a batch) for argv[2] seconds.

@@ -9,10 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.analytics_sample import SAMPLE_REPLIES, write_sample_async
 from tests.unit.test_reassembly_handler import HORIZON_MS, TIMEOUT_MS, DictBatch, Event, Message
 
 from sms_replies.analytics.privacy_cli import Stores, apply_policy, years_before
-from sms_replies.analytics.sample import SAMPLE_REPLIES, write_sample_async
 from sms_replies.contract import ExpiryTick, RawPart, Reply
 from sms_replies.erasures import KEY_FILE, LIST_FILE, ErasureList, add_erasure, unseen_by
 from sms_replies.privacy import pseudonymize, pseudonymize_part

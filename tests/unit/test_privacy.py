@@ -15,6 +15,7 @@ from typing import Any
 import duckdb
 import pytest
 from click.testing import CliRunner
+from tests.analytics_sample import SAMPLE_REPLIES, write_sample
 
 from sms_replies.analytics.privacy_cli import (
     Selection,
@@ -25,7 +26,6 @@ from sms_replies.analytics.privacy_cli import (
     retention_command,
     retention_cutoff,
 )
-from sms_replies.analytics.sample import SAMPLE_REPLIES, write_sample
 from sms_replies.contract import Reply
 from sms_replies.privacy import (
     is_pseudonym,
