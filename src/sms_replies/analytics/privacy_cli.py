@@ -235,22 +235,13 @@ def delete_clickhouse(
     """Delete (or count) the selected rows with a mutation, and wait until it is done."""
     import time
 
-    from clickhouse_driver import Client, errors
+    from clickhouse_driver import errors
 
     from sms_replies.sinks.clickhouse import ClickHouseSinkSettings
 
     c = ClickHouseSinkSettings()
     table = f"`{c.database}`.{TABLE}"
-    client = Client(
-        host=c.host,
-        port=c.port,
-        user=c.user,
-        password=c.password.get_secret_value(),
-        secure=c.secure,
-        connect_timeout=c.connect_timeout,
-        send_receive_timeout=c.send_receive_timeout,
-        client_name="sms-replies-privacy",
-    )
+    client = c.client("sms-replies-privacy")
     try:
         exists = client.execute(
             "SELECT count() FROM system.tables WHERE database = %(db)s AND name = %(t)s",

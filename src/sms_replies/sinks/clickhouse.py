@@ -91,6 +91,20 @@ class ClickHouseSinkSettings(BaseSettings):
     connect_timeout: float = Field(10.0, gt=0, description="Seconds to connect.")
     send_receive_timeout: float = Field(60.0, gt=0, description="Seconds per network read.")
 
+    def client(self, name: str) -> Client:
+        """A client of this server (it connects lazily, on its first query)."""
+        return Client(
+            host=self.host,
+            port=self.port,
+            user=self.user,
+            password=self.password.get_secret_value(),
+            secure=self.secure,
+            connect_timeout=self.connect_timeout,
+            send_receive_timeout=self.send_receive_timeout,
+            sync_request_timeout=self.connect_timeout,
+            client_name=name,
+        )
+
 
 FEATURES_SQL = (
     "SELECT version(), "
@@ -210,19 +224,7 @@ class ClickHouseSink(Sink):
 
     def _connected(self) -> Client:
         if self._client is None:
-            c = self.config
-            # The client connects lazily, on its first query.
-            self._client = Client(
-                host=c.host,
-                port=c.port,
-                user=c.user,
-                password=c.password.get_secret_value(),
-                secure=c.secure,
-                connect_timeout=c.connect_timeout,
-                send_receive_timeout=c.send_receive_timeout,
-                sync_request_timeout=c.connect_timeout,
-                client_name="sms-replies-clickhouse-sink",
-            )
+            self._client = self.config.client("sms-replies-clickhouse-sink")
         return self._client
 
     def _detected(self, client: Client) -> Features:
