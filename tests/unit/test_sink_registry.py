@@ -37,3 +37,24 @@ def test_entry_point_that_is_not_a_sink_is_refused(monkeypatch: pytest.MonkeyPat
     monkeypatch.setattr(registry, "available_sinks", lambda: {"bogus": bogus})
     with pytest.raises(ConfigError, match=r"not a sms_replies\.sinks\.Sink subclass"):
         registry.load_sink("bogus")
+
+
+def test_sms_replies_sinks_is_the_one_import_for_sink_authors() -> None:
+    """Everything a sink needs, and the example sink imports nothing else of sms_replies."""
+    import ast
+    from pathlib import Path
+
+    import sms_replies.sinks as surface
+
+    for name in surface.__all__:
+        assert getattr(surface, name) is not None, name
+    needed = {"Sink", "Reply", "SinkWriteError", "COLUMNS", "COLUMN_NAMES", "to_row"}
+    assert needed <= set(surface.__all__)
+    example = Path(__file__).parents[2] / "examples" / "jsonl-sink" / "src"
+    modules = {
+        node.module
+        for path in example.rglob("*.py")
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.ImportFrom) and node.module
+    }
+    assert {m for m in modules if m.split(".")[0] == "sms_replies"} == {"sms_replies.sinks"}

@@ -12,8 +12,7 @@ import orjson
 import pytest
 from sms_replies_jsonl import JsonlSink
 
-from sms_replies.schema import COLUMNS
-from sms_replies.settings import Settings
+from sms_replies.sinks import COLUMNS, Settings
 from sms_replies.sinks.testing import ReadBack, SinkContract, make_replies
 
 _TIMESTAMPS = [c.name for c in COLUMNS if c.type == "timestamp"]

@@ -33,11 +33,15 @@ import orjson
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from sms_replies.contract import Reply
-from sms_replies.errors import SinkWriteError
-from sms_replies.schema import COLUMN_NAMES, to_row, unique_by_id
-from sms_replies.settings import Settings
-from sms_replies.sinks import Sink
+from sms_replies.sinks import (
+    COLUMN_NAMES,
+    Reply,
+    Settings,
+    Sink,
+    SinkWriteError,
+    to_row,
+    unique_by_id,
+)
 
 log = logging.getLogger(__name__)
 
