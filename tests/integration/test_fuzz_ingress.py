@@ -20,6 +20,7 @@ def test_two_thousand_hostile_requests_never_break_the_ingress(broker: EmbeddedB
     started = time.monotonic()
     figures = run(2_000, seed=11, concurrency=32, bootstrap=broker.bootstrap)
     assert figures["requests"] == 2_000
+    assert figures["failures"] == []
     assert figures["ingress_alive"]
     assert figures["valid_after"] == 200
     assert not [s for s in figures["statuses"] if s.startswith("5") and s != "503"]
