@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from importlib.metadata import EntryPoint
+from pathlib import Path
 
 import pytest
 
@@ -42,7 +43,6 @@ def test_entry_point_that_is_not_a_sink_is_refused(monkeypatch: pytest.MonkeyPat
 def test_sms_replies_sinks_is_the_one_import_for_sink_authors() -> None:
     """Everything a sink needs, and the example sink imports nothing else of sms_replies."""
     import ast
-    from pathlib import Path
 
     import sms_replies.sinks as surface
 
@@ -58,3 +58,24 @@ def test_sms_replies_sinks_is_the_one_import_for_sink_authors() -> None:
         if isinstance(node, ast.ImportFrom) and node.module
     }
     assert {m for m in modules if m.split(".")[0] == "sms_replies"} == {"sms_replies.sinks"}
+
+
+def test_built_in_sinks_need_only_the_sink_context(tmp_path: Path) -> None:
+    """from_settings reads data_dir, duckdb_path and postgres_dsn, nothing else of Settings."""
+    from dataclasses import dataclass
+
+    from pydantic import SecretStr
+
+    from sms_replies.sinks import SinkContext, load_sink
+
+    @dataclass(frozen=True)
+    class OnlyTheContext:
+        data_dir: Path
+        duckdb_path: Path
+        postgres_dsn: SecretStr | None
+
+    context: SinkContext = OnlyTheContext(
+        tmp_path, tmp_path / "replies.duckdb", SecretStr("postgresql://127.0.0.1/test")
+    )
+    for name in ("duckdb", "parquet", "postgres", "clickhouse"):
+        assert load_sink(name).from_settings(context).name == name

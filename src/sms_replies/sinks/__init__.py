@@ -27,7 +27,7 @@ from sms_replies.schema import (
     utc_from_ms,
 )
 from sms_replies.settings import Settings
-from sms_replies.sinks.base import Sink
+from sms_replies.sinks.base import Sink, SinkContext
 from sms_replies.sinks.registry import available_sinks, load_sink
 
 __all__ = [
@@ -41,6 +41,7 @@ __all__ = [
     "Reply",
     "Settings",
     "Sink",
+    "SinkContext",
     "SinkWriteError",
     "SmsRepliesError",
     "available_sinks",

@@ -26,11 +26,37 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Sequence
+from pathlib import Path
 from types import TracebackType
-from typing import ClassVar, Self
+from typing import ClassVar, Protocol, Self
+
+from pydantic import SecretStr
 
 from sms_replies.contract import Reply
-from sms_replies.settings import Settings
+
+
+class SinkContext(Protocol):
+    """What a sink may read of the process configuration in ``from_settings``.
+
+    The process passes its ``Settings`` (which has these and more); a sink reads
+    only these, and its own settings (its own pydantic-settings class and
+    ``SMS_REPLIES_<SINK>_`` prefix) for the rest.
+    """
+
+    @property
+    def data_dir(self) -> Path:
+        """Local state directory: default home of a file-based store."""
+        ...
+
+    @property
+    def duckdb_path(self) -> Path:
+        """The DuckDB store (``<data_dir>/replies.duckdb``)."""
+        ...
+
+    @property
+    def postgres_dsn(self) -> SecretStr | None:
+        """The PostgreSQL DSN of the process settings (the postgres sink's fallback)."""
+        ...
 
 
 class Sink(abc.ABC):
@@ -41,8 +67,8 @@ class Sink(abc.ABC):
 
     @classmethod
     @abc.abstractmethod
-    def from_settings(cls, settings: Settings) -> Self:
-        """Build the sink from the process settings (read your own extra settings here)."""
+    def from_settings(cls, settings: SinkContext) -> Self:
+        """Build the sink from what it needs of the process settings (and its own settings)."""
 
     async def setup(self) -> None:  # noqa: B027 - optional hook
         """Create or migrate the destination tables. Called once before ``write``."""

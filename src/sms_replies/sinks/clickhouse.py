@@ -44,8 +44,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from sms_replies.contract import Reply
 from sms_replies.errors import SinkWriteError
 from sms_replies.schema import COLUMN_NAMES, COLUMNS, TABLE, Column, to_columns, unique_by_id
-from sms_replies.settings import Settings
-from sms_replies.sinks.base import Sink
+from sms_replies.sinks.base import Sink, SinkContext
 
 log = logging.getLogger(__name__)
 
@@ -215,7 +214,7 @@ class ClickHouseSink(Sink):
         self._lock = asyncio.Lock()
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> Self:
+    def from_settings(cls, settings: SinkContext) -> Self:
         return cls(ClickHouseSinkSettings())
 
     @property

@@ -34,8 +34,7 @@ from sms_replies.schema import (
     to_columns,
     unique_by_id,
 )
-from sms_replies.settings import Settings
-from sms_replies.sinks.base import Sink
+from sms_replies.sinks.base import Sink, SinkContext
 from sms_replies.sinks.duckdb_endpoint import StoreEndpoint
 
 log = logging.getLogger(__name__)
@@ -105,7 +104,7 @@ class DuckDBSink(Sink):
             )
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> Self:
+    def from_settings(cls, settings: SinkContext) -> Self:
         return cls(settings.duckdb_path)
 
     async def setup(self) -> None:

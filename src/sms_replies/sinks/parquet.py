@@ -67,8 +67,7 @@ from sms_replies.schema import (
     unique_by_id,
     utc_from_ms,
 )
-from sms_replies.settings import Settings
-from sms_replies.sinks.base import Sink
+from sms_replies.sinks.base import Sink, SinkContext
 from sms_replies.sinks.duckdb import ARROW_SCHEMA
 
 log = logging.getLogger(__name__)
@@ -128,7 +127,7 @@ class ParquetSink(Sink):
         self._lock = asyncio.Lock()  # the index is not safe for concurrent writes
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> Self:
+    def from_settings(cls, settings: SinkContext) -> Self:
         own = ParquetSinkSettings()
         return cls(
             own.directory or settings.data_dir / "parquet",

@@ -39,8 +39,7 @@ from sms_replies.schema import (
     to_row,
     unique_by_id,
 )
-from sms_replies.settings import Settings
-from sms_replies.sinks.base import Sink
+from sms_replies.sinks.base import Sink, SinkContext
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +126,7 @@ class PostgresSink(Sink):
         self._pool: asyncpg.Pool | None = None
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> Self:
+    def from_settings(cls, settings: SinkContext) -> Self:
         own = PostgresSinkSettings()
         dsn = own.dsn or settings.postgres_dsn
         if dsn is None:

@@ -41,8 +41,7 @@ from sms_replies import __version__
 from sms_replies.contract import Reply
 from sms_replies.errors import ConfigError, SinkWriteError
 from sms_replies.schema import ROW_ERRORS, unique_by_id
-from sms_replies.settings import Settings
-from sms_replies.sinks.base import Sink
+from sms_replies.sinks.base import Sink, SinkContext
 from sms_replies.sinks.webhook_protocol import (
     IDEMPOTENCY_HEADER,
     SIGNATURE_HEADER,
@@ -122,7 +121,7 @@ class WebhookSink(Sink):
         self._session: aiohttp.ClientSession | None = None
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> Self:
+    def from_settings(cls, settings: SinkContext) -> Self:
         own = WebhookSinkSettings()
         if own.url is None:
             raise ConfigError("the webhook sink needs SMS_REPLIES_WEBHOOK_URL")

@@ -36,8 +36,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from sms_replies.sinks import (
     COLUMN_NAMES,
     Reply,
-    Settings,
     Sink,
+    SinkContext,
     SinkWriteError,
     to_row,
     unique_by_id,
@@ -66,7 +66,7 @@ class JsonlSink(Sink):
         self._stored: set[str] = set()
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> Self:
+    def from_settings(cls, settings: SinkContext) -> Self:
         return cls(JsonlSinkSettings().path or settings.data_dir / "replies.jsonl")
 
     async def setup(self) -> None:
