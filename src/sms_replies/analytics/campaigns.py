@@ -16,6 +16,7 @@ the file's write lock for a few milliseconds (see :mod:`sms_replies.analytics.st
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -146,15 +147,7 @@ def declare_campaign(
             )
         except duckdb.ConstraintException:
             raise CampaignExistsError(campaign.name) from None
-    return Campaign(
-        name=campaign.name,
-        channel=campaign.channel,
-        recipient=campaign.recipient,
-        start=campaign.start,
-        end=campaign.end,
-        delivered=campaign.delivered,
-        created_at=created,
-    )
+    return dataclasses.replace(campaign, created_at=created)
 
 
 def delete_campaign(path: Path, name: str, *, timeout: float = DEFAULT_TIMEOUT) -> None:

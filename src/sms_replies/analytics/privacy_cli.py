@@ -106,27 +106,26 @@ class Selection:
     def cutoff(self) -> datetime | None:
         return self.before or self.inactive_before
 
-    def duckdb_where(self) -> tuple[str, list[Any]]:
+    def _time_where(self, table: str, mark: str) -> tuple[str, list[Any]] | None:
+        """The condition of a time-based selection, ``mark`` its parameter; None: by sender."""
         if self.before is not None:
-            return "received_at < ?", [self.before]
-        if self.inactive_before is not None:
-            return (
-                f"sender IN (SELECT sender FROM {TABLE} GROUP BY sender "
-                "HAVING max(received_at) < ?)",
-                [self.inactive_before],
-            )
-        return f"sender IN ({', '.join('?' for _ in self.senders)})", list(self.senders)
-
-    def postgres_where(self, table: str) -> tuple[str, list[Any]]:
-        if self.before is not None:
-            return "received_at < $1", [self.before]
+            return f"received_at < {mark}", [self.before]
         if self.inactive_before is not None:
             return (
                 f"sender IN (SELECT sender FROM {table} GROUP BY sender "
-                "HAVING max(received_at) < $1)",
+                f"HAVING max(received_at) < {mark})",
                 [self.inactive_before],
             )
-        return "sender = ANY($1::text[])", [list(self.senders)]
+        return None
+
+    def duckdb_where(self) -> tuple[str, list[Any]]:
+        return self._time_where(TABLE, "?") or (
+            f"sender IN ({', '.join('?' for _ in self.senders)})",
+            list(self.senders),
+        )
+
+    def postgres_where(self, table: str) -> tuple[str, list[Any]]:
+        return self._time_where(table, "$1") or ("sender = ANY($1::text[])", [list(self.senders)])
 
 
 # -- one store each -------------------------------------------------------------------
