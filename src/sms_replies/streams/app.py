@@ -29,6 +29,7 @@ from sms_replies.metrics import exposition
 from sms_replies.privacy import key_bytes, pseudonymize_reply
 from sms_replies.settings import Settings, local_address
 from sms_replies.streams.batch import SendChangelog, TableBatch, in_event
+from sms_replies.streams.drain import fast_delivery
 from sms_replies.streams.expiry import partition_of
 from sms_replies.streams.handler import (
     PublishDeadLetter,
@@ -102,6 +103,7 @@ class StreamsApp(faust.App):
 
     def _new_consumer(self) -> Any:
         consumer = super()._new_consumer()
+        fast_delivery(consumer)
         if self.tansu_bootstrap is not None:
             adapt_faust_consumer(consumer, self.tansu_bootstrap)
         return consumer
