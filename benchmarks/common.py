@@ -22,8 +22,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from sms_replies.broker.embedded import EmbeddedBroker, free_port
 from sms_replies.broker.tansu import end_offsets
-from sms_replies.contract import Concat, RawPart
 from sms_replies.procs import spawn, terminate
+from sms_replies.records import Concat, RawPart
 from sms_replies.settings import Settings
 
 LONG_NUMBER = "+33756781234"

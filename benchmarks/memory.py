@@ -28,7 +28,7 @@ from rich.table import Table
 from benchmarks.common import LONG_NUMBER, bench_settings, start_component, stop
 from sms_replies.broker.admin import ensure_topics
 from sms_replies.broker.embedded import EmbeddedBroker
-from sms_replies.contract import Concat, RawPart
+from sms_replies.records import Concat, RawPart
 from sms_replies.settings import Settings
 
 INCOMPLETE = 0.05

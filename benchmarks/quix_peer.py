@@ -20,8 +20,8 @@ import hashlib
 import sys
 from typing import Any
 
-from sms_replies.contract import SCHEMA_VERSION
 from sms_replies.optout import keyword_of, stop_source
+from sms_replies.records import SCHEMA_VERSION
 
 # Tansu's DescribeConfigs answers only the configs a topic was created with (broker.md):
 # quix-streams derives its changelog topics' configs from the source topic's, so the

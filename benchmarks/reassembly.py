@@ -48,9 +48,9 @@ from benchmarks.common import (
 )
 from sms_replies.broker.admin import ensure_topics
 from sms_replies.broker.embedded import free_port
-from sms_replies.contract import ExpiryTick, RawPart, decode_raw
+from sms_replies.records import ExpiryTick, RawPart, decode_raw
 from sms_replies.settings import Settings
-from sms_replies.streams.reassembly import PendingMessage, accept
+from sms_replies.streams.reassembly import KeyState, accept
 
 PARTITIONS = 8
 DEFAULT_PARTS = 200_000
@@ -322,7 +322,7 @@ async def raw_loop(bootstrap: str, source: str, sink: str, partitions: list[int]
         tps = [TopicPartition(source, p) for p in partitions]
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
-        state: dict[bytes, PendingMessage] = {}
+        state: dict[bytes, KeyState] = {}
         while True:
             batches = await consumer.getmany(timeout_ms=1000)
             futures = []

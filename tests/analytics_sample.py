@@ -29,7 +29,7 @@ import dataclasses
 from datetime import UTC, datetime
 from pathlib import Path
 
-from sms_replies.contract import Channel, Reply, StopSource
+from sms_replies.records import Channel, Reply, StopSource
 from sms_replies.sinks.duckdb import DuckDBSink
 
 NUMBER_A = "+33700000001"

@@ -8,7 +8,7 @@ from collections.abc import Callable
 import pytest
 from hypothesis import HealthCheck, settings
 
-from sms_replies.contract import Concat, RawPart
+from sms_replies.records import Concat, RawPart
 
 # One profile for every property test: no per-example deadline (CI machines
 # are slow and shared; speed is measured in benchmarks, not in tests). Loading

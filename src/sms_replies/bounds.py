@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Final
 
-from sms_replies.contract import RawPart, RecordDecodeError, provider_time_ms
+from sms_replies.records import RawPart, RecordDecodeError, provider_time_ms
 
 MAX_ID: Final = 100  # provider message id
 MAX_PHONE: Final = 32  # a number as sent (E.164 once normalised: at most 16)

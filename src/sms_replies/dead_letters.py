@@ -22,8 +22,8 @@ from typing import Any
 
 import orjson
 
-from sms_replies.contract import RawPart, RecordDecodeError, Topics
 from sms_replies.errors import SmsRepliesError
+from sms_replies.records import RawPart, RecordDecodeError, Topics
 
 
 def envelope(

@@ -14,7 +14,7 @@ The whole tree (classes defined next to the code that raises them say where)::
     ├── BrokerUnavailable           retriable: the broker did not acknowledge
     ├── StateRecoveryError          retriable: worker state could not be re-seeded
     ├── SinkWriteError              a sink could not write (retriable per instance)
-    ├── RecordDecodeError           contract.py; also ValueError: a bad topic record
+    ├── RecordDecodeError           records.py; also ValueError: a bad topic record
     ├── NotReplayable               dead_letters.py; also ValueError
     ├── SignatureError              ingest/signature.py: missing, wrong or stale signature
     ├── FormDecodeError             ingest/form.py; also ValueError: undecodable charset

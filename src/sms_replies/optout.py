@@ -6,7 +6,7 @@ import functools
 import re
 import unicodedata
 
-from sms_replies.contract import StopSource
+from sms_replies.records import StopSource
 
 # First words that mean "stop sending me messages" in French and English replies.
 STOP_KEYWORDS = frozenset(

@@ -24,8 +24,8 @@ from urllib.parse import parse_qsl, urlencode
 
 import orjson
 
-from sms_replies.contract import RawPart, Reply
 from sms_replies.phone import DEFAULT_REGION, NotAPhoneNumber, to_e164
+from sms_replies.records import RawPart, Reply
 
 PREFIX: Final = "h:"
 #: Callback parameters that carry the sender's number (long number, short number).

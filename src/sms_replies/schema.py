@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from sms_replies.contract import Reply
+from sms_replies.records import Reply
 
 LogicalType = Literal["text", "boolean", "integer", "timestamp", "text[]"]
 

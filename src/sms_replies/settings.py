@@ -15,7 +15,7 @@ from zoneinfo import ZoneInfo
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from sms_replies.contract import Topics
+from sms_replies.records import Topics
 
 DUCKDB_FILE: Final = "replies.duckdb"  # the default store, in the data dir
 DEFAULT_ZONE: Final = "Europe/Paris"  # analytics buckets and shown times: the provider is French

@@ -15,13 +15,13 @@ import faust
 import pytest
 from prometheus_client import REGISTRY
 
-from sms_replies.contract import Concat, ExpiryTick, RawPart, Reply
+from sms_replies.records import Concat, ExpiryTick, RawPart, Reply
 from sms_replies.settings import Settings
 from sms_replies.streams import app as streams_app
 from sms_replies.streams.app import create_app
 from sms_replies.streams.batch import SendChangelog
 from sms_replies.streams.expiry import partition_of
-from sms_replies.streams.reassembly import GAP_MARKER, PendingMessage
+from sms_replies.streams.reassembly import GAP_MARKER, KeyState
 
 Changelog = list[tuple[int, bytes, bytes | None]]
 
@@ -105,7 +105,7 @@ async def test_duplicates_change_no_state_and_re_emit_the_published_reply(
     await put_parts(app, [first, first, second, second])
     assert [r.text for r in replies] == ["ab", "ab"]
     assert replies[0] == replies[1]
-    state = PendingMessage.decode(app.tables["pending"][first.partition_key])
+    state = KeyState.decode(app.tables["pending"][first.partition_key])
     assert state.parts == {}
     assert state.closed is not None
     assert state.closed.ids == {first.provider_message_id, second.provider_message_id}
@@ -237,7 +237,7 @@ async def test_a_key_touched_several_times_in_one_batch_is_written_once(
     assert key == parts[0].partition_key
     assert value == app.tables["pending"][key]
     assert value is not None
-    state = PendingMessage.decode(value)
+    state = KeyState.decode(value)
     assert (state.parts, state.closed is not None) == ({}, True)
 
 
@@ -250,7 +250,7 @@ async def test_every_state_change_reaches_the_changelog(
     first, second = make_part(part=1, text="a"), make_part(part=2, text="b")
     await put_parts(app, [first, second])
     # Two batches (the first part is handled before the second is put): two writes.
-    assert [PendingMessage.decode(v).parts.keys() for _, _, v in changelog if v] == [{1}, set()]
+    assert [KeyState.decode(v).parts.keys() for _, _, v in changelog if v] == [{1}, set()]
     assert changelog[-1][2] == app.tables["pending"][first.partition_key]
 
 

@@ -16,7 +16,7 @@ import psutil
 
 from sms_replies.broker.embedded import free_port
 from sms_replies.broker.lag import group_lag
-from sms_replies.contract import Topics
+from sms_replies.records import Topics
 from sms_replies.sinks.runner import group_id
 from tests.integration.conftest import wait_ready
 

@@ -20,7 +20,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from sms_replies.broker.lag import group_lag
-from sms_replies.contract import Concat, RawPart
+from sms_replies.records import Concat, RawPart
 from sms_replies.settings import Settings
 from tests.integration.conftest import Processes, read_rows, wait_for_rows
 

@@ -6,7 +6,7 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from sms_replies.contract import Concat, RawPart
+from sms_replies.records import Concat, RawPart
 from sms_replies.settings import Settings
 from tests.integration.conftest import Processes, consume, wait_for_rows
 

@@ -18,7 +18,7 @@ import pytest
 from sms_replies.schema import COLUMNS
 from sms_replies.settings import Settings
 from sms_replies.sinks import Sink, available_sinks, load_sink
-from sms_replies.sinks.testing import ReadBack, SinkContract
+from sms_replies.sinks.testing import ReadBack, SinkConformance
 
 pytestmark = pytest.mark.integration
 
@@ -30,7 +30,7 @@ def test_the_entry_point_is_discovered() -> None:
     assert sink_class.__module__ == "sms_replies_jsonl.sink"
 
 
-class TestJsonlSinkThroughEntryPoint(SinkContract):
+class TestJsonlSinkThroughEntryPoint(SinkConformance):
     @pytest.fixture
     def sink(self, sink_settings: Settings) -> Sink:
         return load_sink("jsonl").from_settings(sink_settings)

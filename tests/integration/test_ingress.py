@@ -12,8 +12,8 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from sms_replies.broker.admin import ensure_topics
 from sms_replies.broker.embedded import EmbeddedBroker
-from sms_replies.contract import RawPart
 from sms_replies.ingest.app import CALLBACK_PATH, create_app
+from sms_replies.records import RawPart
 from sms_replies.settings import Settings
 from tests.integration.conftest import consume
 

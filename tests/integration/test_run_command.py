@@ -20,7 +20,7 @@ import psutil
 import pytest
 
 from sms_replies.broker.embedded import free_port
-from sms_replies.streams.reassembly import PendingMessage
+from sms_replies.streams.reassembly import KeyState
 from sms_replies.worker_state import best_copies, find_copies, read_items
 from tests.integration.conftest import read_rows, wait_ready
 from tests.integration.test_worker_processes import free_port_run
@@ -116,7 +116,7 @@ async def test_run_accepts_callbacks_and_stops_without_losing_any(tmp_path: Path
     # The half-received reply is not flushed as incomplete: it waits in the worker's state
     # on disk, which the next `run` gives back to its fresh broker (see test_power_cut.py).
     held = [
-        PendingMessage.decode(value)
+        KeyState.decode(value)
         for copy in best_copies(find_copies(tmp_path / "data" / "worker")).values()
         for _, value in read_items(copy.path)
     ]

@@ -21,7 +21,7 @@ from clickhouse_driver import Client
 from sms_replies.errors import SinkWriteError
 from sms_replies.schema import COLUMN_NAMES, COLUMNS
 from sms_replies.sinks.clickhouse import ClickHouseSink, ClickHouseSinkSettings, read_sql
-from sms_replies.sinks.testing import ReadBack, SinkContract, make_replies
+from sms_replies.sinks.testing import ReadBack, SinkConformance, make_replies
 from tests.clickhouse_server import LocalServer, clickhouse_server_binary, local_clickhouse_server
 
 pytestmark = pytest.mark.integration
@@ -73,7 +73,7 @@ def server_version(server: LocalServer) -> str:
     return str(query(server, "SELECT version() AS v")[0]["v"])
 
 
-class TestClickHouseSinkContract(SinkContract):
+class TestClickHouseSinkContract(SinkConformance):
     # 18.16 has no DateTime64: whole seconds there (a current server keeps ms).
     timestamp_precision: ClassVar[timedelta] = timedelta(seconds=1)
 

@@ -13,7 +13,7 @@ import pytest
 
 from sms_replies.settings import Settings
 from sms_replies.sinks.duckdb import DuckDBSink
-from sms_replies.sinks.testing import ReadBack, SinkContract
+from sms_replies.sinks.testing import ReadBack, SinkConformance
 from tests.integration.conftest import read_rows
 
 pytestmark = pytest.mark.integration
@@ -25,7 +25,7 @@ _HOLD_LOCK = (
 )
 
 
-class TestDuckDBSinkContract(SinkContract):
+class TestDuckDBSinkContract(SinkConformance):
     @pytest.fixture
     def sink(self, sink_settings: Settings) -> DuckDBSink:
         return DuckDBSink.from_settings(sink_settings)

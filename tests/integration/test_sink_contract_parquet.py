@@ -13,7 +13,7 @@ import pytest
 
 from sms_replies.settings import Settings
 from sms_replies.sinks.parquet import PART_GLOB, ParquetSink, view_sql
-from sms_replies.sinks.testing import ReadBack, SinkContract, make_replies, make_reply
+from sms_replies.sinks.testing import ReadBack, SinkConformance, make_replies, make_reply
 
 pytestmark = pytest.mark.integration
 
@@ -41,7 +41,7 @@ def raw_reply_ids(directory: Path) -> list[str]:
     ]
 
 
-class TestParquetSinkContract(SinkContract):
+class TestParquetSinkContract(SinkConformance):
     @pytest.fixture
     def sink(self, sink_settings: Settings) -> ParquetSink:
         return ParquetSink.from_settings(sink_settings)

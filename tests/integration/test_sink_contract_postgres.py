@@ -10,11 +10,11 @@ from typing import Any
 import asyncpg
 import pytest
 
-from sms_replies.contract import Reply
 from sms_replies.errors import SinkWriteError
+from sms_replies.records import Reply
 from sms_replies.schema import COLUMNS
 from sms_replies.sinks.postgres import APPLICATION_NAME, PostgresSink, ddl
-from sms_replies.sinks.testing import ReadBack, SinkContract, make_replies, make_reply
+from sms_replies.sinks.testing import ReadBack, SinkConformance, make_replies, make_reply
 
 pytestmark = pytest.mark.integration
 
@@ -43,7 +43,7 @@ async def fetch_rows(schema: str) -> list[dict[str, Any]]:
         await con.close()
 
 
-class TestPostgresSinkContract(SinkContract):
+class TestPostgresSinkContract(SinkConformance):
     @pytest.fixture
     def sink(self, schema: str) -> PostgresSink:
         return PostgresSink(DSN, schema=schema)

@@ -15,10 +15,10 @@ from typing import Any
 
 import pytest
 
-from sms_replies.contract import Reply
+from sms_replies.records import Reply
 from sms_replies.schema import COLUMNS
 from sms_replies.sinks.base import Sink
-from sms_replies.sinks.testing import ReadBack, SinkContract, make_reply
+from sms_replies.sinks.testing import ReadBack, SinkConformance, make_reply
 from sms_replies.sinks.webhook import WebhookSink
 from tests.integration.webhook_receiver import Receiver
 
@@ -37,7 +37,7 @@ def as_row(item: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
-class TestWebhookSinkContract(SinkContract):
+class TestWebhookSinkContract(SinkConformance):
     @pytest.fixture
     def receiver(self) -> Iterator[Receiver]:
         receiver = Receiver(SECRET)

@@ -30,8 +30,8 @@ from aiokafka import AIOKafkaProducer
 from clickhouse_driver import Client
 
 from sms_replies.broker.admin import ensure_topics
-from sms_replies.contract import Reply
 from sms_replies.errors import SinkWriteError
+from sms_replies.records import Reply
 from sms_replies.settings import Settings
 from sms_replies.sinks.base import Sink
 from sms_replies.sinks.clickhouse import ClickHouseSink, ClickHouseSinkSettings

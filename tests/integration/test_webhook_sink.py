@@ -14,7 +14,7 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from sms_replies.contract import Reply
+from sms_replies.records import Reply
 from sms_replies.settings import Settings
 from sms_replies.sinks.testing import make_replies
 from tests.integration.conftest import Processes, consume, wait_for_rows, wait_ready

@@ -22,7 +22,7 @@ from sms_replies.analytics.campaigns import (
 from sms_replies.analytics.params import InvalidQueryError, StatsQuery, UnknownCampaignError
 from sms_replies.analytics.queries import summary
 from sms_replies.analytics.store import open_reader
-from sms_replies.contract import Reply
+from sms_replies.records import Reply
 from sms_replies.sinks.duckdb import DuckDBSink
 
 

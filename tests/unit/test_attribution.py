@@ -18,10 +18,10 @@ from tests.unit.test_ingress_security import (  # the in-memory ingress of the s
 )
 
 from sms_replies.bounds import Bounds, check_part
-from sms_replies.contract import RawPart, RecordDecodeError
 from sms_replies.errors import InvalidCallback
 from sms_replies.ingest.app import CALLBACK_PATH
 from sms_replies.ingest.parsing import Attribution, parse_attribution, parse_callback
+from sms_replies.records import RawPart, RecordDecodeError
 from sms_replies.streams.reassembly import accept
 
 __all__ = ["publisher", "serve"]  # fixtures, re-exported for pytest

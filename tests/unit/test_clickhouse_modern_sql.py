@@ -18,7 +18,7 @@ from typing import Any
 import orjson
 import pytest
 
-from sms_replies.contract import Reply
+from sms_replies.records import Reply
 from sms_replies.schema import COLUMN_NAMES, COLUMNS, to_row
 from sms_replies.sinks.clickhouse import (
     FEATURES_SQL,

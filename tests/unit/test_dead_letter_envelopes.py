@@ -5,8 +5,8 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from sms_replies.contract import RawPart, Topics
 from sms_replies.dead_letters import NotReplayable, encode, envelope, parse
+from sms_replies.records import RawPart, Topics
 from sms_replies.sinks.testing import make_reply
 from sms_replies.streams.handler import dead_letter_record
 

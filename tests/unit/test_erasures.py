@@ -13,9 +13,9 @@ from tests.analytics_sample import SAMPLE_REPLIES, write_sample_async
 from tests.unit.test_reassembly_handler import HORIZON_MS, TIMEOUT_MS, DictBatch, Event, Message
 
 from sms_replies.analytics.privacy_cli import Stores, apply_policy, years_before
-from sms_replies.contract import ExpiryTick, RawPart, Reply
 from sms_replies.erasures import KEY_FILE, LIST_FILE, ErasureList, add_erasure, unseen_by
 from sms_replies.privacy import pseudonymize, pseudonymize_part
+from sms_replies.records import ExpiryTick, RawPart, Reply
 from sms_replies.streams.handler import ReassemblyHandler
 
 KEY = b"erasure-test-key"
@@ -120,7 +120,7 @@ async def test_the_worker_drops_parts_and_state_of_an_erased_number(
 async def test_the_sinks_runner_drops_replies_of_an_erased_number(tmp_path: Path) -> None:
     from aiokafka.structs import ConsumerRecord
 
-    from sms_replies.contract import Topics
+    from sms_replies.records import Topics
     from sms_replies.sinks.base import Sink
     from sms_replies.sinks.runner import SinkRunner
 

@@ -19,9 +19,9 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from sms_replies import metrics
-from sms_replies.contract import RawPart, Topics
 from sms_replies.ingest.app import CALLBACK_PATH, create_app
 from sms_replies.ingest.publisher import Publisher
+from sms_replies.records import RawPart, Topics
 from sms_replies.settings import Settings
 
 CALLBACK = {"msisdn": "33612345678", "to": "33756781234", "messageId": "m-1", "text": "Oui"}

@@ -18,12 +18,12 @@ from sms_replies.bounds import (
     Bounds,
     worst_state_bytes,
 )
-from sms_replies.contract import Concat, RawPart
 from sms_replies.errors import InvalidCallback
 from sms_replies.ingest.app import CALLBACK_PATH, create_app
 from sms_replies.ingest.parsing import parse_callback
+from sms_replies.records import Concat, RawPart
 from sms_replies.settings import Settings
-from sms_replies.streams.reassembly import Closed, PendingMessage
+from sms_replies.streams.reassembly import Closed, KeyState
 
 NOW = 1_764_000_000_000
 HOSTILE_QUERY = (
@@ -117,7 +117,7 @@ def test_the_largest_state_the_bounds_allow_fits_in_one_record(bounds: Bounds) -
         closed_by="\x01" * MAX_ID,
     )
     in_progress = {i: _worst_part(i, n, bounds) for i in range(1, n)}
-    state = PendingMessage(total=n, parts=in_progress, closed=closed).encode()
+    state = KeyState(total=n, parts=in_progress, closed=closed).encode()
     assert len(state) <= worst_state_bytes(bounds) <= bounds.max_value_bytes
     assert len(closed.reply().encode()) <= len(state)
 

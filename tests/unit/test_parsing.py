@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
-from sms_replies.contract import Concat
 from sms_replies.errors import InvalidCallback
 from sms_replies.ingest.parsing import MAX_TEXT, parse_callback
+from sms_replies.records import Concat
 
 NOW = 1_764_000_000_000
 

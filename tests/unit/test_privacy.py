@@ -26,13 +26,13 @@ from sms_replies.analytics.privacy_cli import (
     retention_command,
     retention_cutoff,
 )
-from sms_replies.contract import Reply
 from sms_replies.privacy import (
     is_pseudonym,
     pseudonymize,
     pseudonymize_reply,
     sender_forms,
 )
+from sms_replies.records import Reply
 from sms_replies.sinks.duckdb import DuckDBSink
 
 KEY = b"test-key"
@@ -309,8 +309,8 @@ def test_pseudonymize_any_format_gives_the_e164_pseudonym(given: str) -> None:
 
 def test_pseudonymize_part_replaces_the_sender_and_its_keys() -> None:
     from sms_replies.bounds import Bounds, check_part
-    from sms_replies.contract import Concat, RawPart
     from sms_replies.privacy import pseudonymize_part
+    from sms_replies.records import Concat, RawPart
 
     part = RawPart(
         channel="long_number",

@@ -12,17 +12,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sms_replies.bounds import Bounds, check_part
-from sms_replies.contract import (
+from sms_replies.errors import InvalidCallback
+from sms_replies.ingest.parsing import parse_callback
+from sms_replies.records import (
     PROVIDER_TIMESTAMP_FORMAT,
     RawPart,
     RecordDecodeError,
     Reply,
     provider_time_ms,
 )
-from sms_replies.errors import InvalidCallback
-from sms_replies.ingest.parsing import parse_callback
 from sms_replies.schema import COLUMN_NAMES, to_row
-from sms_replies.streams.reassembly import PendingMessage, accept, expire_due
+from sms_replies.streams.reassembly import KeyState, accept, expire_due
 
 NOW = 1_764_000_000_000
 LONG = {
@@ -122,7 +122,7 @@ def _parts(times: dict[int, str | None], total: int = 3) -> list[RawPart]:
 
 
 def _feed(parts: list[RawPart]) -> list[Reply]:
-    pending: PendingMessage | None = None
+    pending: KeyState | None = None
     replies: list[Reply] = []
     for part in parts:
         step = accept(pending, part)
@@ -141,7 +141,7 @@ def test_a_long_reply_takes_the_earliest_part_time_in_any_order(order: tuple[int
 
 def test_an_incomplete_reply_without_part_one_takes_the_earliest_it_has() -> None:
     parts = _parts({2: "2016-03-09 16:00:31", 3: None})
-    pending: PendingMessage | None = None
+    pending: KeyState | None = None
     for part in parts:
         pending = accept(pending, part).pending
     assert pending is not None
@@ -165,7 +165,7 @@ def test_the_state_round_trip_keeps_the_provider_time() -> None:
     parts = _parts({1: "2016-03-09 16:00:30", 2: None}, total=2)
     held = accept(None, parts[0]).pending
     assert held is not None
-    (reply,) = accept(PendingMessage.decode(held.encode()), parts[1]).replies
+    (reply,) = accept(KeyState.decode(held.encode()), parts[1]).replies
     assert reply.provider_sent_at_ms == MS_2016_03_09_160030
     assert Reply.decode(reply.encode()) == reply
 

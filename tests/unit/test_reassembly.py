@@ -9,10 +9,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sms_replies.contract import Concat, RawPart, Reply
+from sms_replies.records import Concat, RawPart, Reply
 from sms_replies.streams.reassembly import (
     GAP_MARKER,
-    PendingMessage,
+    KeyState,
     accept,
     expire,
     expire_due,
@@ -22,14 +22,14 @@ from sms_replies.streams.reassembly import (
 MakePart = Callable[..., RawPart]
 
 
-def feed(parts: Iterable[RawPart]) -> tuple[list[Reply], dict[str, PendingMessage]]:
+def feed(parts: Iterable[RawPart]) -> tuple[list[Reply], dict[str, KeyState]]:
     """Run parts through accept() with a dict as the table; round-trip the state as bytes."""
-    table: dict[str, PendingMessage] = {}
+    table: dict[str, KeyState] = {}
     replies: list[Reply] = []
     for part in parts:
         key = part.reassembly_key
         held = table.get(key) if key else None
-        step = accept(PendingMessage.decode(held.encode()) if held else None, part)
+        step = accept(KeyState.decode(held.encode()) if held else None, part)
         if key is not None:
             if step.pending is None:
                 table.pop(key, None)
@@ -149,7 +149,7 @@ def test_part_number_taken_by_another_id_flushes_the_pending_message(
 
 def test_expiry_marks_gaps_and_keeps_order(make_part: MakePart) -> None:
     parts = {n: make_part(part=n, total=4, text=f"p{n}") for n in (3, 1)}
-    reply = expire(PendingMessage(total=4, parts=parts))
+    reply = expire(KeyState(total=4, parts=parts))
     assert reply.text == f"p1{GAP_MARKER}p3{GAP_MARKER}"
     assert not reply.complete
     assert (reply.parts_expected, reply.parts_received) == (4, 2)

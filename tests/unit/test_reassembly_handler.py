@@ -14,9 +14,9 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from sms_replies.bounds import RECORD_MARGIN, Bounds
-from sms_replies.contract import Concat, ExpiryTick, RawPart, Reply
+from sms_replies.records import Concat, ExpiryTick, RawPart, Reply
 from sms_replies.streams.handler import ReassemblyHandler, dead_letter_record
-from sms_replies.streams.reassembly import GAP_MARKER, PendingMessage
+from sms_replies.streams.reassembly import GAP_MARKER, KeyState
 
 TIMEOUT_MS, HORIZON_MS = 1_800_000, 86_400_000
 
@@ -104,7 +104,7 @@ async def test_parts_of_one_batch_make_one_reply_and_one_write(
     assert [(r.text, r.complete) for r in w.replies] == [("abc", True)]
     [(key, value)] = w.batch.changelog
     assert value is not None
-    assert PendingMessage.decode(value).closed is not None
+    assert KeyState.decode(value).closed is not None
     assert w.batch.table == {key: value}
 
 
@@ -195,7 +195,7 @@ async def test_a_state_beyond_the_bound_is_closed_as_incomplete(
 ) -> None:
     """A state written under larger bounds: the next part closes the message, no crash."""
     held = [make_part(part=n, total=10, text="é" * 300) for n in (1, 2, 3, 4, 5)]
-    state = PendingMessage(total=10, parts={n: p for n, p in enumerate(held, 1)}).encode()
+    state = KeyState(total=10, parts={n: p for n, p in enumerate(held, 1)}).encode()
     bounds = Bounds(max_record_bytes=len(state) + RECORD_MARGIN - 1)  # just too small
     w = worker(bounds)
     w.batch.table[held[0].partition_key] = state
@@ -323,7 +323,7 @@ def test_batch_handling_never_raises_and_writes_only_what_fits(
     for _, value in w.batch.changelog:
         assert value is None or len(value) <= SMALL.max_value_bytes
         if value is not None:
-            PendingMessage.decode(value)  # what is stored can be read back
+            KeyState.decode(value)  # what is stored can be read back
     for reply in w.replies:
         assert len(reply.encode()) <= SMALL.max_value_bytes
         assert 1 <= reply.parts_received <= reply.parts_expected <= SMALL.max_parts

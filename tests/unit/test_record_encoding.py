@@ -9,8 +9,8 @@ import orjson
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sms_replies.contract import SCHEMA_VERSION, Concat, RawPart, Reply
-from sms_replies.streams.reassembly import PendingMessage, accept, expire_due
+from sms_replies.records import SCHEMA_VERSION, Concat, RawPart, Reply
+from sms_replies.streams.reassembly import KeyState, accept, expire_due
 
 
 def _versioned(record: Any) -> bytes:
@@ -48,4 +48,4 @@ def test_raw_parts_and_replies_encode_as_their_fields(
     assert reply.encode() == _versioned(reply)
     assert Reply.decode(reply.encode()) == reply
     if step.pending is not None:
-        assert PendingMessage.decode(step.pending.encode()) == step.pending
+        assert KeyState.decode(step.pending.encode()) == step.pending

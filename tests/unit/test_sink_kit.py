@@ -15,7 +15,7 @@ import pytest
 from sms_replies.errors import SinkWriteError
 from sms_replies.schema import COLUMN_NAMES, to_row, unique_by_id
 from sms_replies.sinks.base import Sink
-from sms_replies.sinks.testing import SinkContract
+from sms_replies.sinks.testing import SinkConformance
 
 STORE: list[dict] = []
 
@@ -53,7 +53,7 @@ class RawOutage(MemorySink):
         raise ConnectionRefusedError("store down")
 
 
-class Kit(SinkContract):
+class Kit(SinkConformance):
     sink_class = MemorySink
 
     @pytest.fixture

@@ -13,7 +13,7 @@ import pytest
 from sms_replies_jsonl import JsonlSink
 
 from sms_replies.sinks import COLUMNS, Settings
-from sms_replies.sinks.testing import ReadBack, SinkContract, make_replies
+from sms_replies.sinks.testing import ReadBack, SinkConformance, make_replies
 
 _TIMESTAMPS = [c.name for c in COLUMNS if c.type == "timestamp"]
 
@@ -28,7 +28,7 @@ def read_rows(path: Path) -> list[dict[str, Any]]:
     return rows
 
 
-class TestJsonlSinkContract(SinkContract):
+class TestJsonlSinkContract(SinkConformance):
     @pytest.fixture
     def sink(self, sink_settings: Settings) -> JsonlSink:
         return JsonlSink.from_settings(sink_settings)

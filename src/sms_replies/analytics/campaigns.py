@@ -28,9 +28,9 @@ import duckdb
 from sms_replies.analytics.params import InvalidQueryError, UnknownCampaignError
 from sms_replies.analytics.queries import Stats, membership_sql, row_stats, share, stats_sql
 from sms_replies.analytics.store import CAMPAIGNS_TABLE, DEFAULT_TIMEOUT, open_writer
-from sms_replies.contract import Channel
 from sms_replies.errors import SmsRepliesError
 from sms_replies.phone import DEFAULT_REGION, NotAPhoneNumber, to_e164
+from sms_replies.records import Channel
 from sms_replies.schema import TABLE
 
 CHANNELS: Final[tuple[Channel, ...]] = ("long_number", "short_number")

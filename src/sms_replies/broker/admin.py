@@ -9,8 +9,8 @@ import logging
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
-from sms_replies.contract import Topics
 from sms_replies.errors import BrokerUnavailable
+from sms_replies.records import Topics
 
 log = logging.getLogger(__name__)
 

@@ -41,12 +41,12 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
 from sms_replies.broker.tansu import end_offsets
-from sms_replies.contract import RecordDecodeError
 from sms_replies.errors import StateRecoveryError
 from sms_replies.files import fsync_directory
+from sms_replies.records import RecordDecodeError
 from sms_replies.settings import Settings
 from sms_replies.streams.expiry import partition_of
-from sms_replies.streams.reassembly import PendingMessage
+from sms_replies.streams.reassembly import KeyState
 from sms_replies.worker_state import (
     best_copies,
     changelog_topic,
@@ -117,7 +117,7 @@ def _read_state(root: Path, partitions: int) -> State:
 
 def _is_waiting(value: bytes) -> bool:
     try:
-        return bool(PendingMessage.decode(value).parts)
+        return bool(KeyState.decode(value).parts)
     except RecordDecodeError:
         return False
 

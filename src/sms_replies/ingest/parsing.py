@@ -28,9 +28,9 @@ from sms_replies.bounds import (
     Bounds,
     is_attribution,
 )
-from sms_replies.contract import Concat, RawPart, provider_time_ms
 from sms_replies.errors import InvalidCallback
 from sms_replies.phone import NotAPhoneNumber, to_e164
+from sms_replies.records import Concat, RawPart, provider_time_ms
 
 __all__ = ["MAX_ID", "MAX_PHONE", "MAX_TEXT", "Attribution", "parse_attribution", "parse_callback"]
 

@@ -16,8 +16,8 @@ from aiokafka.errors import KafkaError
 
 from sms_replies import metrics
 from sms_replies.broker.probe import PROBE_TIMEOUT_S, metadata_round_trip
-from sms_replies.contract import RawPart, Topics
 from sms_replies.errors import BrokerUnavailable
+from sms_replies.records import RawPart, Topics
 
 log = logging.getLogger(__name__)
 

@@ -12,8 +12,8 @@ Where to look next: :mod:`.base` (the guarantees), :mod:`sms_replies.schema`
 (the columns), :mod:`.duckdb` (a built-in sink to copy from).
 """
 
-from sms_replies.contract import Reply
 from sms_replies.errors import ConfigError, SinkWriteError, SmsRepliesError
+from sms_replies.records import Reply
 from sms_replies.schema import (
     COLUMN_NAMES,
     COLUMNS,

@@ -1,6 +1,6 @@
-"""The sink contract.
+"""The sink guarantees: what every sink may rely on and must honour.
 
-Delivery semantics, which every sink may rely on and must honour:
+Delivery semantics:
 
 * **At least once, flushed before commit.** The runner hands a batch to
   :meth:`Sink.write` and commits the consumer offsets of that batch only after
@@ -32,7 +32,7 @@ from typing import ClassVar, Protocol, Self
 
 from pydantic import SecretStr
 
-from sms_replies.contract import Reply
+from sms_replies.records import Reply
 
 
 class SinkContext(Protocol):

@@ -41,8 +41,8 @@ from clickhouse_driver import Client, errors
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from sms_replies.contract import Reply
 from sms_replies.errors import SinkWriteError
+from sms_replies.records import Reply
 from sms_replies.schema import COLUMN_NAMES, COLUMNS, TABLE, Column, to_columns, unique_by_id
 from sms_replies.sinks.base import Sink, SinkContext
 

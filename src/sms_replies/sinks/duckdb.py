@@ -23,8 +23,8 @@ from typing import Self
 import duckdb
 import pyarrow as pa
 
-from sms_replies.contract import Reply
 from sms_replies.errors import SinkWriteError
+from sms_replies.records import Reply
 from sms_replies.schema import (
     COLUMN_NAMES,
     COLUMNS,

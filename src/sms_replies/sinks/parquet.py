@@ -55,9 +55,9 @@ import pyarrow.parquet as pq
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from sms_replies.contract import Reply
 from sms_replies.errors import SinkWriteError
 from sms_replies.files import fsync_directory
+from sms_replies.records import Reply
 from sms_replies.schema import (
     COLUMN_NAMES,
     ROW_ERRORS,

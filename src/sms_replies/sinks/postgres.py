@@ -28,8 +28,8 @@ from asyncpg.pool import PoolConnectionProxy
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from sms_replies.contract import Reply
 from sms_replies.errors import ConfigError, SinkWriteError
+from sms_replies.records import Reply
 from sms_replies.schema import (
     COLUMN_NAMES,
     COLUMNS,

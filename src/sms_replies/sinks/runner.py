@@ -20,9 +20,9 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPa
 from aiokafka.errors import CommitFailedError, KafkaError
 
 from sms_replies import dead_letters, metrics
-from sms_replies.contract import RecordDecodeError, Reply, Topics
 from sms_replies.erasures import ErasureList
 from sms_replies.errors import SinkWriteError
+from sms_replies.records import RecordDecodeError, Reply, Topics
 from sms_replies.sinks.base import Sink
 
 log = logging.getLogger(__name__)

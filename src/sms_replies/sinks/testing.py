@@ -1,8 +1,8 @@
-"""Contract tests for sink authors: a pytest plugin (entry point ``pytest11``).
+"""The conformance kit for sink authors: a pytest plugin (entry point ``pytest11``).
 
-Subclass :class:`SinkContract` in a test module and override its fixtures::
+Subclass :class:`SinkConformance` in a test module and override its fixtures::
 
-    class TestMySink(SinkContract):
+    class TestMySink(SinkConformance):
         @pytest.fixture
         def sink(self, sink_settings):          # an instance, not set up yet
             return MySink.from_settings(sink_settings)
@@ -38,8 +38,8 @@ from typing import Any, ClassVar
 
 import pytest
 
-from sms_replies.contract import Reply
 from sms_replies.errors import SinkWriteError
+from sms_replies.records import Reply
 from sms_replies.schema import COLUMN_NAMES, COLUMNS, to_row
 from sms_replies.settings import Settings
 from sms_replies.sinks.base import Sink
@@ -174,7 +174,7 @@ def normalise(row: dict[str, Any], precision: timedelta) -> dict[str, Any]:
 # -- the kit -------------------------------------------------------------------
 
 
-class SinkContract:
+class SinkConformance:
     """Tests every sink must pass. Override ``sink`` and ``read_back`` (see module doc).
 
     Optional fixtures: ``broken_sink`` (a sink whose store is unavailable, for the
@@ -341,9 +341,13 @@ def sink_settings(tmp_path: Path) -> Settings:
     return Settings.load(data_dir=tmp_path)
 
 
+#: Old name ("contract" also names the records and the guarantees).
+SinkContract = SinkConformance
+
 __all__ = [
     "BASE_MS",
     "ReadBack",
+    "SinkConformance",
     "SinkContract",
     "awkward_replies",
     "expected_row",

@@ -38,8 +38,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from yarl import URL
 
 from sms_replies import __version__
-from sms_replies.contract import Reply
 from sms_replies.errors import ConfigError, SinkWriteError
+from sms_replies.records import Reply
 from sms_replies.schema import ROW_ERRORS, unique_by_id
 from sms_replies.sinks.base import Sink, SinkContext
 from sms_replies.sinks.webhook_protocol import (

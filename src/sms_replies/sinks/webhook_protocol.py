@@ -15,7 +15,7 @@ from email.utils import parsedate_to_datetime
 
 import orjson
 
-from sms_replies.contract import Reply
+from sms_replies.records import Reply
 from sms_replies.schema import COLUMN_NAMES, to_row
 
 SIGNATURE_HEADER = "X-SMS-Replies-Signature"

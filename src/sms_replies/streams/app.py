@@ -23,10 +23,10 @@ import faust
 
 from sms_replies.bounds import Bounds
 from sms_replies.broker.tansu import adapt_faust_consumer
-from sms_replies.contract import ExpiryTick, Reply
 from sms_replies.erasures import ErasureList
 from sms_replies.metrics import exposition
 from sms_replies.privacy import key_bytes, pseudonymize_reply
+from sms_replies.records import ExpiryTick, Reply
 from sms_replies.settings import Settings, local_address
 from sms_replies.streams.batch import SendChangelog, TableBatch, in_event
 from sms_replies.streams.drain import fast_delivery
@@ -145,7 +145,7 @@ def create_app(
         partitions=partitions,
         key_type=bytes,  # bytes types select Faust's "raw" codec: we encode ourselves
         value_type=bytes,
-        help="State of each reassembly key (see streams.reassembly.PendingMessage).",
+        help="State of each reassembly key (see streams.reassembly.KeyState).",
         options=rocksdb_options(settings),  # store options: Faust has no app-wide setting
     )
     changelog_topic = pending.changelog_topic.get_topic_name()

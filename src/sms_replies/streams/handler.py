@@ -17,12 +17,12 @@ import orjson
 
 from sms_replies import metrics
 from sms_replies.bounds import Bounds, check_part
-from sms_replies.contract import ExpiryTick, RawPart, Reply, decode_raw
 from sms_replies.erasures import ErasureList
+from sms_replies.records import ExpiryTick, RawPart, Reply, decode_raw
 from sms_replies.streams.expiry import ExpiryIndex
 from sms_replies.streams.reassembly import (
     Closed,
-    PendingMessage,
+    KeyState,
     Step,
     accept,
     expire_due,
@@ -139,7 +139,7 @@ class ReassemblyHandler:
         key = part.partition_key
         try:
             held = batch.get(key, event)
-            before = PendingMessage.decode(held) if held else None
+            before = KeyState.decode(held) if held else None
             step = accept(before, part)
             fitted = None if step.duplicate else fit_state(step, self._bounds.max_value_bytes)
         except Exception as exc:  # a state we cannot read, or a bug: data, not a crash
@@ -189,12 +189,12 @@ class ReassemblyHandler:
                 )
         metrics.PENDING_MESSAGES.set(sum(self.waiting.values()))
 
-    def _readable(self, key: bytes, value: bytes | None) -> PendingMessage | None:
+    def _readable(self, key: bytes, value: bytes | None) -> KeyState | None:
         """The state held under ``key``; None if there is none or it cannot be read."""
         if not value:
             return None
         try:
-            return PendingMessage.decode(value)
+            return KeyState.decode(value)
         except Exception:
             # Not ours to fix at a tick: a part of this key dead-letters it.
             log.exception("unreadable state under key %r, left as it is", key[:100])
@@ -218,7 +218,7 @@ class ReassemblyHandler:
             self.waiting[partition],
         )
 
-    def _deadline(self, state: PendingMessage) -> int:
+    def _deadline(self, state: KeyState) -> int:
         return next_deadline(state, **self._windows)
 
     async def _apply(
@@ -226,7 +226,7 @@ class ReassemblyHandler:
         batch: Batch,
         event: Any,
         key: bytes,
-        before: PendingMessage | None,
+        before: KeyState | None,
         step: Step,
         encoded: bytes | None,
     ) -> None:
@@ -307,7 +307,7 @@ def fit_state(step: Step, max_bytes: int) -> tuple[Step, bytes | None]:
             total=state.total, message=message, expired=True, at_ms=state.last_received_ms
         )
         replies = (*replies, closed.reply())
-        smaller = PendingMessage(total=state.total, closed=closed)
+        smaller = KeyState(total=state.total, closed=closed)
         encoded = smaller.encode()
         if len(encoded) <= max_bytes:
             return Step(pending=smaller, replies=replies), encoded

@@ -1,6 +1,6 @@
 """Reassembly of long SMS replies from their parts: pure logic, no Faust, no I/O.
 
-The stream layer keeps one :class:`PendingMessage` per reassembly key
+The stream layer keeps one :class:`KeyState` per reassembly key
 (recipient, sender, concat-ref, concat-total) in a Faust table, calls
 :func:`accept` for each part and :func:`expire_due` when the key's
 :func:`next_deadline` has passed; the returned :class:`Step` says what to
@@ -26,8 +26,8 @@ from typing import Any, Final
 
 import orjson
 
-from sms_replies.contract import RawPart, RecordDecodeError, Reply, provider_time_ms
 from sms_replies.optout import keyword_of, stop_source
+from sms_replies.records import RawPart, RecordDecodeError, Reply, provider_time_ms
 
 #: Stands where a part never arrived, in the text of an incomplete reply.
 GAP_MARKER: Final = "[…]"
@@ -82,7 +82,7 @@ class Closed:
 
 
 @dataclass(frozen=True, slots=True)
-class PendingMessage:
+class KeyState:
     """The state of one reassembly key: the message in progress and the last closed one."""
 
     total: int
@@ -101,7 +101,7 @@ class PendingMessage:
         )
 
     @classmethod
-    def decode(cls, data: bytes) -> PendingMessage:
+    def decode(cls, data: bytes) -> KeyState:
         try:
             fields = orjson.loads(data)
             parts = [RawPart.from_dict(raw) for raw in fields["parts"]]
@@ -119,12 +119,12 @@ class PendingMessage:
 class Step:
     """Outcome for one key: its new state (None: delete it) and replies to publish."""
 
-    pending: PendingMessage | None
+    pending: KeyState | None
     replies: tuple[Reply, ...] = ()
     duplicate: bool = False
 
 
-def accept(pending: PendingMessage | None, part: RawPart) -> Step:
+def accept(pending: KeyState | None, part: RawPart) -> Step:
     """Add ``part`` to the message pending under its key.
 
     * A single message (no concat header) is a reply by itself; the state is untouched.
@@ -140,7 +140,7 @@ def accept(pending: PendingMessage | None, part: RawPart) -> Step:
     if concat is None:
         return Step(pending=pending, replies=(assemble([part], total=1),))
     if pending is None:
-        pending = PendingMessage(total=concat.total)
+        pending = KeyState(total=concat.total)
     closed = pending.closed
     part_id = part.provider_message_id
     held = pending.parts.get(concat.part)
@@ -158,7 +158,7 @@ def accept(pending: PendingMessage | None, part: RawPart) -> Step:
     if is_late and closed is not None:
         with_late = dataclasses.replace(closed, late=(*closed.late, part))
         reply = assemble([part], total=concat.total, late=True)
-        return Step(pending=PendingMessage(total=concat.total, closed=with_late), replies=(reply,))
+        return Step(pending=KeyState(total=concat.total, closed=with_late), replies=(reply,))
     flushed: tuple[Reply, ...] = ()
     parts: dict[int, RawPart] = {}
     if held is not None:
@@ -180,13 +180,13 @@ def accept(pending: PendingMessage | None, part: RawPart) -> Step:
             expired=False,
             at_ms=max(p.received_at_ms for p in parts.values()),
         )
-        done_state = PendingMessage(total=concat.total, closed=done)
+        done_state = KeyState(total=concat.total, closed=done)
         return Step(pending=done_state, replies=(*flushed, done.reply()))
-    in_progress = PendingMessage(total=concat.total, parts=parts, closed=closed)
+    in_progress = KeyState(total=concat.total, parts=parts, closed=closed)
     return Step(pending=in_progress, replies=flushed)
 
 
-def next_deadline(pending: PendingMessage, *, timeout_ms: int, horizon_ms: int) -> int:
+def next_deadline(pending: KeyState, *, timeout_ms: int, horizon_ms: int) -> int:
     """Epoch ms at which :func:`expire_due` has something to do for this key."""
     if pending.parts:
         return pending.last_received_ms + timeout_ms
@@ -194,7 +194,7 @@ def next_deadline(pending: PendingMessage, *, timeout_ms: int, horizon_ms: int) 
     return closed_at + horizon_ms
 
 
-def expire_due(pending: PendingMessage, now_ms: int, *, timeout_ms: int, horizon_ms: int) -> Step:
+def expire_due(pending: KeyState, now_ms: int, *, timeout_ms: int, horizon_ms: int) -> Step:
     """Publish a message whose parts stopped coming; forget a tombstone past the horizon.
 
     ``timeout_ms`` is sliding: every new part pushes the deadline back.
@@ -217,12 +217,10 @@ def expire_due(pending: PendingMessage, now_ms: int, *, timeout_ms: int, horizon
     closed = Closed(
         total=pending.total, message=_ordered(pending.parts), expired=True, at_ms=now_ms
     )
-    return Step(
-        pending=PendingMessage(total=pending.total, closed=closed), replies=(closed.reply(),)
-    )
+    return Step(pending=KeyState(total=pending.total, closed=closed), replies=(closed.reply(),))
 
 
-def recovery_deadline(pending: PendingMessage, *, timeout_ms: int, horizon_ms: int) -> int:
+def recovery_deadline(pending: KeyState, *, timeout_ms: int, horizon_ms: int) -> int:
     """Like :func:`next_deadline`, for an index rebuilt after a restart.
 
     A message expired by a tick is due again at that tick's time, so that the
@@ -234,7 +232,7 @@ def recovery_deadline(pending: PendingMessage, *, timeout_ms: int, horizon_ms: i
     return next_deadline(pending, timeout_ms=timeout_ms, horizon_ms=horizon_ms)
 
 
-def expire(pending: PendingMessage) -> Reply:
+def expire(pending: KeyState) -> Reply:
     """The reply of a message whose missing parts never came (complete=False)."""
     return assemble(pending.parts.values(), total=pending.total)
 
@@ -322,3 +320,7 @@ def reply_id(first: RawPart, provider_ids: tuple[str, ...]) -> str:
     else:
         identity = ("long_number", first.sender, first.recipient or "", *provider_ids)
     return hashlib.blake2b("\x1f".join(identity).encode(), digest_size=16).hexdigest()
+
+
+#: Old name (it is more than a pending message), kept for code written before.
+PendingMessage = KeyState
