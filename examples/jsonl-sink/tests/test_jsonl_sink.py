@@ -24,7 +24,8 @@ def read_rows(path: Path) -> list[dict[str, Any]]:
     rows = [orjson.loads(line) for line in path.read_bytes().splitlines()]
     for row in rows:
         for name in _TIMESTAMPS:
-            row[name] = datetime.fromisoformat(row[name])
+            if row[name] is not None:  # provider_sent_at may be null
+                row[name] = datetime.fromisoformat(row[name])
     return rows
 
 
