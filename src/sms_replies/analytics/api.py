@@ -599,16 +599,23 @@ async def redirect_dashboard(request: web.Request) -> web.Response:
 # -- OpenAPI ------------------------------------------------------------------------
 
 
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
 @dataclass(frozen=True, slots=True)
 class RouteDoc:
+    """One route: the router registers ``handler`` and the OpenAPI document describes it."""
+
     method: Literal["GET", "POST"]
     path: str
+    handler: Handler
     summary: str
     params: type[BaseModel] | None
     response: Any  # a type for TypeAdapter, or None for non-JSON
     status: int = 200
     body: Any = None  # a type for TypeAdapter (a model or a union of models)
     content_type: str = "application/json"
+    router_path: str | None = None  # when aiohttp needs another pattern than the document
 
 
 @dataclass(frozen=True, slots=True)
@@ -630,12 +637,34 @@ class CampaignResponse:
 
 
 ROUTES: Final[tuple[RouteDoc, ...]] = (
-    RouteDoc("GET", "/api/summary", "Totals, groups and top keywords", SummaryParams, Summary),
-    RouteDoc("GET", "/api/timeseries", "Counts per hour or day", TimeseriesParams, Timeseries),
-    RouteDoc("GET", "/api/keywords", "Most frequent keywords", KeywordsParams, KeywordsResponse),
+    RouteDoc(
+        "GET",
+        "/api/summary",
+        get_summary,
+        "Totals, groups and top keywords",
+        SummaryParams,
+        Summary,
+    ),
+    RouteDoc(
+        "GET",
+        "/api/timeseries",
+        get_timeseries,
+        "Counts per hour or day",
+        TimeseriesParams,
+        Timeseries,
+    ),
+    RouteDoc(
+        "GET",
+        "/api/keywords",
+        get_keywords,
+        "Most frequent keywords",
+        KeywordsParams,
+        KeywordsResponse,
+    ),
     RouteDoc(
         "GET",
         "/api/campaigns",
+        get_campaigns,
         "Declared campaigns and their figures",
         CampaignsParams,
         CampaignsResponse,
@@ -643,31 +672,45 @@ ROUTES: Final[tuple[RouteDoc, ...]] = (
     RouteDoc(
         "POST",
         "/api/campaigns",
+        post_campaign,
         "Declare a campaign",
         None,
         CampaignResponse,
         status=201,
         body=CampaignBody,
     ),
-    RouteDoc("GET", "/api/replies", "Reply rows, newest first", RepliesParams, ReplyPage),
-    RouteDoc("GET", "/api/openapi.json", "This document", None, dict[str, Any]),
+    RouteDoc(
+        "GET", "/api/replies", get_replies, "Reply rows, newest first", RepliesParams, ReplyPage
+    ),
+    RouteDoc("GET", "/api/openapi.json", get_openapi, "This document", None, dict[str, Any]),
     RouteDoc(
         "GET",
         "/dashboard",
+        redirect_dashboard,
         "Redirect to /dashboard/",
         None,
         None,
         status=302,
         content_type="text/html",
     ),
-    RouteDoc("GET", "/dashboard/", "The dashboard page", None, None, content_type="text/html"),
+    RouteDoc(
+        "GET",
+        "/dashboard/",
+        get_dashboard,
+        "The dashboard page",
+        None,
+        None,
+        content_type="text/html",
+    ),
     RouteDoc(
         "GET",
         "/dashboard/static/{filename}",
+        get_static,
         "Dashboard files (JS, CSS, chart library)",
         None,
         None,
         content_type="application/octet-stream",
+        router_path="/dashboard/static/{filename:.+}",
     ),
 )
 
@@ -829,18 +872,6 @@ def _zone_refs(node: Any) -> Any:
 
 # -- application --------------------------------------------------------------------
 
-_HANDLERS: Final[dict[tuple[str, str], Callable[[web.Request], Awaitable[web.StreamResponse]]]] = {
-    ("GET", "/api/summary"): get_summary,
-    ("GET", "/api/timeseries"): get_timeseries,
-    ("GET", "/api/keywords"): get_keywords,
-    ("GET", "/api/campaigns"): get_campaigns,
-    ("POST", "/api/campaigns"): post_campaign,
-    ("GET", "/api/replies"): get_replies,
-    ("GET", "/api/openapi.json"): get_openapi,
-    ("GET", "/dashboard"): redirect_dashboard,
-    ("GET", "/dashboard/"): get_dashboard,
-}
-
 
 def create_api_app(
     duckdb_path: Path,
@@ -866,8 +897,7 @@ def create_api_app(
         store_timeout=store_timeout,
         pseudonymize_key=pseudonymize_key,
     )
-    for (method, path), handler in _HANDLERS.items():
-        app.router.add_route(method, path, handler)
+    for route in ROUTES:
+        app.router.add_route(route.method, route.router_path or route.path, route.handler)
     app[STATIC_FILES] = _static_files()
-    app.router.add_get("/dashboard/static/{filename:.+}", get_static)
     return app
