@@ -14,8 +14,6 @@ happen in the context of the partition that owns the key.
 
 from __future__ import annotations
 
-import logging
-import os
 import time
 from typing import Any, cast
 
@@ -29,6 +27,7 @@ from sms_replies.privacy import key_bytes, pseudonymize_reply
 from sms_replies.records import ExpiryTick, Reply
 from sms_replies.settings import Settings, local_address
 from sms_replies.streams.batch import SendChangelog, TableBatch, in_event
+from sms_replies.streams.crash import exit_before_commit, exit_on_send_failure
 from sms_replies.streams.drain import fast_delivery
 from sms_replies.streams.expiry import partition_of
 from sms_replies.streams.handler import (
@@ -37,8 +36,6 @@ from sms_replies.streams.handler import (
     ReassemblyHandler,
     dead_letter_record,
 )
-
-log = logging.getLogger(__name__)
 
 #: Raw records handled per batch, and the longest wait to fill one (added latency
 #: when traffic is low). See benchmarks/reassembly.py for what batching buys.
@@ -109,20 +106,6 @@ class StreamsApp(faust.App):
         return consumer
 
 
-def _exit_on_send_failure(future: Any) -> None:
-    """A reply the producer gave up on must not be followed by a commit of its part.
-
-    aiokafka resolves a record's future before it wakes up ``flush()``, so this
-    runs before Faust's pre-commit flush returns: exiting here leaves the offset
-    uncommitted, and the restarted worker replays the part and re-emits the
-    reply (see streams.reassembly.Closed). Crash-only, on purpose.
-    """
-    if not future.cancelled() and future.exception() is not None:
-        log.critical("reply not published (%r): exiting before any commit", future.exception())
-        logging.shutdown()
-        os._exit(70)
-
-
 def create_app(
     settings: Settings,
     *,
@@ -162,7 +145,7 @@ def create_app(
         # exits the worker first.
         producer = app.producer._ensure_producer()  # type: ignore[attr-defined]
         delivery = await producer.send(topic, value, key=key, partition=partition)
-        delivery.add_done_callback(_exit_on_send_failure)
+        delivery.add_done_callback(exit_on_send_failure)
         return delivery
 
     async def send_reply(reply: Reply) -> None:
@@ -223,9 +206,7 @@ def create_app(
                 # Records are handled one by one above (bad ones go to the dead-letter
                 # topic); what escapes is the store or the producer failing. Crash-only:
                 # nothing of this batch is acked, the restarted worker reads it again.
-                log.critical("batch not handled: exiting before any commit", exc_info=True)
-                logging.shutdown()
-                os._exit(70)
+                exit_before_commit("batch not handled", exc_info=True)
             for event in events:
                 await stream.ack(event)
 
