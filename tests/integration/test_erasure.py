@@ -13,14 +13,13 @@ import asyncio
 import os
 import subprocess
 import sys
-import uuid
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
+from pydantic import SecretStr
 
-from sms_replies.broker.embedded import EmbeddedBroker, free_port
 from sms_replies.privacy import pseudonymize
 from sms_replies.settings import Settings
 from tests.integration.conftest import Processes, read_rows, wait_for_rows, wait_ready
@@ -35,23 +34,14 @@ ERASED_TEXTS = ("Zorglub erase ", "me please", "Pending secret")
 
 
 @pytest.fixture
-def settings(broker: EmbeddedBroker, tmp_path: Path) -> Settings:
-    run_id = uuid.uuid4().hex[:8]
-    return Settings.load(
-        kafka_bootstrap=broker.bootstrap,
-        kafka_embedded=True,
-        topic_prefix=f"test-{run_id}",
-        worker_id=f"test-{run_id}-reassembly",
-        topic_partitions=4,
-        http_port=free_port(),
-        worker_web_port=free_port(),
-        sinks_web_port=free_port(),
-        data_dir=tmp_path / "data",
-        sink_batch_timeout=0.2,
-        publish_timeout=3.0,
-        expiry_tick_interval=1.0,
-        sinks=["duckdb", "parquet"],
-        pseudonymize_key=KEY,
+def settings(settings: Settings) -> Settings:
+    """The shared per-test settings (conftest), with the parts this test needs."""
+    return settings.model_copy(
+        update={
+            "expiry_tick_interval": 1.0,
+            "sinks": ["duckdb", "parquet"],
+            "pseudonymize_key": SecretStr(KEY),
+        }
     )
 
 

@@ -10,16 +10,15 @@ and every log line are searched for each number, in every format.
 from __future__ import annotations
 
 import hashlib
-import uuid
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
+from pydantic import SecretStr
 
 from sms_replies.analytics.api import create_api_app
-from sms_replies.broker.embedded import EmbeddedBroker, free_port
 from sms_replies.privacy import is_pseudonym, pseudonymize
 from sms_replies.settings import Settings
 from tests.integration.conftest import Processes, wait_for_rows, wait_ready
@@ -42,23 +41,14 @@ NEEDLES = [form for number in SENDERS for form in number_forms(number)]
 
 
 @pytest.fixture
-def settings(broker: EmbeddedBroker, tmp_path: Path) -> Settings:
-    run_id = uuid.uuid4().hex[:8]
-    return Settings.load(
-        kafka_bootstrap=broker.bootstrap,
-        kafka_embedded=True,
-        topic_prefix=f"test-{run_id}",
-        worker_id=f"test-{run_id}-reassembly",
-        topic_partitions=4,
-        http_port=free_port(),
-        worker_web_port=free_port(),
-        sinks_web_port=free_port(),
-        data_dir=tmp_path / "data",
-        sink_batch_timeout=0.2,
-        publish_timeout=3.0,
-        sinks=["duckdb", "parquet"],
-        pseudonymize_key=KEY,
-        callback_token=TOKEN,
+def settings(settings: Settings) -> Settings:
+    """The shared per-test settings (conftest), with the parts this test needs."""
+    return settings.model_copy(
+        update={
+            "sinks": ["duckdb", "parquet"],
+            "pseudonymize_key": SecretStr(KEY),
+            "callback_token": SecretStr(TOKEN),
+        }
     )
 
 
