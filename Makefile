@@ -47,9 +47,10 @@ unit: $(STAMP)
 	$(BIN)/pytest tests/unit tests/agents
 
 bench: $(STAMP)  ## every benchmark on the embedded broker; writes docs/benchmarks.md
+	@# BENCH_ARGS="--only stores_scale --rows 1000000" for a part / shorter store loads
 	@command -v wrk >/dev/null || (apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null)
-	$(BIN)/python -m benchmarks
+	$(BIN)/python -m benchmarks $(BENCH_ARGS)
 
 faults: $(STAMP)  ## the full fault-injection suite (the short form runs in make test)
 	$(BIN)/python -m tests.faults --callbacks 5000

@@ -2,7 +2,9 @@
 
     python -m benchmarks                  # full run (about 30 min on 2 cores)
     python -m benchmarks --quick          # short run (about 6 min)
-    python -m benchmarks --only memory    # any of ingress,reassembly,sinks,end_to_end,memory
+    python -m benchmarks --only memory    # any of ingress,reassembly,sinks,end_to_end,memory,
+                                          # stores_scale
+    python -m benchmarks --only stores_scale --rows 1000000   # row counts of stores_scale
 
 Figures are kept in docs/benchmarks.json, one entry per benchmark with the
 command and the machine that produced it; a partial run updates its entries
@@ -23,14 +25,15 @@ from typing import Any
 
 from rich.console import Console
 
-from benchmarks import end_to_end, ingress, memory, reassembly, sinks
+from benchmarks import end_to_end, ingress, memory, reassembly, sinks, stores_scale
 from benchmarks.common import machine
 
-ALL = ("ingress", "reassembly", "sinks", "end_to_end", "memory")
+ALL = ("ingress", "reassembly", "sinks", "end_to_end", "memory", "stores_scale")
 DOCS = Path("docs")
 
 
-def _benchmarks(quick: bool) -> dict[str, Callable[[], Any]]:
+def _benchmarks(quick: bool, rows: list[int] | None = None) -> dict[str, Callable[[], Any]]:
+    scale_rows = rows or (stores_scale.QUICK_ROWS if quick else stores_scale.ROWS)
     return {
         "ingress": lambda: ingress.run(duration=3 if quick else 10),
         "reassembly": lambda: reassembly.run(50_000 if quick else 200_000),
@@ -40,6 +43,7 @@ def _benchmarks(quick: bool) -> dict[str, Callable[[], Any]]:
             step_seconds=5 if quick else 10,
         ),
         "memory": lambda: memory.run(60_000 if quick else 1_000_000, rate=1500),
+        "stores_scale": lambda: stores_scale.run(scale_rows),
     }
 
 
@@ -50,6 +54,11 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="short runs")
     parser.add_argument("--only", default=",".join(ALL), help="comma-separated benchmarks")
     parser.add_argument("--docs", type=Path, default=DOCS, help="where to write the report")
+    parser.add_argument(
+        "--rows",
+        type=stores_scale.parse_rows,
+        help="stores_scale row counts, comma-separated (default 1000000,10000000; quick 100000)",
+    )
     args = parser.parse_args()
     wanted = [name.strip() for name in args.only.split(",") if name.strip()]
     unknown = set(wanted) - set(ALL)
@@ -59,7 +68,7 @@ def main() -> None:
     store = args.docs / "benchmarks.json"
     saved: dict[str, Any] = json.loads(store.read_text()) if store.exists() else {}
     command = "python -m benchmarks " + shlex.join(sys.argv[1:])
-    runners = _benchmarks(args.quick)
+    runners = _benchmarks(args.quick, args.rows)
     for name in wanted:
         console.rule(name)
         started = time.monotonic()
@@ -90,6 +99,8 @@ def _render(name: str, results: Any) -> Any:
         return sinks.render(results)
     if name == "end_to_end":
         return end_to_end.render(results)
+    if name == "stores_scale":
+        return stores_scale.render(results)
     return memory.render(results)
 
 

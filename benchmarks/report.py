@@ -305,6 +305,10 @@ def render_markdown(saved: dict[str, Any]) -> str:
             _provenance(entry),
             "",
         ]
+    if "stores_scale" in saved:  # its own section, written by benchmarks/stores_scale.py
+        from benchmarks import stores_scale
+
+        out += stores_scale.markdown(saved["stores_scale"])
     return "\n".join(out)
 
 
