@@ -12,8 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from datetime import datetime
+import json
+import re
+from datetime import datetime, time
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 from aiohttp import web
@@ -148,6 +151,82 @@ async def test_dashboard_shows_the_figures(tmp_path: Path) -> None:
         await server.close()
     # The browser logs each 401 it met as a console error; nothing else may fail.
     assert [e for e in errors if "401" not in e] == []
+
+
+async def test_times_are_24_hour_in_the_query_zone_and_count_ticks_whole(tmp_path: Path) -> None:
+    """Issue 13 item 6: a browser in New York, en-US (12-hour), reading a Tokyo query.
+
+    Every time on the page is the query's zone in 24-hour form: the range, the status
+    line's "updated", the x-axis ticks and the cursor's time; count axes tick at whole
+    numbers (one or two replies an hour here: a plain axis would tick at 0.5).
+    """
+    from playwright.async_api import async_playwright
+
+    db = tmp_path / "replies.duckdb"
+    await write_sample_async(db)
+    server = TestServer(create_api_app(db))
+    await server.start_server()
+    errors: list[str] = []
+    zone = ZoneInfo("Asia/Tokyo")  # UTC+9, neither the API's default zone nor the browser's
+    try:
+        async with async_playwright() as pw:
+            browser = await pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
+            try:
+                context = await browser.new_context(
+                    timezone_id="America/New_York",
+                    locale="en-US",
+                    viewport={"width": 1280, "height": 1400},
+                )
+                page = await context.new_page()
+                page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+                page.on("pageerror", lambda e: errors.append(str(e)))
+                url = "/dashboard/?since=2025-03-29&until=2025-03-31&tz=Asia/Tokyo&refresh=0"
+                await page.goto(str(server.make_url(url)))
+                await page.wait_for_selector('[data-testid="status"][data-state="ok"]')
+
+                async def text(testid: str) -> str:
+                    return (await page.locator(f'[data-testid="{testid}"]').inner_text()).strip()
+
+                assert await text("range") == "2025-03-29 00:00 → 2025-03-31 00:00 (Asia/Tokyo)"
+                updated = await text("last-updated")
+                assert re.fullmatch(r"([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]", updated), updated
+                shown = datetime.combine(datetime.now(zone).date(), time.fromisoformat(updated))
+                drift = abs((datetime.now(zone).replace(tzinfo=None) - shown).total_seconds())
+                assert drift < 60 or drift > 86_400 - 60, f"{updated} is not Tokyo's time"
+
+                for chart in ("chart-replies", "chart-stop-share", "chart-health"):
+                    box = page.locator(f'[data-testid="{chart}"]')
+                    ticks = json.loads(await box.get_attribute("data-x-ticks") or "[]")
+                    assert ticks, chart
+                    # The range starts at midnight in Tokyo: the first tick is that midnight.
+                    assert ticks[0] == "00:00\n2025-03-29", (chart, ticks)
+                    for tick in ticks:
+                        assert re.fullmatch(
+                            r"([01][0-9]|2[0-3]):[0-5][0-9](\n2025-03-(29|30))?", tick
+                        ), (chart, tick)
+                for chart in ("chart-replies", "chart-health"):
+                    box = page.locator(f'[data-testid="{chart}"]')
+                    counts = json.loads(await box.get_attribute("data-y-ticks") or "[]")
+                    assert counts, chart
+                    assert counts[0] == "0", (chart, counts)
+                    assert all(re.fullmatch(r"[0-9]+", c) for c in counts), (chart, counts)
+                    assert len(set(counts)) == len(counts), (chart, counts)
+
+                # The cursor's time in the legend: hover the replies chart.
+                canvas = page.locator('[data-testid="chart-replies"] .u-over')
+                area = await canvas.bounding_box()
+                assert area is not None
+                await page.mouse.move(area["x"] + area["width"] / 2, area["y"] + 20)
+                legend_time = page.locator(
+                    '[data-testid="chart-replies"] .u-legend .u-series:first-child .u-value'
+                )
+                hovered = (await legend_time.inner_text()).strip()
+                assert re.fullmatch(r"2025-03-(29|30) ([01][0-9]|2[0-3]):00", hovered), hovered
+            finally:
+                await browser.close()
+    finally:
+        await server.close()
+    assert errors == []
 
 
 async def _write(db: Path, reply: object) -> None:

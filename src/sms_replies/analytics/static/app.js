@@ -4,7 +4,11 @@
  * this origin only, sent as "Authorization: Bearer"; "#token=..." in the URL is taken once and
  * removed from the address bar (a fragment never reaches the server or its logs).
  * Every figure shown is also in the DOM as text (data-testid attributes) for tests and copy-paste.
- * Texts coming from replies (keywords, campaign names) are only ever set with textContent. */
+ * Texts coming from replies (keywords, campaign names) are only ever set with textContent.
+ * Times: 24-hour, in the query's zone (the "tz" the API resolved), never the browser's zone or
+ * locale: the range, the campaign windows, the status line, the time axes and the cursor.
+ * Count axes tick at whole numbers only. Each chart's tick labels are also in the DOM
+ * (data-x-ticks, data-y-ticks: JSON arrays), as drawn. */
 (function () {
   "use strict";
 
@@ -15,6 +19,8 @@
   var timer = null;
   var TOKEN_KEY = "sms-replies-api-token";
   var memoryToken = null;  // when localStorage is disabled
+  var zone = null;  // the query's zone, as the API resolved it (set by each summary)
+  var formats = {};
 
   function storedToken() {
     try { return window.localStorage.getItem(TOKEN_KEY); } catch (e) { return null; }
@@ -95,9 +101,69 @@
     row.appendChild(td);
   }
 
-  function shortTime(iso) { return iso.replace("T", " ").slice(0, 16); }
+  // Fields of an instant in a zone, 24-hour, zero-padded: {year, month, day, hour, minute, second}.
+  function zoneParts(ms, tz) {
+    var format = formats[tz];
+    if (!format) {
+      format = formats[tz] = new Intl.DateTimeFormat("en-US", {
+        timeZone: tz, hourCycle: "h23", year: "numeric", month: "2-digit", day: "2-digit",
+        hour: "2-digit", minute: "2-digit", second: "2-digit"
+      });
+    }
+    var parts = {};
+    format.formatToParts(new Date(ms)).forEach(function (p) { parts[p.type] = p.value; });
+    if (parts.hour === "24") parts.hour = "00";  // engines that still write midnight as 24
+    return parts;
+  }
+
+  function day(p) { return p.year + "-" + p.month + "-" + p.day; }
+  function dateTime(ms, tz) { var p = zoneParts(ms, tz); return day(p) + " " + p.hour + ":" + p.minute; }
+  function clock(ms, tz) { var p = zoneParts(ms, tz); return p.hour + ":" + p.minute + ":" + p.second; }
+  function shortTime(iso) { return dateTime(Date.parse(iso), zone); }
+
+  // x-axis labels: "HH:MM", with the date under the first tick and under each new day; days
+  // alone when ticks are a day or more apart.
+  function timeTicks(el, tz) {
+    return function (u, splits, axisIdx, space, incr) {
+      var previous = null;
+      var labels = splits.map(function (ts) {
+        var p = zoneParts(ts * 1000, tz);
+        var label = incr >= 86400 ? day(p)
+          : p.hour + ":" + p.minute + (day(p) !== previous ? "\n" + day(p) : "");
+        previous = day(p);
+        return label;
+      });
+      el.setAttribute("data-x-ticks", JSON.stringify(labels));
+      return labels;
+    };
+  }
+
+  // Count axes: whole-number steps, from 0.
+  var COUNT_INCRS = [1, 2, 5, 10, 20, 25, 50, 100, 200, 250, 500, 1e3, 2e3, 2.5e3, 5e3, 1e4, 2e4,
+    2.5e4, 5e4, 1e5, 2e5, 2.5e5, 5e5, 1e6, 2e6, 2.5e6, 5e6, 1e7, 2e7, 5e7, 1e8];
+
+  function countScale() {
+    return {
+      range: function (u, min, max) {
+        var top = Math.max(1, Math.ceil(max || 0));
+        return [0, top + Math.max(1, Math.ceil(top * 0.05))];
+      }
+    };
+  }
+
+  function countAxis(el) {
+    return {
+      incrs: COUNT_INCRS,
+      values: function (u, splits) {
+        var labels = splits.map(function (v) { return String(Math.round(v)); });
+        el.setAttribute("data-y-ticks", JSON.stringify(labels));
+        return labels;
+      }
+    };
+  }
 
   function renderSummary(s) {
+    zone = s.tz;
     var t = s.totals;
     setCell("summary-replies", num(t.replies), t.replies);
     setCell("summary-senders", num(t.senders), t.senders);
@@ -179,9 +245,14 @@
         width: width,
         height: 220,
         tzDate: function (ts) { return uPlot.tzDate(new Date(ts * 1e3), tz); },
-        scales: { x: { time: true }, y: opts && opts.y ? opts.y : {} },
-        axes: [{}, opts && opts.yAxis ? opts.yAxis : {}],
-        series: [{}].concat(series)
+        scales: { x: { time: true }, y: opts && opts.y ? opts.y : countScale() },
+        axes: [
+          { values: timeTicks(el, tz), space: 60 },
+          opts && opts.yAxis ? opts.yAxis : countAxis(el)
+        ],
+        series: [{
+          value: function (u, ts) { return ts === null || ts === undefined ? "–" : dateTime(ts * 1000, tz); }
+        }].concat(series)
       },
       data,
       el
@@ -203,7 +274,7 @@
     chart("chart-stop-share", "STOP share per " + ts.bucket + " (%)", [
       { label: "STOP share %", stroke: "#dc2626", width: 2, spanGaps: false,
         points: { show: true } }
-    ], [xs, shares], ts.tz, { y: { range: [0, 100] } });
+    ], [xs, shares], ts.tz, { y: { range: [0, 100] }, yAxis: {} });
     chart("chart-health", "Reassembly per " + ts.bucket, [
       { label: "multipart", stroke: "#2563eb", width: 2 },
       { label: "incomplete", stroke: "#d97706", width: 2 }
@@ -239,7 +310,7 @@
         byId("error").hidden = true;
         status.textContent = "ok";
         status.setAttribute("data-state", "ok");
-        byId("updated").textContent = new Date().toLocaleTimeString();
+        byId("updated").textContent = clock(Date.now(), zone);
       })
       .catch(function (err) {
         if (err instanceof AuthNeeded) {
