@@ -23,8 +23,10 @@ The whole tree (classes defined next to the code that raises them say where)::
     ├── InvalidQueryError           analytics/params.py; also ValueError
     ├── UnknownCampaignError        analytics/params.py; also LookupError
     ├── CampaignExistsError         analytics/campaigns.py
-    ├── StoreError                  analytics/store.py: the store cannot be read
-    │   └── StoreBusyError          the store stayed locked
+    ├── StoreError                  stores/errors.py: a store cannot be opened, read, written
+    │   ├── StoreBusyError          the store stayed locked (retriable)
+    │   ├── StoreUnavailableError   the server is unreachable or failed (retriable)
+    │   └── StoreDataError          the store rejects the data itself
     ├── PrivacyStoreError           analytics/privacy_cli.py: erase/retention failed
     └── ApiError                    analytics/api.py: an API answer (status, error)
         └── _InvalidParametersError

@@ -1,8 +1,9 @@
-"""The ``replies`` table as analysts see it, in every store.
+"""The tables as analysts see them, in every store: ``replies``, ``campaigns``, ``optouts``.
 
-One column list, one description each; every sink maps the logical types to
-its engine and builds its rows with :func:`to_columns` / :func:`to_rows`.
-``docs/schema.md`` is written from this list (a test keeps them in sync).
+One column list per table, one description each; every sink maps the logical
+types to its engine and builds its rows with :func:`to_columns` / :func:`to_row`.
+The DDL of each store is generated from these lists (:mod:`sms_replies.stores.ddl`).
+``docs/schema.md`` is written from them (a test keeps them in sync).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any, Literal
 
 from sms_replies.records import Reply
 
-LogicalType = Literal["text", "boolean", "integer", "timestamp", "text[]"]
+LogicalType = Literal["text", "boolean", "integer", "bigint", "timestamp", "text[]"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +61,31 @@ COLUMNS: tuple[Column, ...] = (
 )
 
 COLUMN_NAMES: tuple[str, ...] = tuple(c.name for c in COLUMNS)
+
+CAMPAIGNS_TABLE = "campaigns"
+
+#: Campaigns declared by analysts (``sms-replies campaign add``); primary key ``name``.
+CAMPAIGN_COLUMNS: tuple[Column, ...] = (
+    Column("name", "text", False, "Campaign name (1-200 printable characters); primary key."),
+    Column("channel", "text", False, "'long_number' or 'short_number'."),
+    Column("recipient", "text", True, "Long number the campaign was sent from; null: short."),
+    Column("start_at", "timestamp", False, "Start of the campaign's reply window (UTC)."),
+    Column("end_at", "timestamp", False, "End of the window, exclusive (UTC); after start_at."),
+    Column("delivered", "bigint", True, "Messages delivered, for the rates; null: unknown."),
+    Column("created_at", "timestamp", False, "UTC time the campaign was declared."),
+)
+
+OPTOUTS_TABLE = "optouts"
+
+#: The opt-out list: one row per sender, the latest decision (see :mod:`sms_replies.optout`).
+OPTOUT_COLUMNS: tuple[Column, ...] = (
+    Column("sender", "text", False, "The sender, as in replies.sender (a pseudonym with a key)."),
+    Column("status", "text", False, "'opted_out' or 'opted_in'."),
+    Column("since", "timestamp", False, "received_at of the reply that decided it (UTC)."),
+    Column("reply_id", "text", False, "The reply that decided it."),
+    Column("source", "text", False, "'provider' or 'text' (opted out), 'keyword' (opted in)."),
+)
+OPTOUT_COLUMN_NAMES: tuple[str, ...] = tuple(c.name for c in OPTOUT_COLUMNS)
 
 
 def utc_from_ms(ms: int) -> datetime:

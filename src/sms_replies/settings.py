@@ -15,6 +15,7 @@ from zoneinfo import ZoneInfo
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from sms_replies.optout import DEFAULT_RESUBSCRIBE_KEYWORDS, resubscribe_keywords
 from sms_replies.records import Topics
 
 DUCKDB_FILE: Final = "replies.duckdb"  # the default store, in the data dir
@@ -203,6 +204,11 @@ class Settings(BaseSettings):
     sinks_web_port: int = Field(6065, ge=0, le=65535, description="Sinks health/metrics.")
     data_dir: Path = Field(Path("data"), description="Local state: DuckDB file, worker state.")
     postgres_dsn: SecretStr | None = Field(None, description="PostgreSQL DSN for the sink.")
+    resubscribe_keywords: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: list(DEFAULT_RESUBSCRIBE_KEYWORDS),
+        description="Comma-separated first words that take a sender off the opt-out list "
+        "(folded: uppercase, no accents). Not OUI/YES: they answer campaign questions.",
+    )
 
     # Analytics and privacy
     api_host: str = Field(
@@ -249,12 +255,17 @@ class Settings(BaseSettings):
             ip_network(item, strict=False)  # raises ValueError naming the bad entry
         return value
 
-    @field_validator("sinks", "api_allowed_hosts", mode="before")
+    @field_validator("sinks", "api_allowed_hosts", "resubscribe_keywords", mode="before")
     @classmethod
     def _split_commas(cls, value: Any) -> Any:
         if isinstance(value, str):
             return [name.strip() for name in value.split(",") if name.strip()]
         return value
+
+    @field_validator("resubscribe_keywords")
+    @classmethod
+    def _one_word_each(cls, value: list[str]) -> list[str]:
+        return sorted(resubscribe_keywords(value))  # ValueError: not a word, or a STOP word
 
     @model_validator(mode="after")
     def _bounds_fit_a_record(self) -> Settings:

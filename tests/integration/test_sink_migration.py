@@ -1,14 +1,17 @@
 """A table made by the DDL of an older version gets the new columns when a sink starts.
 
-The old table is created with each sink's own ``ddl()`` over the column list of
-that version (the ``replies`` columns up to ``late``), holds a row written then,
-and is set up again by today's sink: the old row keeps its values and reads
-null in the new columns, and a new reply is stored with every column. Real
+The old table is created with each store's DDL (``sms_replies.stores.ddl``) over
+the column list of that version (the ``replies`` columns up to ``late``), holds
+a row written then, and is set up again by today's sink: the old row keeps its
+values and reads null in the new columns, a new reply is stored with every
+column, and the tables that version did not have (``campaigns``, ``optouts``)
+are created. Real
 servers: DuckDB file, PostgreSQL at 127.0.0.1:5432, Debian's clickhouse-server.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
@@ -25,6 +28,7 @@ from sms_replies.sinks import clickhouse as clickhouse_sink
 from sms_replies.sinks import duckdb as duckdb_sink
 from sms_replies.sinks import postgres as postgres_sink
 from sms_replies.sinks.testing import PROVIDER_SENT_MS, make_reply
+from sms_replies.stores.ddl import REPLIES, clickhouse_create, duckdb_create, postgres_create
 from tests.clickhouse_server import LocalServer, clickhouse_server_binary, local_clickhouse_server
 
 pytestmark = pytest.mark.integration
@@ -50,6 +54,7 @@ OLD_COLUMN_NAMES = (
     "late",
 )
 OLD_COLUMNS = tuple(c for c in COLUMNS if c.name in OLD_COLUMN_NAMES)
+OLD_REPLIES = dataclasses.replace(REPLIES, columns=OLD_COLUMNS)
 NEW_COLUMN_NAMES = tuple(c.name for c in COLUMNS if c.name not in OLD_COLUMN_NAMES)
 
 OLD_REPLY = make_reply(1, prefix="old")
@@ -80,11 +85,9 @@ def check_rows(rows: dict[str, dict[str, Any]]) -> None:
     assert sent == datetime.fromtimestamp(PROVIDER_SENT_MS / 1000, tz=UTC)
 
 
-async def test_duckdb(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_duckdb(tmp_path: Path) -> None:
     path = tmp_path / "replies.duckdb"
-    with monkeypatch.context() as old:
-        old.setattr(duckdb_sink, "COLUMNS", OLD_COLUMNS)
-        old_ddl = duckdb_sink.ddl()
+    old_ddl = duckdb_create(OLD_REPLIES)
     con = duckdb.connect(str(path))
     con.execute(old_ddl)
     con.execute(
@@ -100,8 +103,12 @@ async def test_duckdb(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         cursor = con.execute("SELECT * FROM replies")
         names = [d[0] for d in cursor.description]
         rows = {row[0]: dict(zip(names, row, strict=True)) for row in cursor.fetchall()}
+        tables = {
+            name for (name,) in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()
+        }
     finally:
         con.close()
+    assert tables == {"replies", "campaigns", "optouts"}
     assert set(names) == {c.name for c in COLUMNS}
     check_rows(rows)
 
@@ -119,10 +126,8 @@ async def pg_schema() -> AsyncIterator[str]:
             await con.close()
 
 
-async def test_postgres(pg_schema: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    with monkeypatch.context() as old:
-        old.setattr(postgres_sink, "COLUMNS", OLD_COLUMNS)
-        old_ddl = postgres_sink.ddl(pg_schema)
+async def test_postgres(pg_schema: str) -> None:
+    old_ddl = postgres_create(OLD_REPLIES, pg_schema)
     con = await asyncpg.connect(DSN)
     try:
         await con.execute(f'CREATE SCHEMA "{pg_schema}"')
@@ -148,8 +153,16 @@ async def test_postgres(pg_schema: str, monkeypatch: pytest.MonkeyPatch) -> None
                 pg_schema,
             )
         }
+        tables = {
+            r["table_name"]
+            for r in await con.fetch(
+                "SELECT table_name FROM information_schema.tables WHERE table_schema = $1",
+                pg_schema,
+            )
+        }
     finally:
         await con.close()
+    assert tables == {"replies", "campaigns", "optouts"}
     assert set(types) == {c.name for c in COLUMNS}
     assert types["provider_sent_at"] == "timestamp with time zone"
     check_rows({row["reply_id"]: dict(row) for row in fetched})
@@ -163,14 +176,12 @@ def clickhouse_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Loca
         yield server
 
 
-async def test_clickhouse(clickhouse_server: LocalServer, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_clickhouse(clickhouse_server: LocalServer) -> None:
     database = f"migration_test_{uuid.uuid4().hex[:12]}"
     client = Client(clickhouse_server.host, port=clickhouse_server.port)
     try:
         features = clickhouse_sink.Features.detect(client)
-        with monkeypatch.context() as old:
-            old.setattr(clickhouse_sink, "COLUMNS", OLD_COLUMNS)
-            old_ddl = clickhouse_sink.ddl(database, features)
+        old_ddl = clickhouse_create(OLD_REPLIES, database, features)
         client.execute(f"CREATE DATABASE `{database}`")
         client.execute(old_ddl)
         client.execute(
@@ -190,6 +201,13 @@ async def test_clickhouse(clickhouse_server: LocalServer, monkeypatch: pytest.Mo
             )
         )
         names = [c[0] for c in columns]
+        tables = {
+            name
+            for (name,) in client.execute(
+                f"SELECT name FROM system.tables WHERE database = '{database}'"
+            )
+        }
+        assert tables == {"replies", "campaigns", "optouts"}
         assert set(types) == {c.name for c in COLUMNS}
         assert types["provider_sent_at"].startswith("Nullable(DateTime")
         check_rows({row[0]: dict(zip(names, row, strict=True)) for row in rows})

@@ -61,7 +61,8 @@ def test_sms_replies_sinks_is_the_one_import_for_sink_authors() -> None:
 
 
 def test_built_in_sinks_need_only_the_sink_context(tmp_path: Path) -> None:
-    """from_settings reads data_dir, duckdb_path and postgres_dsn, nothing else of Settings."""
+    """from_settings reads the SinkContext's fields (data_dir, duckdb_path, postgres_dsn,
+    resubscribe_keywords), nothing else of Settings."""
     from dataclasses import dataclass
 
     from pydantic import SecretStr
@@ -73,9 +74,13 @@ def test_built_in_sinks_need_only_the_sink_context(tmp_path: Path) -> None:
         data_dir: Path
         duckdb_path: Path
         postgres_dsn: SecretStr | None
+        resubscribe_keywords: tuple[str, ...]
 
     context: SinkContext = OnlyTheContext(
-        tmp_path, tmp_path / "replies.duckdb", SecretStr("postgresql://127.0.0.1/test")
+        tmp_path,
+        tmp_path / "replies.duckdb",
+        SecretStr("postgresql://127.0.0.1/test"),
+        ("START",),
     )
     for name in ("duckdb", "parquet", "postgres", "clickhouse"):
         assert load_sink(name).from_settings(context).name == name

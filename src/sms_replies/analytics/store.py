@@ -3,7 +3,7 @@
 DuckDB lets one process hold a file for writing, and a reader in another
 process keeps that writer out. While the DuckDB sink runs it owns the file for
 its whole life and serves other processes' statements over its loopback
-endpoint (:mod:`sms_replies.sinks.duckdb_endpoint`): :func:`open_reader` and
+endpoint (:mod:`sms_replies.stores.duckdb_endpoint`): :func:`open_reader` and
 :func:`open_writer` then hand out a :class:`RemoteConnection` that runs each
 ``execute`` there (readers in READ ONLY transactions), so no reader can starve
 the sink. Without a running sink they open the file itself, as before. A
@@ -30,44 +30,24 @@ from urllib.parse import urlsplit
 import duckdb
 import orjson
 
-from sms_replies.errors import SmsRepliesError
+from sms_replies.schema import CAMPAIGNS_TABLE as CAMPAIGNS_TABLE
 from sms_replies.schema import TABLE
-from sms_replies.sinks.duckdb import ddl as replies_ddl
-from sms_replies.sinks.duckdb_endpoint import (
+from sms_replies.stores.ddl import CAMPAIGNS, REPLIES, duckdb_create
+from sms_replies.stores.duckdb_endpoint import (
     EndpointInfo,
     Mode,
     decode_value,
     encode_params,
     read_endpoint,
 )
+from sms_replies.stores.errors import StoreBusyError as StoreBusyError
+from sms_replies.stores.errors import StoreError as StoreError
 
 log = logging.getLogger(__name__)
 
-CAMPAIGNS_TABLE = "campaigns"
-
-CAMPAIGNS_DDL = f"""CREATE TABLE IF NOT EXISTS {CAMPAIGNS_TABLE} (
-  name VARCHAR PRIMARY KEY,
-  channel VARCHAR NOT NULL CHECK (channel IN ('long_number', 'short_number')),
-  recipient VARCHAR,
-  start_at TIMESTAMPTZ NOT NULL,
-  end_at TIMESTAMPTZ NOT NULL,
-  delivered BIGINT CHECK (delivered IS NULL OR delivered >= 0),
-  created_at TIMESTAMPTZ NOT NULL,
-  CHECK (end_at > start_at),
-  CHECK ((channel = 'long_number') = (recipient IS NOT NULL))
-)"""
+CAMPAIGNS_DDL = duckdb_create(CAMPAIGNS)
 
 DEFAULT_TIMEOUT = 2.0  # seconds a reader or a campaign writer waits for the sink's lock
-
-
-class StoreError(SmsRepliesError):
-    """The DuckDB store cannot be opened or read (not a DuckDB file, I/O error...)."""
-
-
-class StoreBusyError(StoreError):
-    """Another process held the store's write lock for longer than the caller waits."""
-
-    retriable = True
 
 
 def _is_lock_conflict(exc: duckdb.Error) -> bool:
@@ -233,7 +213,7 @@ def open_reader(
     else:
         con = duckdb.connect(":memory:")
     try:
-        for table, ddl in ((TABLE, replies_ddl()), (CAMPAIGNS_TABLE, CAMPAIGNS_DDL)):
+        for table, ddl in ((TABLE, duckdb_create(REPLIES)), (CAMPAIGNS_TABLE, CAMPAIGNS_DDL)):
             if not _table_exists(con, table):
                 if isinstance(con, RemoteConnection):  # each statement is its own transaction
                     _create_through_owner(path, ddl, timeout)

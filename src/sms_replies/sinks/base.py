@@ -58,6 +58,11 @@ class SinkContext(Protocol):
         """The PostgreSQL DSN of the process settings (the postgres sink's fallback)."""
         ...
 
+    @property
+    def resubscribe_keywords(self) -> Sequence[str]:
+        """Keywords that take a sender off the opt-out list (the stores' ``optouts`` table)."""
+        ...
+
 
 class Sink(abc.ABC):
     """Base class of every sink; implement :meth:`write`, optionally ``setup``/``close``."""

@@ -1,9 +1,10 @@
-"""ClickHouse sink (clickhouse-driver, native TCP protocol).
+"""ClickHouse sink (clickhouse-driver): glue over :mod:`sms_replies.stores.clickhouse`.
 
 Table ``<database>.replies``: ``ReplacingMergeTree`` ordered by ``reply_id``,
-partitioned by month of ``received_at``. Idempotence by ``reply_id`` has three
-layers, because ReplacingMergeTree alone only deduplicates eventually (at
-merges):
+partitioned by month of ``received_at``; ``<database>.optouts``: the opt-out
+list, a ``ReplacingMergeTree`` whose version orders the decisions. Idempotence
+by ``reply_id`` has three layers, because ReplacingMergeTree alone only
+deduplicates eventually (at merges):
 
 1. Each batch first asks which of its reply_ids are stored already (the ids go
    as an external table, so a batch of any size fits in one query) and inserts
@@ -29,185 +30,87 @@ Settings (``SMS_REPLIES_CLICKHOUSE_*``): ``HOST``, ``PORT`` (native, 9000),
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
-import struct
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import Any, Self
+from collections.abc import Sequence
+from typing import Self
 
-from clickhouse_driver import Client, errors
-from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from clickhouse_driver import Client
 
+from sms_replies import optout
 from sms_replies.errors import SinkWriteError
 from sms_replies.records import Reply
-from sms_replies.schema import COLUMN_NAMES, COLUMNS, TABLE, Column, to_columns, unique_by_id
+from sms_replies.schema import Column, unique_by_id
 from sms_replies.sinks.base import Sink, SinkContext
+from sms_replies.stores import clickhouse as store
+from sms_replies.stores.clickhouse import (
+    ClickHouseSettings,
+    deduplication_token,
+    insert_settings,
+    read_sql,
+)
+from sms_replies.stores.ddl import (
+    DEDUPLICATION_WINDOW,
+    FEATURES_SQL,
+    REPLIES,
+    Features,
+    clickhouse_add_column,
+    clickhouse_columns_sql,
+    clickhouse_create,
+    clickhouse_type,
+)
+from sms_replies.stores.errors import StoreError
 
 log = logging.getLogger(__name__)
 
-# Server error codes about the data itself: retrying the same rows cannot help.
-_DATA_ERROR_CODES = frozenset(
-    {
-        errors.ErrorCodes.CANNOT_PARSE_TEXT,
-        errors.ErrorCodes.CANNOT_PARSE_INPUT_ASSERTION_FAILED,
-        errors.ErrorCodes.CANNOT_PARSE_DATETIME,
-        errors.ErrorCodes.TYPE_MISMATCH,
-        errors.ErrorCodes.CANNOT_CONVERT_TYPE,
-        errors.ErrorCodes.TOO_LARGE_ARRAY_SIZE,
-        errors.ErrorCodes.TOO_LARGE_STRING_SIZE,
-        errors.ErrorCodes.VALUE_IS_OUT_OF_RANGE_OF_DATA_TYPE,
-        errors.ErrorCodes.CANNOT_INSERT_NULL_IN_ORDINARY_COLUMN,
-    }
-)
-# Raised by the driver while serialising a value the column cannot hold.
-_CLIENT_DATA_ERRORS = (
-    errors.TypeMismatchError,
-    errors.TooLargeStringSize,
-    UnicodeError,
-    TypeError,
-    ValueError,
-    OverflowError,
-    struct.error,
-)
-_OUTAGE_ERRORS = (errors.Error, OSError, EOFError, TimeoutError)
-DEDUPLICATION_WINDOW = 1000  # inserts remembered per table for the token
+__all__ = [
+    "DEDUPLICATION_WINDOW",
+    "FEATURES_SQL",
+    "ClickHouseSink",
+    "ClickHouseSinkSettings",
+    "Features",
+    "add_column_sql",
+    "column_type",
+    "columns_sql",
+    "ddl",
+    "deduplication_token",
+    "insert_settings",
+    "read_sql",
+]
 
-
-class ClickHouseSinkSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="SMS_REPLIES_CLICKHOUSE_", extra="ignore")
-
-    host: str = Field("127.0.0.1", description="Server host.")
-    port: int = Field(9000, ge=1, le=65535, description="Native protocol port.")
-    database: str = Field(
-        "default", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", description="Database of the table."
-    )
-    user: str = Field("default", description="User name.")
-    password: SecretStr = Field(SecretStr(""), description="Password.")
-    secure: bool = Field(False, description="TLS (port 9440 usually).")
-    connect_timeout: float = Field(10.0, gt=0, description="Seconds to connect.")
-    send_receive_timeout: float = Field(60.0, gt=0, description="Seconds per network read.")
-
-    def client(self, name: str) -> Client:
-        """A client of this server (it connects lazily, on its first query)."""
-        return Client(
-            host=self.host,
-            port=self.port,
-            user=self.user,
-            password=self.password.get_secret_value(),
-            secure=self.secure,
-            connect_timeout=self.connect_timeout,
-            send_receive_timeout=self.send_receive_timeout,
-            sync_request_timeout=self.connect_timeout,
-            client_name=name,
-        )
-
-
-FEATURES_SQL = (
-    "SELECT version(), "
-    "(SELECT count() FROM system.data_type_families WHERE name = 'DateTime64'), "
-    "(SELECT count() FROM system.settings WHERE name = 'insert_deduplication_token'), "
-    "(SELECT count() FROM system.merge_tree_settings "
-    "WHERE name = 'non_replicated_deduplication_window')"
-)
-
-
-@dataclass(frozen=True, slots=True)
-class Features:
-    """What the server can do, read from its system tables."""
-
-    version: str
-    datetime64: bool
-    deduplication_token: bool
-    non_replicated_deduplication: bool
-
-    @classmethod
-    def detect(cls, client: Client) -> Features:
-        return cls.from_row(client.execute(FEATURES_SQL)[0])
-
-    @classmethod
-    def from_row(cls, row: Sequence[Any]) -> Features:
-        version, datetime64, token, window = row
-        return cls(str(version), bool(int(datetime64)), bool(int(token)), bool(int(window)))
-
-    @property
-    def token_dedup(self) -> bool:
-        """Both halves are needed: the token is ignored without the table's window."""
-        return self.deduplication_token and self.non_replicated_deduplication
-
-
-def column_type(column: Column, features: Features) -> str:
-    base = {
-        "text": "String",
-        "boolean": "UInt8",
-        "integer": "Int32",
-        "timestamp": "DateTime64(3, 'UTC')" if features.datetime64 else "DateTime('UTC')",
-        "text[]": "Array(String)",
-    }[column.type]
-    return f"Nullable({base})" if column.nullable else base
+#: The settings' old name (they are the store's, shared by the privacy commands).
+ClickHouseSinkSettings = ClickHouseSettings
+column_type = clickhouse_type
 
 
 def ddl(database: str, features: Features) -> str:
-    columns = ",\n  ".join(f"{c.name} {column_type(c, features)}" for c in COLUMNS)
-    settings = (
-        f"\nSETTINGS non_replicated_deduplication_window = {DEDUPLICATION_WINDOW}"
-        if features.token_dedup
-        else ""
-    )
-    return (
-        f"CREATE TABLE IF NOT EXISTS `{database}`.{TABLE} (\n  {columns}\n)\n"
-        "ENGINE = ReplacingMergeTree()\n"
-        "PARTITION BY toYYYYMM(received_at)\n"
-        f"ORDER BY reply_id{settings}"
-    )
+    """The replies table's DDL (kept for code written before :mod:`sms_replies.stores`)."""
+    return clickhouse_create(REPLIES, database, features)
 
 
 def columns_sql(database: str) -> str:
-    """Names of the table's columns (``database`` is a validated identifier)."""
-    return f"SELECT name FROM system.columns WHERE database = '{database}' AND table = '{TABLE}'"
+    return clickhouse_columns_sql(REPLIES, database)
 
 
 def add_column_sql(database: str, column: Column, features: Features) -> str:
-    # 18.16 has no ADD COLUMN IF NOT EXISTS; rows already stored get the type's default.
-    return (
-        f"ALTER TABLE `{database}`.{TABLE} ADD COLUMN {column.name} {column_type(column, features)}"
-    )
-
-
-def read_sql(database: str) -> str:
-    """The query readers should use: FINAL merges rows not yet deduplicated."""
-    return f"SELECT {', '.join(COLUMN_NAMES)} FROM `{database}`.{TABLE} FINAL"
-
-
-def deduplication_token(reply_ids: Iterable[str]) -> str:
-    """Same reply_ids, same token, whatever their order in the batch."""
-    return hashlib.sha256("\n".join(sorted(reply_ids)).encode()).hexdigest()
-
-
-def insert_settings(features: Features, reply_ids: Iterable[str]) -> dict[str, Any]:
-    if not features.token_dedup:
-        return {}
-    return {"insert_deduplicate": 1, "insert_deduplication_token": deduplication_token(reply_ids)}
-
-
-def convert(exc: BaseException, action: str) -> SinkWriteError:
-    """A driver error as SinkWriteError; the server's stack trace is dropped."""
-    message = str(exc).split("Stack trace", 1)[0].strip()
-    if isinstance(exc, errors.ServerException) and exc.code in _DATA_ERROR_CODES:
-        return SinkWriteError(f"clickhouse rejected the batch: {message}", retriable=False)
-    return SinkWriteError(
-        f"clickhouse {action} failed: {type(exc).__name__}: {message}", retriable=True
-    )
+    return clickhouse_add_column(REPLIES, database, column, features)
 
 
 class ClickHouseSink(Sink):
     name = "clickhouse"
 
-    def __init__(self, client_settings: ClickHouseSinkSettings) -> None:
+    def __init__(
+        self,
+        client_settings: ClickHouseSettings,
+        *,
+        resubscribe_keywords: frozenset[str] | None = None,
+    ) -> None:
         self.config = client_settings
         self.database = client_settings.database
+        self.resubscribe = (
+            frozenset(optout.DEFAULT_RESUBSCRIBE_KEYWORDS)
+            if resubscribe_keywords is None
+            else resubscribe_keywords
+        )
         self._client: Client | None = None
         self._features: Features | None = None
         # The driver's Client is not thread-safe: one call at a time.
@@ -215,7 +118,10 @@ class ClickHouseSink(Sink):
 
     @classmethod
     def from_settings(cls, settings: SinkContext) -> Self:
-        return cls(ClickHouseSinkSettings())
+        return cls(
+            ClickHouseSettings(),
+            resubscribe_keywords=optout.resubscribe_keywords(settings.resubscribe_keywords),
+        )
 
     @property
     def features(self) -> Features | None:
@@ -228,7 +134,7 @@ class ClickHouseSink(Sink):
 
     def _detected(self, client: Client) -> Features:
         if self._features is None:
-            self._features = Features.detect(client)
+            self._features = store.detect_features(client)
             log.info("clickhouse sink: server %s, %s", self._features.version, self._features)
         return self._features
 
@@ -236,64 +142,30 @@ class ClickHouseSink(Sink):
         async with self._lock:
             try:
                 await asyncio.to_thread(self._setup)
-            except _OUTAGE_ERRORS as exc:
-                raise convert(exc, "setup") from None
+            except StoreError as exc:
+                raise SinkWriteError(str(exc), retriable=exc.retriable) from None
 
     def _setup(self) -> None:
         client = self._connected()
-        features = self._detected(client)
-        client.execute(f"CREATE DATABASE IF NOT EXISTS `{self.database}`")
-        client.execute(ddl(self.database, features))
-        present = {name for (name,) in client.execute(columns_sql(self.database))}
-        for column in COLUMNS:
-            if column.name not in present:
-                log.warning("clickhouse sink: adding column %s", column.name)
-                client.execute(add_column_sql(self.database, column, features))
-        log.info("clickhouse sink ready: table %s.%s", self.database, TABLE)
+        store.ensure_tables(client, self.database, self._detected(client))
+        log.info("clickhouse sink ready: table %s.%s", self.database, REPLIES.name)
 
     async def write(self, batch: Sequence[Reply]) -> None:
         replies = unique_by_id(batch)
+        try:
+            decisions = optout.batch_decisions(replies, self.resubscribe)
+        except (TypeError, ValueError) as exc:
+            raise SinkWriteError(f"replies not writable: {exc}", retriable=False) from None
         async with self._lock:
             try:
-                inserted = await asyncio.to_thread(self._write, replies)
-            except _CLIENT_DATA_ERRORS as exc:
-                raise SinkWriteError(
-                    f"clickhouse cannot encode the batch: {type(exc).__name__}: {exc}",
-                    retriable=False,
-                ) from None
-            except _OUTAGE_ERRORS as exc:
-                raise convert(exc, "write") from None
+                inserted = await asyncio.to_thread(self._write, replies, decisions)
+            except StoreError as exc:
+                raise SinkWriteError(str(exc), retriable=exc.retriable) from None
         log.debug("clickhouse sink: %d inserted (%d in batch)", inserted, len(replies))
 
-    def _write(self, replies: list[Reply]) -> int:
+    def _write(self, replies: list[Reply], decisions: list[optout.Decision]) -> int:
         client = self._connected()
-        features = self._detected(client)
-        stored = self._stored_ids(client, [reply.reply_id for reply in replies])
-        new = [reply for reply in replies if reply.reply_id not in stored]
-        if not new:
-            return 0
-        columns = to_columns(new, datetime.now(UTC))
-        client.execute(
-            f"INSERT INTO `{self.database}`.{TABLE} ({', '.join(COLUMN_NAMES)}) VALUES",
-            [columns[name] for name in COLUMN_NAMES],
-            columnar=True,
-            settings=insert_settings(features, (reply.reply_id for reply in new)),
-        )
-        return len(new)
-
-    def _stored_ids(self, client: Client, reply_ids: list[str]) -> set[str]:
-        rows = client.execute(
-            f"SELECT reply_id FROM `{self.database}`.{TABLE} "
-            "WHERE reply_id IN (SELECT reply_id FROM batch_ids)",
-            external_tables=[
-                {
-                    "name": "batch_ids",
-                    "structure": [("reply_id", "String")],
-                    "data": [{"reply_id": reply_id} for reply_id in reply_ids],
-                }
-            ],
-        )
-        return {reply_id for (reply_id,) in rows}
+        return store.write_batch(client, self.database, self._detected(client), replies, decisions)
 
     async def close(self) -> None:
         client, self._client = self._client, None

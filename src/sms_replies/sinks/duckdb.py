@@ -1,12 +1,16 @@
 """DuckDB sink: the embedded default store (``<data_dir>/replies.duckdb``).
 
 Batches are bulk-loaded from an Arrow table with ``INSERT ... ON CONFLICT DO
-NOTHING`` in one transaction. DuckDB allows one writing process, and a reading
-process keeps the writer out: so the sink keeps the one read-write connection
-for its whole life, and other processes (``sms-replies stats``, the API, an
-analyst's ``open_reader``) run their statements through the sink's loopback
-endpoint (:mod:`sms_replies.sinks.duckdb_endpoint`), on cursors of that
-connection, beside the writes.
+NOTHING`` in one transaction, together with the batch's opt-out decisions
+(the ``optouts`` upsert): :func:`sms_replies.stores.duckdb.write_batch`.
+
+DuckDB allows one writing process, and a reading process keeps the writer
+out: so the sink keeps the one read-write connection for its whole life, and
+other processes (``sms-replies stats``, the API, an analyst's
+``open_reader``) run their statements through the sink's loopback endpoint
+(:mod:`sms_replies.stores.duckdb_endpoint`), on cursors of that connection,
+beside the writes. Opening, tables and writes are :mod:`sms_replies.stores.duckdb`;
+this module is the sink's glue.
 """
 
 from __future__ import annotations
@@ -23,77 +27,58 @@ from typing import Self
 import duckdb
 import pyarrow as pa
 
+from sms_replies import optout
 from sms_replies.errors import SinkWriteError
 from sms_replies.records import Reply
-from sms_replies.schema import (
-    COLUMN_NAMES,
-    COLUMNS,
-    ROW_ERRORS,
-    TABLE,
-    LogicalType,
-    to_columns,
-    unique_by_id,
-)
+from sms_replies.schema import unique_by_id
 from sms_replies.sinks.base import Sink, SinkContext
-from sms_replies.sinks.duckdb_endpoint import StoreEndpoint
+from sms_replies.stores import duckdb as store
+from sms_replies.stores.ddl import REPLIES, duckdb_create
+from sms_replies.stores.duckdb import ARROW_SCHEMA
+from sms_replies.stores.duckdb_endpoint import StoreEndpoint
+from sms_replies.stores.errors import StoreError
 
 log = logging.getLogger(__name__)
 
-_DUCKDB_TYPES: dict[LogicalType, str] = {
-    "text": "VARCHAR",
-    "boolean": "BOOLEAN",
-    "integer": "INTEGER",
-    "timestamp": "TIMESTAMPTZ",
-    "text[]": "VARCHAR[]",
-}
-_ARROW_TYPES: dict[LogicalType, pa.DataType] = {
-    "text": pa.string(),
-    "boolean": pa.bool_(),
-    "integer": pa.int32(),
-    "timestamp": pa.timestamp("us", tz="UTC"),
-    "text[]": pa.list_(pa.string()),
-}
-ARROW_SCHEMA = pa.schema(
-    [pa.field(c.name, _ARROW_TYPES[c.type], nullable=c.nullable) for c in COLUMNS]
-)
+__all__ = ["ARROW_SCHEMA", "DuckDBSink", "connect", "ddl"]
 
 
 def ddl() -> str:
-    columns = ",\n  ".join(
-        f"{c.name} {_DUCKDB_TYPES[c.type]}"
-        + (" PRIMARY KEY" if c.name == "reply_id" else "")
-        + ("" if c.nullable else " NOT NULL")
-        for c in COLUMNS
-    )
-    return f"CREATE TABLE IF NOT EXISTS {TABLE} (\n  {columns}\n)"
-
-
-_INSERT = (
-    f"INSERT INTO {TABLE} ({', '.join(COLUMN_NAMES)}) "
-    f"SELECT {', '.join(COLUMN_NAMES)} FROM batch ON CONFLICT DO NOTHING"
-)
+    """The replies table's DDL (kept for code written before :mod:`sms_replies.stores`)."""
+    return duckdb_create(REPLIES)
 
 
 def connect(path: Path, *, read_only: bool = False) -> duckdb.DuckDBPyConnection:
-    """Open the store; converts DuckDB's errors (a lock held by a writer: retriable)."""
+    """Open the store; a lock held by a writer is a retriable SinkWriteError."""
     try:
-        return duckdb.connect(str(path), read_only=read_only)
-    except (duckdb.IOException, duckdb.ConnectionException) as exc:
-        raise SinkWriteError(f"cannot open {path}: {exc}", retriable=True) from None
+        return store.connect(path, read_only=read_only)
+    except StoreError as exc:
+        raise SinkWriteError(str(exc), retriable=True) from None
 
 
 class DuckDBSink(Sink):
     """Owns the store: one read-write connection from ``setup`` to ``close``.
 
     Other processes (API, CLI, analysts' Python) go through its
-    :class:`~sms_replies.sinks.duckdb_endpoint.StoreEndpoint`: no reader can
+    :class:`~sms_replies.stores.duckdb_endpoint.StoreEndpoint`: no reader can
     hold the file and starve the writes.
     """
 
     name = "duckdb"
 
-    def __init__(self, path: Path, *, serve: bool = True) -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        serve: bool = True,
+        resubscribe_keywords: frozenset[str] | None = None,
+    ) -> None:
         self.path = path
+        self.resubscribe = (
+            frozenset(optout.DEFAULT_RESUBSCRIBE_KEYWORDS)
+            if resubscribe_keywords is None
+            else resubscribe_keywords
+        )
         self._con: duckdb.DuckDBPyConnection | None = None
         self._lent_until = 0.0  # monotonic time until which the store is lent out
         self._guard = threading.Lock()  # a write and a lend never overlap
@@ -105,7 +90,10 @@ class DuckDBSink(Sink):
 
     @classmethod
     def from_settings(cls, settings: SinkContext) -> Self:
-        return cls(settings.duckdb_path)
+        return cls(
+            settings.duckdb_path,
+            resubscribe_keywords=optout.resubscribe_keywords(settings.resubscribe_keywords),
+        )
 
     async def setup(self) -> None:
         if self._endpoint is not None:
@@ -118,7 +106,7 @@ class DuckDBSink(Sink):
             raise SinkWriteError(f"duckdb store endpoint: {exc}", retriable=True) from None
 
     def _connection(self) -> duckdb.DuckDBPyConnection:
-        """The connection, opened (and the table created or migrated) on first use."""
+        """The connection, opened (and the tables created or migrated) on first use."""
         if self._con is not None:
             return self._con
         if time.monotonic() < self._lent_until:
@@ -126,16 +114,8 @@ class DuckDBSink(Sink):
         self.path.parent.mkdir(parents=True, exist_ok=True)
         con = connect(self.path)
         try:
-            con.execute(ddl())
-            # Migration: columns added to the schema since the table was created.
-            present = {row[0] for row in con.execute(f"DESCRIBE {TABLE}").fetchall()}
-            for column in COLUMNS:
-                if column.name not in present:
-                    con.execute(
-                        f"ALTER TABLE {TABLE} ADD COLUMN {column.name} {_DUCKDB_TYPES[column.type]}"
-                    )
-                    log.info("duckdb sink: added column %s", column.name)
-        except duckdb.Error as exc:
+            store.ensure_tables(con)
+        except StoreError as exc:
             con.close()
             raise SinkWriteError(f"duckdb setup failed: {exc}", retriable=True) from None
         self._con = con
@@ -143,34 +123,24 @@ class DuckDBSink(Sink):
         return con
 
     async def write(self, batch: Sequence[Reply]) -> None:
+        replies = unique_by_id(batch)
         try:
-            table = pa.Table.from_pydict(
-                to_columns(unique_by_id(batch), datetime.now(UTC)), schema=ARROW_SCHEMA
-            )
-        except (pa.ArrowException, *ROW_ERRORS) as exc:
-            raise SinkWriteError(f"replies not loadable: {exc}", retriable=False) from None
-        await asyncio.to_thread(self._write, table)
+            table = store.replies_table(replies, datetime.now(UTC))
+            decisions = store.decisions_table(optout.batch_decisions(replies, self.resubscribe))
+        except StoreError as exc:
+            raise SinkWriteError(str(exc), retriable=False) from None
+        await asyncio.to_thread(self._write, table, decisions)
 
-    def _write(self, batch: pa.Table) -> None:
+    def _write(self, batch: pa.Table, decisions: pa.Table) -> None:
         with self._guard:
-            self._write_locked(batch)
-
-    def _write_locked(self, batch: pa.Table) -> None:
-        cursor = self._connection().cursor()
-        try:
-            cursor.begin()
-            cursor.register("batch", batch)
-            cursor.execute(_INSERT)
-            cursor.commit()
-        except duckdb.ConstraintException as exc:
-            raise SinkWriteError(f"duckdb rejected the batch: {exc}", retriable=False) from None
-        except duckdb.Error as exc:
-            # The next attempt starts from a fresh connection (an invalidated database
-            # after an I/O error stays unusable).
-            self._reset()
-            raise SinkWriteError(f"duckdb write failed: {exc}", retriable=True) from None
-        finally:
-            cursor.close()
+            try:
+                store.write_batch(self._connection(), batch, decisions)
+            except StoreError as exc:
+                if exc.retriable:
+                    # The next attempt starts from a fresh connection (an invalidated
+                    # database after an I/O error stays unusable).
+                    self._reset()
+                raise SinkWriteError(str(exc), retriable=exc.retriable) from None
 
     def _serving_connection(self) -> duckdb.DuckDBPyConnection | None:
         """For the endpoint: the connection, reopened after a lend or an error; None if not."""

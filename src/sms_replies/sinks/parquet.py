@@ -68,7 +68,7 @@ from sms_replies.schema import (
     utc_from_ms,
 )
 from sms_replies.sinks.base import Sink, SinkContext
-from sms_replies.sinks.duckdb import ARROW_SCHEMA
+from sms_replies.stores.duckdb import ARROW_SCHEMA
 
 log = logging.getLogger(__name__)
 
