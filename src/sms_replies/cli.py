@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 import signal
 import sys
 from collections.abc import Callable
@@ -158,9 +159,15 @@ def broker(host: str, port: int) -> None:
 
 @main.command()
 @settings_options
+@click.option(
+    "--store",
+    metavar="URL",
+    help="Store to read (same as --analytics-store): a DuckDB path or duckdb:///path, "
+    "postgresql://user@host:port/db?schema=NAME, clickhouse://host:port/db.",
+)
 @converting_errors
-def api(**overrides: Any) -> None:
-    """The analytics API and dashboard (reads the DuckDB store)."""
+def api(store: str | None, **overrides: Any) -> None:
+    """The analytics API and dashboard (reads the store: DuckDB, PostgreSQL or ClickHouse)."""
     from aiohttp import web
 
     from sms_replies.analytics.api import create_api_app
@@ -168,10 +175,14 @@ def api(**overrides: Any) -> None:
     from sms_replies.health import add_health_route
     from sms_replies.metrics import add_metrics_route
     from sms_replies.privacy import key_bytes
+    from sms_replies.stores.url import parse_store_url
 
     settings = load_settings("api", overrides)
+    if store is None and settings.analytics_store is not None:
+        store = settings.analytics_store.get_secret_value()
+    url = parse_store_url(store, default_duckdb=settings.duckdb_path)
     app = create_api_app(
-        settings.duckdb_path,
+        url,
         default_tz=settings.analytics_tz,
         store_timeout=settings.store_read_timeout,
         access=api_access(settings),  # refuses to serve beyond loopback without a token
@@ -179,6 +190,7 @@ def api(**overrides: Any) -> None:
     )
     add_health_route(app, settings)
     add_metrics_route(app)
+    logging.getLogger("sms_replies.api").info("analytics API reading %s", url)
     web.run_app(
         app,
         host=settings.api_host,

@@ -228,6 +228,12 @@ class Settings(BaseSettings):
     analytics_tz: str = Field(
         DEFAULT_ZONE, description="IANA zone for analytics buckets and displayed times."
     )
+    analytics_store: SecretStr | None = Field(
+        None,
+        description="Store the analytics read (stats, campaign, retention, erase, api): a "
+        "DuckDB path or duckdb:///path, postgresql://user@host:port/db?schema=NAME or "
+        "clickhouse://host:port/db. Unset: <data dir>/replies.duckdb.",
+    )
     store_read_timeout: float = Field(
         2.0, gt=0, description="Seconds an analytics reader waits for the sink's write lock."
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+from contextlib import AbstractContextManager
 from datetime import datetime
 from pathlib import Path
 
@@ -24,6 +25,12 @@ from sms_replies.analytics.queries import summary
 from sms_replies.analytics.store import open_reader
 from sms_replies.records import Reply
 from sms_replies.sinks.duckdb import DuckDBSink
+from sms_replies.stores.readers import Reader, open_store
+from sms_replies.stores.url import StoreURL
+
+
+def reading(path: Path) -> AbstractContextManager[Reader]:
+    return open_store(StoreURL("duckdb", path=path))
 
 
 def at(text: str) -> datetime:
@@ -52,7 +59,7 @@ def test_declare_list_delete(db: Path) -> None:
     stored = declare_campaign(db, spring_a())
     assert stored.recipient == NUMBER_A
     assert stored.created_at is not None
-    with open_reader(db) as con:
+    with reading(db) as con:
         (listed,) = list_campaigns(con)
     assert (listed.name, listed.channel, listed.recipient, listed.delivered) == (
         "spring-A",
@@ -64,10 +71,10 @@ def test_declare_list_delete(db: Path) -> None:
     with pytest.raises(CampaignExistsError):
         declare_campaign(db, spring_a())
     declare_campaign(db, spring_a(delivered=200), replace=True)
-    with open_reader(db) as con:
+    with reading(db) as con:
         assert [c.delivered for c in list_campaigns(con)] == [200]
     delete_campaign(db, "spring-A")
-    with open_reader(db) as con:
+    with reading(db) as con:
         assert list_campaigns(con) == []
     with pytest.raises(UnknownCampaignError):
         delete_campaign(db, "spring-A")
@@ -76,8 +83,9 @@ def test_declare_list_delete(db: Path) -> None:
 def test_declare_creates_the_store(tmp_path: Path) -> None:
     path = tmp_path / "new" / "replies.duckdb"
     declare_campaign(path, spring_a())
+    with reading(path) as reader:
+        assert [c.name for c in list_campaigns(reader)] == ["spring-A"]
     with open_reader(path) as con:
-        assert [c.name for c in list_campaigns(con)] == ["spring-A"]
         assert con.execute("SELECT count(*) FROM replies").fetchone() == (0,)
 
 
@@ -102,7 +110,7 @@ def test_campaign_stats_over_whole_window(db: Path) -> None:
             delivered=50,
         ),
     )
-    with open_reader(db) as con:
+    with reading(db) as con:
         items = {c.campaign.name: c for c in campaign_stats(con)}
         (only,) = campaign_stats(con, name="short-promo")
         with pytest.raises(UnknownCampaignError):
@@ -196,7 +204,7 @@ def test_a_reply_with_a_campaign_belongs_to_that_campaign_only(tmp_path: Path) -
     ]
     asyncio.run(write_replies(path, extra))
     declare_campaign(path, spring_a())
-    with open_reader(path) as con:
+    with reading(path) as con:
         (a,) = campaign_stats(con, name="spring-A")
         in_range = StatsQuery(start=at("2025-03-01T00:00Z"), end=at("2025-05-01T00:00Z"))
         grouped = summary(con, dataclasses.replace(in_range, group_by="campaign"))

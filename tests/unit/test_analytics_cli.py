@@ -7,6 +7,7 @@ import io
 import json
 from pathlib import Path
 
+import duckdb
 import pytest
 from click.testing import CliRunner
 from tests.analytics_sample import NUMBER_A, write_sample
@@ -111,10 +112,52 @@ def test_stats_table(data_dir: Path) -> None:
     assert "(short number)" in out
 
 
-def test_stats_on_missing_store(tmp_path: Path) -> None:
-    code, out = run(stats_command, ["--data-dir", str(tmp_path / "none"), "--format", "json"])
+def test_stats_on_missing_store_warns_and_fails(tmp_path: Path) -> None:
+    """A new user outside the repository got zeros and exit 0: now a warning and exit 1."""
+    missing = tmp_path / "none"
+    result = CliRunner().invoke(stats_command, ["--data-dir", str(missing), "--format", "json"])
+    assert result.exit_code == 1, result.output
+    assert "Warning: the store" in result.stderr
+    assert "does not exist" in result.stderr
+    assert result.stdout == ""  # no zeros a script could take for figures
+    assert not missing.exists()  # reading never creates the store
+
+
+def test_stats_on_store_without_replies_table_fails(tmp_path: Path) -> None:
+    path = tmp_path / "empty.duckdb"
+    duckdb.connect(str(path)).close()
+    result = CliRunner().invoke(stats_command, ["--store", f"duckdb://{path}"])
+    assert result.exit_code == 1
+    assert "holds no replies table" in result.stderr
+
+
+def test_tables_are_not_cut_at_80_columns_in_a_pipe(data_dir: Path) -> None:
+    """`stats | head` cut tables at 80 columns (rich's width when stdout is no terminal)."""
+    args = ["--data-dir", str(data_dir), *RANGE, "--group-by", "campaign"]
+    code, out = run(
+        campaign_group,
+        [
+            "add",
+            "--data-dir",
+            str(data_dir),
+            "spring-A",
+            "--recipient",
+            "0700000001",
+            "--start",
+            "2025-03-29",
+            "--end",
+            "2025-03-30T12:00",
+            "--delivered",
+            "100",
+        ],
+    )
     assert code == 0, out
-    assert json.loads(out)["totals"]["replies"] == 0
+    code, out = run(stats_command, args)
+    assert code == 0, out
+    assert "…" not in out
+    header = next(line for line in out.splitlines() if "campaign" in line and "replies" in line)
+    assert "opt-out rate" in header  # the whole header on one line
+    assert len(header) > 80
 
 
 @pytest.mark.parametrize(

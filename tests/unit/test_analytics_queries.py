@@ -6,12 +6,15 @@ every expected figure below is counted by hand from that table.
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
+from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from pathlib import Path
 
 import duckdb
 import pytest
-from tests.analytics_sample import NUMBER_A, NUMBER_B, write_sample
+from tests.analytics_sample import NUMBER_A, NUMBER_B, SAMPLE_REPLIES, write_sample
 
 from sms_replies.analytics.campaigns import Campaign, declare_campaign
 from sms_replies.analytics.params import (
@@ -30,8 +33,16 @@ from sms_replies.analytics.queries import (
     top_keywords,
 )
 from sms_replies.analytics.store import open_reader
+from sms_replies.records import Reply
+from sms_replies.sinks.duckdb import DuckDBSink
+from sms_replies.stores.readers import Reader, open_store
+from sms_replies.stores.url import StoreURL
 
 PARIS = "Europe/Paris"
+
+
+def reading(path: Path) -> AbstractContextManager[Reader]:
+    return open_store(StoreURL("duckdb", path=path))
 
 
 def at(text: str) -> datetime:
@@ -57,7 +68,7 @@ def test_sink_kept_first_copy_of_repeated_reply(db: Path) -> None:
 
 
 def test_summary_totals(db: Path) -> None:
-    with open_reader(db) as con:
+    with reading(db) as con:
         result = summary(con, RANGE)
     t = result.totals
     # r1..r8 are in range, r9 (2025-03-28) is not.
@@ -78,7 +89,7 @@ def test_summary_totals(db: Path) -> None:
 
 
 def test_top_keywords_skip_empty_and_break_ties_alphabetically(db: Path) -> None:
-    with open_reader(db) as con:
+    with reading(db) as con:
         keywords = top_keywords(con, RANGE)
     assert [(k.keyword, k.replies) for k in keywords] == [
         ("OUI", 3),  # r1, r4, r7
@@ -87,13 +98,13 @@ def test_top_keywords_skip_empty_and_break_ties_alphabetically(db: Path) -> None
         ("NON", 1),
     ]  # r8's empty keyword is not listed
     assert keywords[0].share == pytest.approx(3 / 8)
-    with open_reader(db) as con:
+    with reading(db) as con:
         top2 = top_keywords(con, StatsQuery(start=RANGE.start, end=RANGE.end, top=2))
     assert [k.keyword for k in top2] == ["OUI", "STOP"]
 
 
 def test_group_by_channel_and_recipient(db: Path) -> None:
-    with open_reader(db) as con:
+    with reading(db) as con:
         by_channel = summary(
             con, StatsQuery(start=RANGE.start, end=RANGE.end, group_by="channel")
         ).groups
@@ -114,7 +125,7 @@ def test_group_by_channel_and_recipient(db: Path) -> None:
 
 
 def test_day_buckets_are_paris_days(db: Path) -> None:
-    with open_reader(db) as con:
+    with reading(db) as con:
         ts = timeseries(con, StatsQuery(start=RANGE.start, end=RANGE.end, bucket="day"))
     assert [t.isoformat() for t in ts.buckets] == [
         "2025-03-29T00:00:00+01:00",
@@ -131,7 +142,7 @@ def test_day_buckets_in_utc_differ(db: Path) -> None:
     q = StatsQuery(
         start=at("2025-03-29T00:00+00:00"), end=at("2025-03-31T00:00+00:00"), tz="UTC", bucket="day"
     )
-    with open_reader(db) as con:
+    with reading(db) as con:
         ts = timeseries(con, q)
     assert [p.replies for p in ts.series[0].points] == [2, 6]  # r1 r2 | r3..r8
 
@@ -140,7 +151,7 @@ def test_hour_buckets_across_spring_forward(db: Path) -> None:
     q = StatsQuery(
         start=at("2025-03-30T00:00+01:00"), end=at("2025-03-30T06:00+02:00"), bucket="hour"
     )
-    with open_reader(db) as con:
+    with reading(db) as con:
         ts = timeseries(con, q)
     # 02:00 does not exist in Paris that night: 5 hours.
     assert [t.isoformat() for t in ts.buckets] == [
@@ -164,7 +175,7 @@ def test_hour_buckets_in_half_hour_zone() -> None:
 
 def test_timeseries_grouped_by_channel(db: Path) -> None:
     q = StatsQuery(start=RANGE.start, end=RANGE.end, bucket="day", group_by="channel")
-    with open_reader(db) as con:
+    with reading(db) as con:
         ts = timeseries(con, q)
     assert {s.key: [p.replies for p in s.points] for s in ts.series} == {
         "long_number": [1, 5],
@@ -192,7 +203,7 @@ def test_campaign_filter_and_grouping(db: Path) -> None:
             end=at("2025-03-30T08:30Z"),
         ),
     )
-    with open_reader(db) as con:
+    with reading(db) as con:
         only_a = summary(con, StatsQuery(start=RANGE.start, end=RANGE.end, campaign="spring-A"))
         grouped = summary(con, StatsQuery(start=RANGE.start, end=RANGE.end, group_by="campaign"))
     # spring-A: replies to NUMBER_A before 12:00 Paris on the 30th: r1 r2 r3 r7.
@@ -213,13 +224,13 @@ def test_campaign_filter_and_grouping(db: Path) -> None:
 
 
 def test_unknown_campaign(db: Path) -> None:
-    with open_reader(db) as con, pytest.raises(UnknownCampaignError):
+    with reading(db) as con, pytest.raises(UnknownCampaignError):
         summary(con, StatsQuery(start=RANGE.start, end=RANGE.end, campaign="nope"))
 
 
 def test_median_assembly_over_long_replies_only(db: Path) -> None:
     q = StatsQuery(start=at("2025-03-28T00:00+01:00"), end=RANGE.end, group_by="recipient")
-    with open_reader(db) as con:
+    with reading(db) as con:
         result = summary(con, q)
     # Long replies: r9 (30 s), r3 (4.2 s), r4 (11.8 s) -> median 11.8 (mean: 15.33;
     # median of all nine replies, six of them 0 s: 0).
@@ -231,7 +242,7 @@ def test_median_assembly_over_long_replies_only(db: Path) -> None:
 
 
 def test_reply_rows_carry_last_part_at(db: Path) -> None:
-    with open_reader(db) as con:
+    with reading(db) as con:
         page = list_replies(con, ReplyFilter(sender="+33600000001"))
     r3, r1 = page.items
     assert "last_part_at" in page.columns
@@ -247,7 +258,7 @@ def test_table_from_before_last_part_at(db: Path) -> None:
         con.execute("ALTER TABLE replies DROP COLUMN last_part_at")
     finally:
         con.close()
-    with open_reader(db) as con:
+    with reading(db) as con:
         result = summary(con, RANGE)
         page = list_replies(con, ReplyFilter(limit=1))
     assert result.median_assembly_available is False
@@ -260,7 +271,7 @@ def test_table_from_before_last_part_at(db: Path) -> None:
 
 def test_missing_store_reads_empty(tmp_path: Path) -> None:
     path = tmp_path / "absent" / "replies.duckdb"
-    with open_reader(path) as con:
+    with reading(path) as con:
         result = summary(con, StatsQuery(start=RANGE.start, end=RANGE.end, group_by="recipient"))
         ts = timeseries(con, StatsQuery(start=RANGE.start, end=RANGE.end, bucket="day"))
         page = list_replies(con, ReplyFilter())
@@ -274,7 +285,7 @@ def test_missing_store_reads_empty(tmp_path: Path) -> None:
 
 
 def test_list_replies_filters_and_times_in_zone(db: Path) -> None:
-    with open_reader(db) as con:
+    with reading(db) as con:
         stops = list_replies(con, ReplyFilter(is_stop=True))
         incomplete = list_replies(con, ReplyFilter(complete=False))
         by_sender = list_replies(con, ReplyFilter(sender="+33600000001"))
@@ -298,7 +309,7 @@ def test_list_replies_filters_and_times_in_zone(db: Path) -> None:
 def test_list_replies_cursor_pages_cover_everything_once(db: Path) -> None:
     seen: list[str] = []
     cursor = None
-    with open_reader(db) as con:
+    with reading(db) as con:
         for _ in range(10):
             page = list_replies(con, ReplyFilter(limit=4, cursor=cursor))
             seen += [r["reply_id"] for r in page.items]
@@ -373,3 +384,30 @@ def test_hour_buckets_across_fall_back() -> None:
         "2025-10-26T02:00:00+01:00",
         "2025-10-26T03:00:00+01:00",
     ]
+
+
+def test_median_assembly_leaves_out_long_replies_stored_with_one_part(db: Path) -> None:
+    """A long reply of which one part arrived (incomplete, or a late part stored alone)
+    has last_part_at = received_at: counted, its 0 s pulled the median down."""
+    lone = [
+        dataclasses.replace(
+            SAMPLE_REPLIES[3],  # r4's shape: 3 parts announced, to NUMBER_B
+            reply_id=f"lone{i}",
+            parts_received=1,
+            complete=False,
+            provider_message_ids=(f"lone{i}-p1",),
+            last_part_at_ms=None,
+        )
+        for i in range(3)
+    ]
+    asyncio.run(write_replies(db, lone))
+    with reading(db) as con:
+        result = summary(con, RANGE)
+    assert result.totals.incomplete == 4  # r4 and the three lone parts: still counted there
+    # r3 4.2 s and r4 11.8 s (two of its three parts): the three 0 s rows left out.
+    assert result.totals.median_assembly_seconds == pytest.approx(8.0)
+
+
+async def write_replies(path: Path, replies: list[Reply]) -> None:
+    async with DuckDBSink(path, serve=False) as sink:
+        await sink.write(replies)

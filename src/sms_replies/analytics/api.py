@@ -1,4 +1,4 @@
-"""Analytics HTTP API and dashboard (aiohttp): ``create_api_app(duckdb_path)``.
+"""Analytics HTTP API and dashboard (aiohttp): ``create_api_app(store)``.
 
 Routes (every one is described by ``GET /api/openapi.json``):
 
@@ -10,9 +10,11 @@ Routes (every one is described by ``GET /api/openapi.json``):
 Query parameters are validated by pydantic models (unknown or repeated ones
 are refused); an invalid one gets ``400 {"error": "invalid_parameter",
 "parameter": ..., "message": ...}``. Errors never carry stack traces. Each
-request reads the store in a thread through ``open_reader``: through the DuckDB
-sink's loopback endpoint while the sink owns the store (readers can then never
-hold its writes back), else the file itself, read-only, closed right after.
+request reads the store (DuckDB, PostgreSQL or ClickHouse: a
+:class:`~sms_replies.stores.url.StoreURL`) in a thread through
+:func:`~sms_replies.stores.readers.open_store`, closed right after; for DuckDB,
+through the DuckDB sink's loopback endpoint while the sink owns the store
+(readers can then never hold its writes back), else the file itself, read-only.
 """
 
 from __future__ import annotations
@@ -25,7 +27,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, Final, Literal, TypeVar
 
-import duckdb
 import orjson
 from aiohttp import web
 from pydantic import (
@@ -83,10 +84,12 @@ from sms_replies.analytics.queries import (
     to_plain,
     top_keywords,
 )
-from sms_replies.analytics.store import DEFAULT_TIMEOUT, StoreBusyError, StoreError, open_reader
 from sms_replies.errors import SmsRepliesError
 from sms_replies.http_server import hide_server_version
 from sms_replies.privacy import e164, is_pseudonym, pseudonymize
+from sms_replies.stores.errors import StoreBusyError, StoreError
+from sms_replies.stores.readers import DEFAULT_TIMEOUT, Reader, open_store
+from sms_replies.stores.url import StoreURL
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +106,7 @@ DASHBOARD_CSP: Final = (
 
 @dataclass(frozen=True, slots=True)
 class ApiConfig:
-    duckdb_path: Path
+    store: StoreURL
     default_tz: str
     store_timeout: float
     pseudonymize_key: bytes | None = None  # senders are stored pseudonymised under it
@@ -351,7 +354,14 @@ async def _errors(
         )
         response.headers["Retry-After"] = "1"
         return response
-    except StoreError:
+    except StoreError as exc:
+        if exc.retriable:  # the server is down or restarting
+            log.warning("analytics store unavailable: %s", exc)
+            response = _json(
+                _error_body("store_unavailable", "the store is unavailable; retry"), 503
+            )
+            response.headers["Retry-After"] = "5"
+            return response
         log.exception("analytics store error")
         return _json(_error_body("store_error", "the store could not be read"), 500)
     except web.HTTPException as exc:
@@ -397,12 +407,12 @@ class _InvalidParametersError(ApiError):
         self.errors = errors
 
 
-async def _read(request: web.Request, query: Callable[[duckdb.DuckDBPyConnection], T]) -> T:
+async def _read(request: web.Request, query: Callable[[Reader], T]) -> T:
     config = request.app[CONFIG]
 
     def run() -> T:
-        with open_reader(config.duckdb_path, timeout=config.store_timeout) as con:
-            return query(con)
+        with open_store(config.store, timeout=config.store_timeout) as reader:
+            return query(reader)
 
     return await asyncio.to_thread(run)
 
@@ -504,7 +514,7 @@ async def post_campaign(request: web.Request) -> web.Response:
     config = request.app[CONFIG]
     stored = await asyncio.to_thread(
         declare_campaign,
-        config.duckdb_path,
+        config.store,
         campaign,
         replace=body.replace,
         timeout=config.store_timeout,
@@ -841,7 +851,8 @@ def openapi_document(default_tz: str = DEFAULT_TZ) -> dict[str, Any]:
             "info": {
                 "title": "sms-replies analytics API",
                 "version": "1",
-                "description": "Statistics over the replies stored in DuckDB (docs/analytics.md).",
+                "description": "Statistics over the stored replies (DuckDB, PostgreSQL or "
+                "ClickHouse; docs/analytics.md).",
             },
             "paths": paths,
             "components": {
@@ -874,14 +885,14 @@ def _zone_refs(node: Any) -> Any:
 
 
 def create_api_app(
-    duckdb_path: Path,
+    store: StoreURL | Path,
     *,
     default_tz: str = DEFAULT_TZ,
     store_timeout: float = DEFAULT_TIMEOUT,
     access: ApiAccess | None = None,
     pseudonymize_key: bytes | None = None,
 ) -> web.Application:
-    """The analytics API and dashboard reading ``duckdb_path`` (which may not exist yet).
+    """The analytics API and dashboard reading ``store`` (a DuckDB file may not exist yet).
 
     ``access``: token and host names (analytics/guard.py); by default no token,
     so reads are open (serve it on loopback only) and writes are refused.
@@ -892,7 +903,7 @@ def create_api_app(
     app[ACCESS] = access or ApiAccess()
     app.on_response_prepare.append(add_protective_headers)
     app[CONFIG] = ApiConfig(
-        duckdb_path=duckdb_path,
+        store=store if isinstance(store, StoreURL) else StoreURL("duckdb", path=store),
         default_tz=default_tz,
         store_timeout=store_timeout,
         pseudonymize_key=pseudonymize_key,

@@ -10,28 +10,42 @@ it came through the short number. Rates use the campaign's delivered count when 
 - ``reply_rate``: distinct senders who replied / delivered messages;
 - ``opt_out_rate``: distinct senders who sent a STOP / delivered messages.
 
-Declaring writes through the DuckDB sink while it owns the store, else takes
-the file's write lock for a few milliseconds (see :mod:`sms_replies.analytics.store`).
+Campaigns live in the ``campaigns`` table of the store the analytics read
+(DuckDB, PostgreSQL or ClickHouse). Declaring in DuckDB writes through the
+DuckDB sink while it owns the store, else takes the file's write lock for a few
+milliseconds (see :mod:`sms_replies.stores.readers`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 
-import duckdb
+from sqlalchemy import delete, insert, literal_column, select, text
 
 from sms_replies.analytics.params import InvalidQueryError, UnknownCampaignError
-from sms_replies.analytics.queries import Stats, membership_sql, row_stats, share, stats_sql
-from sms_replies.analytics.store import CAMPAIGNS_TABLE, DEFAULT_TIMEOUT, open_writer
+from sms_replies.analytics.queries import (
+    CAMPAIGNS_TABLE,
+    EMPTY_STATS,
+    Stats,
+    StoreView,
+    aggregates,
+    declared_part,
+    row_stats,
+    share,
+)
+from sms_replies.analytics.store import CAMPAIGNS_DDL
 from sms_replies.errors import SmsRepliesError
 from sms_replies.phone import DEFAULT_REGION, NotAPhoneNumber, to_e164
 from sms_replies.records import Channel
-from sms_replies.schema import TABLE
+from sms_replies.stores.errors import StoreError
+from sms_replies.stores.readers import DEFAULT_TIMEOUT, DuckDBReader, Reader, open_store
+from sms_replies.stores.url import StoreURL
 
 CHANNELS: Final[tuple[Channel, ...]] = ("long_number", "short_number")
 MAX_NAME = 200
@@ -122,50 +136,91 @@ class CampaignStats:
     opt_out_rate: float | None
 
 
+StoreTarget = StoreURL | Path
+
+
+def _url(target: StoreTarget) -> StoreURL:
+    return target if isinstance(target, StoreURL) else StoreURL("duckdb", path=target)
+
+
+def _ensure_table(reader: Reader) -> None:
+    """The campaigns table: created in a DuckDB store; the sinks create it in the others."""
+    if reader.columns(CAMPAIGNS_TABLE):
+        return
+    if isinstance(reader, DuckDBReader):
+        reader.raw().execute(CAMPAIGNS_DDL)
+        reader.refresh()
+        return
+    raise StoreError(
+        f"{reader.url} has no campaigns table yet: start the {reader.backend} sink once "
+        "(it creates the tables), then declare the campaign"
+    )
+
+
 def declare_campaign(
-    path: Path, campaign: Campaign, *, replace: bool = False, timeout: float = DEFAULT_TIMEOUT
+    target: StoreTarget,
+    campaign: Campaign,
+    *,
+    replace: bool = False,
+    timeout: float = DEFAULT_TIMEOUT,
 ) -> Campaign:
-    """Store ``campaign`` (creating the store if needed); :class:`CampaignExistsError` unless
-    ``replace``. Retries for ``timeout`` seconds while the sink holds the lock."""
+    """Store ``campaign`` (creating a DuckDB store if needed); :class:`CampaignExistsError`
+    unless ``replace``. DuckDB: retries for ``timeout`` seconds while the sink holds the lock.
+
+    ClickHouse keeps timestamps in whole seconds (18.16): a window is stored rounded up
+    to the second, which selects the same whole-second replies.
+    """
     created = datetime.now(UTC)
-    verb = "INSERT OR REPLACE" if replace else "INSERT"
-    with open_writer(path, timeout=timeout) as con:
+    with open_store(_url(target), timeout=timeout, write=True) as reader:
+        _ensure_table(reader)
+        t = reader.table(CAMPAIGNS_TABLE)
+        found = reader.fetch(select(t.c.name).where(t.c.name == campaign.name))
+        if found and not replace:
+            raise CampaignExistsError(campaign.name)
+        if found and reader.backend != "clickhouse":  # ClickHouse: the latest created_at wins
+            reader.write(delete(t).where(t.c.name == campaign.name))
         try:
-            con.execute(
-                f"{verb} INTO {CAMPAIGNS_TABLE} "
-                "(name, channel, recipient, start_at, end_at, delivered, created_at) "
-                "VALUES ($name, $channel, $recipient, $start, $end, $delivered, $created)",
-                {
-                    "name": campaign.name,
-                    "channel": campaign.channel,
-                    "recipient": campaign.recipient,
-                    "start": campaign.start,
-                    "end": campaign.end,
-                    "delivered": campaign.delivered,
-                    "created": created,
-                },
+            reader.write(
+                insert(t).values(
+                    name=campaign.name,
+                    channel=campaign.channel,
+                    recipient=campaign.recipient,
+                    start_at=campaign.start,
+                    end_at=campaign.end,
+                    delivered=campaign.delivered,
+                    created_at=created,
+                )
             )
-        except duckdb.ConstraintException:
-            raise CampaignExistsError(campaign.name) from None
+        except StoreError as exc:
+            if "constraint" in str(exc).lower() or "duplicate" in str(exc).lower():
+                raise CampaignExistsError(campaign.name) from None
+            raise
     return dataclasses.replace(campaign, created_at=created)
 
 
-def delete_campaign(path: Path, name: str, *, timeout: float = DEFAULT_TIMEOUT) -> None:
+def delete_campaign(target: StoreTarget, name: str, *, timeout: float = DEFAULT_TIMEOUT) -> None:
     """Forget a campaign (its replies stay); :class:`UnknownCampaignError` if not declared."""
-    if not path.exists():
+    url = _url(target)
+    if url.backend == "duckdb" and url.path is not None and not url.path.exists():
         raise UnknownCampaignError(name)
-    with open_writer(path, timeout=timeout) as con:
-        row = con.execute(
-            f"DELETE FROM {CAMPAIGNS_TABLE} WHERE name = $name RETURNING name", {"name": name}
-        ).fetchall()
-    if not row:
-        raise UnknownCampaignError(name)
+    with open_store(url, timeout=timeout, write=True) as reader:
+        if not reader.columns(CAMPAIGNS_TABLE):
+            raise UnknownCampaignError(name)
+        t = reader.table(CAMPAIGNS_TABLE)
+        if not reader.fetch(select(t.c.name).where(t.c.name == name)):
+            raise UnknownCampaignError(name)
+        if reader.backend == "clickhouse":
+            reader.write(
+                text(
+                    f"ALTER TABLE `{reader.url.database}`.{CAMPAIGNS_TABLE} "
+                    "DELETE WHERE name = :name SETTINGS mutations_sync = 1"
+                ).bindparams(name=name)
+            )
+        else:
+            reader.write(delete(t).where(t.c.name == name))
 
 
-_SELECT = "c.name, c.channel, c.recipient, c.start_at, c.end_at, c.delivered, c.created_at"
-
-
-def _campaign(row: tuple[Any, ...], tz: Any) -> Campaign:
+def _campaign(row: Sequence[Any], tz: Any) -> Campaign:
     name, channel, recipient, start, end, delivered, created = row
     return Campaign(
         name=name,
@@ -178,35 +233,54 @@ def _campaign(row: tuple[Any, ...], tz: Any) -> Campaign:
     )
 
 
-def list_campaigns(con: duckdb.DuckDBPyConnection, *, tz: Any = UTC) -> list[Campaign]:
+def _campaign_rows(reader: Reader, name: str | None) -> list[tuple[Any, ...]]:
+    if not reader.columns(CAMPAIGNS_TABLE):
+        return []
+    t = reader.table(CAMPAIGNS_TABLE)
+    stmt = select(
+        t.c.name,
+        t.c.channel,
+        t.c.recipient,
+        t.c.start_at,
+        t.c.end_at,
+        t.c.delivered,
+        t.c.created_at,
+    )
+    if name is not None:
+        stmt = stmt.where(t.c.name == name)
+    rows = reader.fetch(stmt)
+    return sorted(rows, key=lambda row: (-row[3].timestamp(), row[0]))
+
+
+def list_campaigns(reader: Reader, *, tz: Any = UTC) -> list[Campaign]:
     """Declared campaigns, most recent start first; times in zone ``tz`` (a tzinfo)."""
-    rows = con.execute(
-        f"SELECT {_SELECT} FROM {CAMPAIGNS_TABLE} c ORDER BY c.start_at DESC, c.name"
-    ).fetchall()
-    return [_campaign(row, tz) for row in rows]
+    return [_campaign(row, tz) for row in _campaign_rows(reader, None)]
 
 
 def campaign_stats(
-    con: duckdb.DuckDBPyConnection, *, tz: Any = UTC, name: str | None = None
+    reader: Reader, *, tz: Any = UTC, name: str | None = None
 ) -> list[CampaignStats]:
-    """Figures of each campaign (or of ``name``) over its own whole window."""
-    params: dict[str, Any] = {}
-    where = ""
-    if name is not None:
-        where = "WHERE c.name = $name"
-        params["name"] = name
-    rows = con.execute(
-        f"SELECT {_SELECT}, {stats_sql(con)} FROM {CAMPAIGNS_TABLE} c "
-        f"LEFT JOIN {TABLE} r ON {membership_sql(con)} {where} "
-        "GROUP BY ALL ORDER BY c.start_at DESC, c.name",
-        params,
-    ).fetchall()
+    """Figures of each declared campaign (or of ``name``) over its own whole window."""
+    rows = _campaign_rows(reader, name)
     if name is not None and not rows:
         raise UnknownCampaignError(name)
+    view = StoreView(reader)
+    figures: dict[str, Stats] = {}
+    if rows and view.has_replies:
+        r = view.replies()
+        part = declared_part(
+            view, None, lambda c: [c.c.c_name.label("g_key"), *aggregates(view, r)]
+        )
+        assert part is not None
+        stmt, c = part
+        if name is not None:
+            stmt = stmt.where(c.c.c_name == name)
+        for row in reader.fetch(stmt.group_by(literal_column("g_key"))):
+            figures[str(row[0])] = row_stats(row[1:])
     result = []
     for row in rows:
-        campaign = _campaign(row[:7], tz)
-        stats = row_stats(row[7:])
+        campaign = _campaign(row, tz)
+        stats = figures.get(campaign.name, EMPTY_STATS)
         delivered = campaign.delivered
         result.append(
             CampaignStats(

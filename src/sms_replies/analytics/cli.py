@@ -1,15 +1,18 @@
 """``sms-replies stats`` and ``sms-replies campaign add|list|delete`` (click).
 
 The lead attaches :data:`stats_command` and :data:`campaign_group` to the
-``sms-replies`` group. Each reads the store of the one ``Settings`` object
-(``Settings.duckdb_path`` under ``--data-dir`` or ``$SMS_REPLIES_DATA_DIR``; zone
-and store timeout likewise) briefly, next to a running sink.
+``sms-replies`` group. Each reads the store of the one ``Settings`` object:
+``--store URL`` or ``$SMS_REPLIES_ANALYTICS_STORE`` (DuckDB, PostgreSQL or
+ClickHouse, :mod:`sms_replies.stores.url`), by default ``replies.duckdb`` under
+``--data-dir`` or ``$SMS_REPLIES_DATA_DIR``; zone and store timeout likewise;
+briefly, next to a running sink.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
@@ -42,9 +45,11 @@ from sms_replies.analytics.params import (
     time_range,
 )
 from sms_replies.analytics.queries import Stats, Summary, Timeseries, summary, timeseries, to_plain
-from sms_replies.analytics.store import open_reader
 from sms_replies.errors import SmsRepliesError
+from sms_replies.schema import TABLE
 from sms_replies.settings import Settings, settings_problems
+from sms_replies.stores.readers import open_store
+from sms_replies.stores.url import StoreURL, parse_store_url
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -71,6 +76,34 @@ def data_dir_option(func: F) -> F:
         help="Directory holding replies.duckdb [settings: env SMS_REPLIES_DATA_DIR, "
         "default ./data].",
     )(func)
+
+
+def store_option(func: F) -> F:
+    return click.option(
+        "--store",
+        metavar="URL",
+        help="Store to read: a DuckDB path or duckdb:///path, "
+        "postgresql://user@host:port/db?schema=NAME, clickhouse://host:port/db "
+        "[settings: env SMS_REPLIES_ANALYTICS_STORE, default <data dir>/replies.duckdb].",
+    )(func)
+
+
+def store_url(settings: Settings, store: str | None = None) -> StoreURL:
+    """The store of ``--store`` (or of the settings); ClickException naming the setting."""
+    given = store
+    if given is None and settings.analytics_store is not None:
+        given = settings.analytics_store.get_secret_value()
+    try:
+        return parse_store_url(given, default_duckdb=settings.duckdb_path)
+    except SmsRepliesError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def console() -> Console:
+    """Rich output; not cut at 80 columns when stdout is a file or a pipe."""
+    if sys.stdout.isatty():
+        return Console()
+    return Console(width=10_000, no_color=True)
 
 
 def tz_option(func: F) -> F:
@@ -175,7 +208,7 @@ def _print_summary_table(console: Console, result: Summary, ts: Timeseries | Non
         ("STOP share", _pct(t.stop_share)),
         ("multipart share", _pct(t.multipart_share)),
         ("incomplete share", _pct(t.incomplete_share)),
-        ("median assembly (s)", median),
+        ("median assembly (s), long replies with 2+ parts", median),
     ):
         table.add_row(label, value)
     console.print(table)
@@ -234,6 +267,7 @@ def _print_summary_table(console: Console, result: Summary, ts: Timeseries | Non
 
 @click.command("stats")
 @data_dir_option
+@store_option
 @click.option(
     "--since",
     help="Start (inclusive): ISO date/date-time or relative (24h, 7d). Default: until - 7d.",
@@ -253,6 +287,7 @@ def _print_summary_table(console: Console, result: Summary, ts: Timeseries | Non
 @format_option
 def stats_command(
     data_dir: Path | None,
+    store: str | None,
     since: str | None,
     until: str | None,
     tz: str | None,
@@ -266,9 +301,11 @@ def stats_command(
 
     JSON prints the summary object of GET /api/summary (plus "timeseries", the
     object of GET /api/timeseries, with --bucket). CSV prints one row per
-    group (or per bucket with --bucket).
+    group (or per bucket with --bucket). A store that does not exist (or holds no
+    replies table) is an error: a warning and exit status 1, not zeros.
     """
     settings = command_settings(data_dir=data_dir)
+    url = store_url(settings, store)
     tz = tz or settings.analytics_tz
     with _errors():
         start, end = time_range(since, until, tz=tz)
@@ -281,9 +318,17 @@ def stats_command(
             campaign=campaign,
             top=top,
         )
-        with open_reader(settings.duckdb_path, timeout=settings.store_read_timeout) as con:
-            result = summary(con, q)
-            ts = timeseries(con, q) if bucket else None
+        with open_store(url, timeout=settings.store_read_timeout) as reader:
+            if not reader.exists or not reader.columns(TABLE):
+                what = "does not exist" if not reader.exists else "holds no replies table"
+                click.echo(
+                    f"Warning: the store {url} {what}: no reply stored there yet, or another "
+                    "store was meant (--store, --data-dir, SMS_REPLIES_ANALYTICS_STORE)",
+                    err=True,
+                )
+                raise SystemExit(1)
+            result = summary(reader, q)
+            ts = timeseries(reader, q) if bucket else None
     if fmt == "json":
         plain = to_plain(result)
         if ts is not None:
@@ -316,7 +361,7 @@ def stats_command(
             ]
         click.echo(_csv(header, rows), nl=False)
     else:
-        _print_summary_table(Console(), result, ts)
+        _print_summary_table(console(), result, ts)
 
 
 @click.group("campaign")
@@ -326,6 +371,7 @@ def campaign_group() -> None:
 
 @campaign_group.command("add")
 @data_dir_option
+@store_option
 @click.argument("name")
 @click.option("--recipient", help="Long number the campaign was sent from (E.164 or national).")
 @click.option("--short-number", is_flag=True, help="A campaign on the short number instead.")
@@ -336,6 +382,7 @@ def campaign_group() -> None:
 @click.option("--replace", is_flag=True, help="Replace a campaign of the same name.")
 def campaign_add(
     data_dir: Path | None,
+    store: str | None,
     name: str,
     recipient: str | None,
     short_number: bool,
@@ -347,6 +394,7 @@ def campaign_add(
 ) -> None:
     """Declare campaign NAME: its replies are those to its number within [start, end)."""
     settings = command_settings(data_dir=data_dir)
+    url = store_url(settings, store)
     tz = tz or settings.analytics_tz
     with _errors():
         campaign = Campaign.create(
@@ -357,9 +405,7 @@ def campaign_add(
             short_number=short_number,
             delivered=delivered,
         )
-        declare_campaign(
-            settings.duckdb_path, campaign, replace=replace, timeout=settings.store_read_timeout
-        )
+        declare_campaign(url, campaign, replace=replace, timeout=settings.store_read_timeout)
     target = campaign.recipient or "the short number"
     click.echo(
         f"campaign {campaign.name!r} declared: replies to {target} "
@@ -369,16 +415,18 @@ def campaign_add(
 
 @campaign_group.command("list")
 @data_dir_option
+@store_option
 @tz_option
 @format_option
-def campaign_list(data_dir: Path | None, tz: str | None, fmt: str) -> None:
+def campaign_list(data_dir: Path | None, store: str | None, tz: str | None, fmt: str) -> None:
     """Declared campaigns with their figures over their whole window."""
     settings = command_settings(data_dir=data_dir)
+    url = store_url(settings, store)
     tz = tz or settings.analytics_tz
     with _errors():
         zone = parse_zone(tz)
-        with open_reader(settings.duckdb_path, timeout=settings.store_read_timeout) as con:
-            items = campaign_stats(con, tz=zone)
+        with open_store(url, timeout=settings.store_read_timeout) as reader:
+            items = campaign_stats(reader, tz=zone)
     if fmt == "json":
         click.echo(_json({"campaigns": items}))
     elif fmt == "csv":
@@ -403,7 +451,7 @@ def campaign_list(data_dir: Path | None, tz: str | None, fmt: str) -> None:
                 _pct(c.reply_rate),
                 _pct(c.opt_out_rate),
             )
-        Console().print(table)
+        console().print(table)
 
 
 def _campaign_row(c: CampaignStats) -> list[Any]:
@@ -426,10 +474,12 @@ def _campaign_row(c: CampaignStats) -> list[Any]:
 
 @campaign_group.command("delete")
 @data_dir_option
+@store_option
 @click.argument("name")
-def campaign_delete(data_dir: Path | None, name: str) -> None:
+def campaign_delete(data_dir: Path | None, store: str | None, name: str) -> None:
     """Forget campaign NAME (its replies stay)."""
     settings = command_settings(data_dir=data_dir)
+    url = store_url(settings, store)
     with _errors():
-        delete_campaign(settings.duckdb_path, name, timeout=settings.store_read_timeout)
+        delete_campaign(url, name, timeout=settings.store_read_timeout)
     click.echo(f"campaign {name!r} deleted")

@@ -1,4 +1,10 @@
-"""Statistics over the ``replies`` table: pure functions of a (read-only) DuckDB connection.
+"""Statistics over the ``replies`` table, one definition for every store.
+
+Each query is written once with SQLAlchemy Core and compiled for the store the
+:class:`~sms_replies.stores.readers.Reader` reads (DuckDB, PostgreSQL,
+ClickHouse; :mod:`sms_replies.stores.dialects` holds the few constructs whose
+SQL differs). Every value that comes from the caller travels as a bound
+parameter; grouping keys and buckets are picked from fixed choices.
 
 Definitions (``docs/analytics.md`` explains them for analysts):
 
@@ -10,29 +16,46 @@ Definitions (``docs/analytics.md`` explains them for analysts):
 - ``incomplete`` / ``incomplete_share``: replies with ``complete = false`` (a part
   never arrived before expiry), as a share of *all* replies.
 - ``median_assembly_seconds``: median of (``last_part_at`` - ``received_at``), in
-  seconds, over long replies (``parts_expected > 1``, complete or not); single
-  messages (where the two times are equal) do not count. Null when the range holds
-  no long reply, and when the table predates the ``last_part_at`` column (a store
-  written by an older version that no sink has migrated yet:
-  ``median_assembly_available`` is then false).
+  seconds, over the long replies (``parts_expected > 1``) of which at least two
+  parts arrived (complete or not): single messages, and long replies stored with
+  one part only (an incomplete or late part alone), have no assembly time and do
+  not count. Null when the range holds no such reply, and when the table predates
+  the ``last_part_at`` column (``median_assembly_available`` is then false).
 - Top keywords: the most frequent non-empty ``keyword`` values, with counts and
-  their share of all replies.
+  their share of all replies (ties in byte order).
 
-Shares are null when there is no reply. Every value that comes from the caller
-travels as a bound parameter; the few SQL fragments that vary (grouping key,
-bucket expression) are picked from fixed mappings.
+Campaigns (:mod:`sms_replies.analytics.campaigns`): a reply whose ``campaign``
+column is set belongs to the campaign of that name only (declared or not); any
+other reply belongs to each declared campaign whose window and number it
+matches. Shares are null when there is no reply. A store without a ``replies``
+table reads as empty.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 from zoneinfo import ZoneInfo
 
-import duckdb
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    and_,
+    bindparam,
+    distinct,
+    false,
+    func,
+    literal_column,
+    null,
+    or_,
+    select,
+    true,
+)
+from sqlalchemy.sql.selectable import Subquery, TableClause
 
 from sms_replies.analytics.params import (
     DEFAULT_TZ,
@@ -41,9 +64,18 @@ from sms_replies.analytics.params import (
     UnknownCampaignError,
     local_midnight,
 )
-from sms_replies.analytics.store import CAMPAIGNS_TABLE, has_column, table_columns
 from sms_replies.schema import COLUMN_NAMES, TABLE
+from sms_replies.stores.dialects import (
+    BinaryOrder,
+    BucketStart,
+    CountDistinctIf,
+    CountIf,
+    Median,
+    Seconds,
+)
+from sms_replies.stores.readers import Reader
 
+CAMPAIGNS_TABLE: Final = "campaigns"
 LAST_PART_COLUMN: Final = "last_part_at"
 MAX_PAGE: Final = 1000
 # A position in the newest-first order (the API's OpenAPI document states this pattern).
@@ -51,39 +83,6 @@ CURSOR_PATTERN: Final = r"^(?:0|[1-9][0-9]{0,17})\.[^\x00-\x1f\x7f]*$"
 _CURSOR: Final = re.compile(CURSOR_PATTERN)
 
 CAMPAIGN_COLUMN: Final = "campaign"
-
-# Whether reply r belongs to campaign c by the time-window rule.
-WINDOW_MEMBERSHIP: Final = (
-    "r.received_at >= c.start_at AND r.received_at < c.end_at AND ("
-    "(c.channel = 'long_number' AND r.channel = 'long_number' AND r.recipient = c.recipient) "
-    "OR (c.channel = 'short_number' AND r.channel = 'short_number'))"
-)
-# A reply that came through a per-campaign callback URL (``campaign`` set) belongs
-# to the campaign of that name only, whatever its time; the others by the window.
-MEMBERSHIP: Final = (
-    f"(r.{CAMPAIGN_COLUMN} = c.name OR (r.{CAMPAIGN_COLUMN} IS NULL AND {WINDOW_MEMBERSHIP}))"
-)
-
-
-def membership_sql(con: duckdb.DuckDBPyConnection) -> str:
-    """Whether reply r belongs to campaign c (the window rule on a table not yet migrated)."""
-    return MEMBERSHIP if has_column(con, TABLE, CAMPAIGN_COLUMN) else WINDOW_MEMBERSHIP
-
-
-_GROUP_KEYS: Final[dict[str, str]] = {
-    "recipient": "r.recipient",
-    "channel": "r.channel",
-    "campaign": "c.name",
-}
-
-# Start of the bucket holding r.received_at, as an instant. Hours: step back by the
-# wall-clock minutes/seconds (exact across DST changes, which fall on whole hours).
-# Days: local midnight of the local date.
-_BUCKET_EXPRS: Final[dict[str, str]] = {
-    "hour": "r.received_at - (timezone($tz, r.received_at) "
-    "- date_trunc('hour', timezone($tz, r.received_at)))",
-    "day": "timezone($tz, date_trunc('day', timezone($tz, r.received_at)))",
-}
 
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -249,82 +248,222 @@ def to_plain(value: Any) -> Any:
 # -- building blocks ---------------------------------------------------------------
 
 
-def stats_sql(con: duckdb.DuckDBPyConnection) -> str:
-    if has_column(con, TABLE, LAST_PART_COLUMN):
-        median = (
-            f"median(epoch(r.{LAST_PART_COLUMN}) - epoch(r.received_at)) "
-            f"FILTER (WHERE r.parts_expected > 1 AND r.{LAST_PART_COLUMN} IS NOT NULL)"
-        )
-    else:
-        median = "CAST(NULL AS DOUBLE)"
-    return (
-        "count(r.reply_id), count(DISTINCT r.sender), "
-        "count(DISTINCT r.sender) FILTER (WHERE r.is_stop), "
-        "count(*) FILTER (WHERE r.is_stop), "
-        "count(*) FILTER (WHERE r.parts_expected > 1), "
-        "count(*) FILTER (WHERE NOT r.complete), "
-        f"{median}"
+@dataclass(frozen=True, slots=True)
+class DeclaredCampaign:
+    """A declared campaign's window (the columns membership needs)."""
+
+    name: str
+    channel: str
+    recipient: str | None
+    start: datetime
+    end: datetime
+    delivered: int | None
+
+
+class StoreView:
+    """What one reader's store holds: the tables (aliased ``r`` and ``c``) and their columns."""
+
+    def __init__(self, reader: Reader) -> None:
+        self.reader = reader
+        self.reply_columns = reader.columns(TABLE)
+        self.campaign_columns = reader.columns(CAMPAIGNS_TABLE)
+        self.r: TableClause | None = None
+        if self.reply_columns:
+            self.r = reader.table(TABLE).alias("r")  # type: ignore[assignment]
+
+    @property
+    def has_replies(self) -> bool:
+        return bool(self.reply_columns)
+
+    @property
+    def has_campaigns(self) -> bool:
+        return bool(self.campaign_columns)
+
+    @property
+    def attributed(self) -> bool:
+        """Whether replies carry the ``campaign`` column (a table not migrated lacks it)."""
+        return CAMPAIGN_COLUMN in self.reply_columns
+
+    @property
+    def median_available(self) -> bool:
+        return LAST_PART_COLUMN in self.reply_columns
+
+    def replies(self) -> TableClause:
+        assert self.r is not None
+        return self.r
+
+    def campaigns(self) -> Subquery:
+        """The declared campaigns under names no replies column has (ClickHouse 18.16
+        resolves columns by name across a join)."""
+        t = self.reader.table(CAMPAIGNS_TABLE)
+        return select(
+            t.c.name.label("c_name"),
+            t.c.channel.label("c_channel"),
+            t.c.recipient.label("c_recipient"),
+            t.c.start_at.label("c_start"),
+            t.c.end_at.label("c_end"),
+            t.c.delivered.label("c_delivered"),
+        ).subquery("c")
+
+    def declared(self, name: str | None = None) -> list[DeclaredCampaign]:
+        if not self.has_campaigns:
+            return []
+        t = self.reader.table(CAMPAIGNS_TABLE)
+        stmt = select(t.c.name, t.c.channel, t.c.recipient, t.c.start_at, t.c.end_at, t.c.delivered)
+        if name is not None:
+            stmt = stmt.where(t.c.name == name)
+        return [
+            DeclaredCampaign(str(n), str(ch), rcpt, s, e, None if d is None else int(d))
+            for n, ch, rcpt, s, e, d in self.reader.fetch(stmt)
+        ]
+
+
+def _window(r: TableClause, c: DeclaredCampaign) -> ColumnElement[bool]:
+    """Whether reply r is in declared campaign c's window and on its number (constants)."""
+    cond = and_(r.c.received_at >= c.start, r.c.received_at < c.end, r.c.channel == c.channel)
+    if c.channel == "long_number":
+        cond = and_(cond, r.c.recipient == c.recipient)
+    return cond
+
+
+def _membership(view: StoreView, r: TableClause, c: Subquery) -> ColumnElement[bool]:
+    """Whether reply r belongs to the declared campaign c (a row of :meth:`campaigns`)."""
+    window = and_(
+        r.c.received_at >= c.c.c_start,
+        r.c.received_at < c.c.c_end,
+        or_(
+            and_(
+                c.c.c_channel == "long_number",
+                r.c.channel == "long_number",
+                r.c.recipient == c.c.c_recipient,
+            ),
+            and_(c.c.c_channel == "short_number", r.c.channel == "short_number"),
+        ),
     )
+    if not view.attributed:
+        return window
+    return or_(r.c.campaign == c.c.c_name, and_(r.c.campaign.is_(None), window))
 
 
-def _check_campaign(con: duckdb.DuckDBPyConnection, name: str | None) -> None:
-    """UnknownCampaignError unless ``name`` is declared or carried by a reply (its URL's)."""
+def _campaign_filter(view: StoreView, name: str) -> ColumnElement[bool]:
+    """The replies of campaign ``name``; UnknownCampaignError unless it is declared or
+    carried by a reply (its callback URL's)."""
+    r = view.replies()
+    declared = view.declared(name)
+    if declared:
+        window = _window(r, declared[0])
+        if not view.attributed:
+            return window
+        return or_(r.c.campaign == name, and_(r.c.campaign.is_(None), window))
+    if view.attributed:
+        found = view.reader.fetch(select(func.count()).select_from(r).where(r.c.campaign == name))
+        if found and found[0][0]:
+            return r.c.campaign == name
+    raise UnknownCampaignError(name)
+
+
+def _check_campaign(view: StoreView, name: str | None) -> None:
     if name is None:
         return
-    sql = f"SELECT count(*) FROM {CAMPAIGNS_TABLE} WHERE name = $name"
-    if has_column(con, TABLE, CAMPAIGN_COLUMN):
-        sql = f"SELECT ({sql}) + (SELECT count(*) FROM {TABLE} WHERE {CAMPAIGN_COLUMN} = $name)"
-    found = con.execute(sql, {"name": name}).fetchone()
-    if not found or not found[0]:
-        raise UnknownCampaignError(name)
+    if not view.has_replies:
+        if not view.declared(name):
+            raise UnknownCampaignError(name)
+        return
+    _campaign_filter(view, name)
 
 
-def _group_key(con: duckdb.DuckDBPyConnection, group_by: str) -> str:
-    # A campaign named only by its replies' URL (not declared) is a group too.
-    if group_by == "campaign" and has_column(con, TABLE, CAMPAIGN_COLUMN):
-        return f"coalesce(c.name, r.{CAMPAIGN_COLUMN})"
-    return _GROUP_KEYS[group_by]
+def _range(view: StoreView, q: StatsQuery) -> list[ColumnElement[bool]]:
+    r = view.replies()
+    where = [r.c.received_at >= q.start, r.c.received_at < q.end]
+    if q.campaign is not None:
+        where.append(_campaign_filter(view, q.campaign))
+    return where
 
 
-def _source(
-    con: duckdb.DuckDBPyConnection, q: StatsQuery, *, join_campaigns: bool
-) -> tuple[str, dict[str, Any]]:
-    """FROM ... WHERE ... for the replies of ``q`` (joined to their campaigns if asked)."""
-    membership = membership_sql(con)
-    attributed = has_column(con, TABLE, CAMPAIGN_COLUMN)
-    params: dict[str, Any] = {"start": q.start, "end": q.end}
-    where = ["r.received_at >= $start", "r.received_at < $end"]
-    if join_campaigns and attributed:
-        # Declared campaigns, and the undeclared names replies carry from their URL.
-        sql = f"FROM {TABLE} r LEFT JOIN {CAMPAIGNS_TABLE} c ON {membership}"
-        where.append(f"(c.name IS NOT NULL OR r.{CAMPAIGN_COLUMN} IS NOT NULL)")
-        if q.campaign is not None:
-            where.append(f"coalesce(c.name, r.{CAMPAIGN_COLUMN}) = $campaign")
-            params["campaign"] = q.campaign
-    elif join_campaigns:
-        sql = f"FROM {TABLE} r JOIN {CAMPAIGNS_TABLE} c ON {membership}"
-        if q.campaign is not None:
-            where.append("c.name = $campaign")
-            params["campaign"] = q.campaign
-    else:
-        sql = f"FROM {TABLE} r"
-        if q.campaign is not None:
-            declared = (
-                f"EXISTS (SELECT 1 FROM {CAMPAIGNS_TABLE} c WHERE c.name = $campaign "
-                f"AND {membership})"
-            )
-            where.append(
-                f"(r.{CAMPAIGN_COLUMN} = $campaign OR {declared})" if attributed else declared
-            )
-            params["campaign"] = q.campaign
-    return f"{sql} WHERE {' AND '.join(where)}", params
+def median_condition(r: TableClause) -> ColumnElement[bool]:
+    """The replies whose assembly time counts (see the module docstring)."""
+    return and_(r.c.parts_expected > 1, r.c.parts_received > 1, r.c[LAST_PART_COLUMN].is_not(None))
 
 
-def row_stats(row: tuple[Any, ...]) -> Stats:
-    replies, senders, stop_senders, stops, multipart, incomplete = (int(v) for v in row[:6])
+def aggregates(view: StoreView, r: TableClause) -> list[ColumnElement[Any]]:
+    """The columns of :func:`row_stats`, in its order."""
+    median: ColumnElement[Any] = null()
+    if view.median_available:
+        median = Median(Seconds(r.c[LAST_PART_COLUMN], r.c.received_at), median_condition(r))
+    return [
+        func.count(r.c.reply_id),
+        func.count(distinct(r.c.sender)),
+        CountDistinctIf(r.c.sender, r.c.is_stop == true()),
+        CountIf(r.c.is_stop == true()),
+        CountIf(r.c.parts_expected > 1),
+        CountIf(r.c.complete == false()),
+        median,
+    ]
+
+
+def row_stats(row: Sequence[Any]) -> Stats:
+    replies, senders, stop_senders, stops, multipart, incomplete = (int(v or 0) for v in row[:6])
+    median = row[6]
     return Stats.from_counts(
-        replies, senders, stop_senders, stops, multipart, incomplete, median=row[6]
+        replies,
+        senders,
+        stop_senders,
+        stops,
+        multipart,
+        incomplete,
+        median=None if median is None or replies == 0 else float(median),
     )
+
+
+EMPTY_STATS: Final = Stats.from_counts(0, 0, 0, 0, 0, 0, None)
+
+
+def declared_part(
+    view: StoreView,
+    q: StatsQuery | None,
+    columns: Callable[[Subquery], list[ColumnElement[Any]]],
+) -> tuple[Select[Any], Subquery] | None:
+    """SELECT ``columns(c)`` FROM replies r CROSS JOIN campaigns c WHERE r belongs to c
+    (and is in q's range), to be grouped by c.c_name; None without declared campaigns."""
+    if not view.has_campaigns:
+        return None
+    r = view.replies()
+    c = view.campaigns()
+    stmt = select(*columns(c)).select_from(r.join(c, true())).where(_membership(view, r, c))
+    if q is not None:
+        stmt = stmt.where(r.c.received_at >= q.start, r.c.received_at < q.end)
+        if q.campaign is not None:
+            stmt = stmt.where(c.c.c_name == q.campaign)
+    return stmt, c
+
+
+def _undeclared_part(
+    view: StoreView, q: StatsQuery, columns: list[ColumnElement[Any]]
+) -> Select[Any] | None:
+    """The replies that name a campaign nobody declared (grouped by r.campaign)."""
+    if not view.attributed:
+        return None
+    r = view.replies()
+    stmt = (
+        select(*columns)
+        .select_from(r)
+        .where(r.c.received_at >= q.start, r.c.received_at < q.end, r.c.campaign.is_not(None))
+    )
+    if view.has_campaigns:
+        t = view.reader.table(CAMPAIGNS_TABLE)
+        stmt = stmt.where(r.c.campaign.not_in(select(t.c.name)))
+    if q.campaign is not None:
+        stmt = stmt.where(r.c.campaign == q.campaign)
+    return stmt
+
+
+def _group_order(groups: list[Group]) -> list[Group]:
+    """Most replies first, then by key (byte order), the null key last."""
+    return sorted(groups, key=lambda g: (-g.stats.replies, g.key is None, g.key or ""))
+
+
+def _from_epoch(seconds: int) -> datetime:
+    return _EPOCH + timedelta(seconds=seconds)
 
 
 def _from_epoch_us(us: int) -> datetime:
@@ -368,41 +507,67 @@ def bucket_starts(start: datetime, end: datetime, bucket: str, tz: ZoneInfo) -> 
 # -- public queries ------------------------------------------------------------------
 
 
-def summary(con: duckdb.DuckDBPyConnection, q: StatsQuery) -> Summary:
+def _grouped(
+    view: StoreView, q: StatsQuery, extra: list[ColumnElement[Any]]
+) -> list[tuple[Any, ...]]:
+    """Rows (key, *extra) of the replies of ``q`` grouped by ``q.group_by`` (and by
+    the extra columns labelled ``g_*``): for campaigns, declared ones then undeclared
+    names, two queries whose keys never meet."""
+    r = view.replies()
+    labels: list[ColumnElement[Any]] = [
+        literal_column(str(col.key)) for col in extra if str(col.key).startswith("g_")
+    ]
+    if q.group_by != "campaign":
+        key = (r.c.recipient if q.group_by == "recipient" else r.c.channel).label("g_key")
+        stmt = (
+            select(key, *extra)
+            .select_from(r)
+            .where(*_range(view, q))
+            .group_by(literal_column("g_key"), *labels)
+        )
+        return view.reader.fetch(stmt)
+    rows: list[tuple[Any, ...]] = []
+    declared = declared_part(view, q, lambda c: [c.c.c_name.label("g_key"), *extra])
+    if declared is not None:
+        rows += view.reader.fetch(declared[0].group_by(literal_column("g_key"), *labels))
+    undeclared = _undeclared_part(view, q, [r.c.campaign.label("g_key"), *extra])
+    if undeclared is not None:
+        rows += view.reader.fetch(undeclared.group_by(literal_column("g_key"), *labels))
+    return rows
+
+
+def summary(reader: Reader, q: StatsQuery) -> Summary:
     """Totals over [start, end), optionally split by ``q.group_by``, and the top keywords.
 
     Totals count each reply once; with ``group_by='campaign'`` the groups hold only
     the replies that belong to a campaign (a reply in two overlapping campaigns
     counts in both), so they need not add up to the totals.
     """
-    _check_campaign(con, q.campaign)
-    aggregates = stats_sql(con)
-    source, params = _source(con, q, join_campaigns=False)
-    row = con.execute(f"SELECT {aggregates} {source}", params).fetchone()
-    assert row is not None
-    totals = row_stats(row)
+    view = StoreView(reader)
+    _check_campaign(view, q.campaign)
+    totals = EMPTY_STATS
     groups: list[Group] = []
-    if q.group_by is not None:
-        key = _group_key(con, q.group_by)
-        source, params = _source(con, q, join_campaigns=q.group_by == "campaign")
-        extra = ", any_value(c.delivered)" if q.group_by == "campaign" else ", NULL"
-        rows = con.execute(
-            f"SELECT {key}, {aggregates}{extra} {source} GROUP BY {key} "
-            f"ORDER BY count(*) DESC, {key} NULLS LAST",
-            params,
-        ).fetchall()
-        for r in rows:
-            stats = row_stats(r[1:8])
-            delivered = None if r[8] is None else int(r[8])
-            groups.append(
-                Group(
-                    key=r[0],
-                    stats=stats,
-                    delivered=delivered,
-                    reply_rate=share(stats.senders, delivered) if delivered else None,
-                    opt_out_rate=share(stats.stop_senders, delivered) if delivered else None,
+    keywords: list[KeywordCount] = []
+    if view.has_replies:
+        r = view.replies()
+        (row,) = reader.fetch(select(*aggregates(view, r)).where(*_range(view, q)))
+        totals = row_stats(row)
+        if q.group_by is not None:
+            rows = _grouped(view, q, aggregates(view, r))
+            declared = {c.name: c.delivered for c in view.declared()}
+            for row in rows:
+                stats = row_stats(row[1:8])
+                count = declared.get(row[0]) if q.group_by == "campaign" else None
+                groups.append(
+                    Group(
+                        key=row[0],
+                        stats=stats,
+                        delivered=count,
+                        reply_rate=share(stats.senders, count) if count else None,
+                        opt_out_rate=share(stats.stop_senders, count) if count else None,
+                    )
                 )
-            )
+        keywords = _top_keywords(view, q, totals.replies)
     return Summary(
         start=q.start.astimezone(q.zone),
         end=q.end.astimezone(q.zone),
@@ -410,69 +575,92 @@ def summary(con: duckdb.DuckDBPyConnection, q: StatsQuery) -> Summary:
         group_by=q.group_by,
         campaign=q.campaign,
         totals=totals,
-        groups=groups,
-        keywords=top_keywords(con, q, checked=True),
-        median_assembly_available=has_column(con, TABLE, LAST_PART_COLUMN),
+        groups=_group_order(groups),
+        keywords=keywords,
+        median_assembly_available=view.median_available or not view.has_replies,
     )
 
 
-def top_keywords(
-    con: duckdb.DuckDBPyConnection, q: StatsQuery, *, checked: bool = False
-) -> list[KeywordCount]:
-    """The ``q.top`` most frequent non-empty keywords (ties: alphabetical)."""
-    if not checked:
-        _check_campaign(con, q.campaign)
-    source, params = _source(con, q, join_campaigns=False)
-    total_row = con.execute(f"SELECT count(*) {source}", params).fetchone()
-    total = int(total_row[0]) if total_row else 0
-    rows = con.execute(
-        f"SELECT r.keyword, count(*) AS n {source} AND r.keyword <> '' "
-        "GROUP BY r.keyword ORDER BY n DESC, r.keyword LIMIT $top",
-        {**params, "top": q.top},
-    ).fetchall()
-    return [KeywordCount(keyword=k, replies=int(n), share=share(int(n), total)) for k, n in rows]
+def _top_keywords(view: StoreView, q: StatsQuery, total: int) -> list[KeywordCount]:
+    r = view.replies()
+    n = func.count().label("n")
+    stmt = (
+        select(r.c.keyword, n)
+        .where(*_range(view, q), r.c.keyword != "")
+        .group_by(r.c.keyword)
+        .order_by(literal_column("n").desc(), BinaryOrder(r.c.keyword))
+        .limit(bindparam("top", q.top))
+    )
+    return [
+        KeywordCount(keyword=str(k), replies=int(c), share=share(int(c), total))
+        for k, c in view.reader.fetch(stmt)
+    ]
 
 
-def timeseries(con: duckdb.DuckDBPyConnection, q: StatsQuery) -> Timeseries:
+def top_keywords(reader: Reader, q: StatsQuery) -> list[KeywordCount]:
+    """The ``q.top`` most frequent non-empty keywords (ties: byte order)."""
+    view = StoreView(reader)
+    _check_campaign(view, q.campaign)
+    if not view.has_replies:
+        return []
+    r = view.replies()
+    (row,) = reader.fetch(select(func.count()).select_from(r).where(*_range(view, q)))
+    return _top_keywords(view, q, int(row[0]))
+
+
+def timeseries(reader: Reader, q: StatsQuery) -> Timeseries:
     """Counts per bucket (``q.bucket``, default hour) in zone ``q.tz``, empty buckets as zeros."""
-    _check_campaign(con, q.campaign)
+    view = StoreView(reader)
+    _check_campaign(view, q.campaign)
     bucket = q.bucket or "hour"
     tz = q.zone
-    source, params = _source(con, q, join_campaigns=q.group_by == "campaign")
-    key = _group_key(con, q.group_by) if q.group_by else "NULL"
-    rows = con.execute(
-        f"SELECT {key} AS k, epoch_us({_BUCKET_EXPRS[bucket]}) AS b, count(*), "
-        "count(DISTINCT r.sender), count(*) FILTER (WHERE r.is_stop), "
-        "count(*) FILTER (WHERE r.parts_expected > 1), count(*) FILTER (WHERE NOT r.complete) "
-        f"{source} GROUP BY k, b ORDER BY k NULLS LAST, b",
-        {**params, "tz": q.tz},
-    ).fetchall()
-    buckets = bucket_starts(q.start, q.end, bucket, tz)
     by_key: dict[str | None, dict[datetime, Point]] = {}
-    for k, b, n, senders, stops, multipart, incomplete in rows:
-        t = _from_epoch_us(int(b))
-        by_key.setdefault(k, {})[t] = Point(
-            t,
-            int(n),
-            int(senders),
-            int(stops),
-            int(multipart),
-            int(incomplete),
-            stop_share=share(int(stops), int(n)),
-        )
+    if view.has_replies:
+        r = view.replies()
+        counts: list[ColumnElement[Any]] = [
+            BucketStart(r.c.received_at, bucket, bindparam("tz", q.tz)).label("g_bucket"),
+            func.count(),
+            func.count(distinct(r.c.sender)),
+            CountIf(r.c.is_stop == true()),
+            CountIf(r.c.parts_expected > 1),
+            CountIf(r.c.complete == false()),
+        ]
+        if q.group_by is None:
+            stmt = (
+                select(null().label("g_key"), *counts)
+                .where(*_range(view, q))
+                .group_by(literal_column("g_bucket"))
+            )
+            rows = reader.fetch(stmt)
+        else:
+            rows = _grouped(view, q, counts)
+        for k, b, n, senders, stops, multipart, incomplete in rows:
+            t = _from_epoch(int(b))
+            by_key.setdefault(k, {})[t] = Point(
+                t,
+                int(n),
+                int(senders),
+                int(stops),
+                int(multipart),
+                int(incomplete),
+                stop_share=share(int(stops), int(n)),
+            )
     if not by_key and q.group_by is None:
         by_key[None] = {}
+    buckets = bucket_starts(q.start, q.end, bucket, tz)
     known = set(buckets)
     extra = {t for points in by_key.values() for t in points if t not in known}
     buckets = sorted(known | extra)
+    keys = sorted(by_key, key=lambda k: (k is None, k or ""))
     series = [
         Series(
             key=k,
             points=[
-                dataclasses.replace(points.get(t) or Point(t), t=t.astimezone(tz)) for t in buckets
+                dataclasses.replace(by_key[k].get(t) or Point(t), t=t.astimezone(tz))
+                for t in buckets
             ],
         )
-        for k, points in by_key.items()
+        for k in keys
     ]
     return Timeseries(
         start=q.start.astimezone(tz),
@@ -497,7 +685,12 @@ def decode_cursor(cursor: str) -> tuple[int, str]:
     return int(us), reply_id
 
 
-def list_replies(con: duckdb.DuckDBPyConnection, f: ReplyFilter) -> ReplyPage:
+def _epoch_us(t: datetime) -> int:
+    delta = t.astimezone(UTC) - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def list_replies(reader: Reader, f: ReplyFilter) -> ReplyPage:
     """Reply rows, newest first (``received_at`` then ``reply_id`` descending).
 
     Page with ``next_cursor`` (stable while rows arrive) or with ``offset``; with
@@ -505,51 +698,61 @@ def list_replies(con: duckdb.DuckDBPyConnection, f: ReplyFilter) -> ReplyPage:
     Times are shown in zone ``f.tz``.
     """
     tz = ZoneInfo(f.tz)
+    view = StoreView(reader)
     # A table from before a column was added (not yet migrated by a sink) lacks it.
-    present = table_columns(con, TABLE)
-    columns = [c for c in COLUMN_NAMES if c in present]
-    where: list[str] = []
-    params: dict[str, Any] = {"limit": f.limit + 1}
-    for name, sql, value in (
-        ("start", "r.received_at >= $start", f.start),
-        ("end", "r.received_at < $end", f.end),
-        ("sender", "r.sender = $sender", f.sender),
-        ("recipient", "r.recipient = $recipient", f.recipient),
-        ("keyword", "r.keyword = $keyword", f.keyword),
-        ("is_stop", "r.is_stop = $is_stop", f.is_stop),
-        ("complete", "r.complete = $complete", f.complete),
-    ):
+    columns = [c for c in COLUMN_NAMES if c in view.reply_columns]
+    if not view.has_replies:
+        return ReplyPage(items=[], limit=f.limit, offset=f.offset, next_cursor=None)
+    r = view.replies()
+    where: list[ColumnElement[bool]] = []
+    filters: list[tuple[Any, ColumnElement[Any], str]] = [
+        (f.start, r.c.received_at, ">="),
+        (f.end, r.c.received_at, "<"),
+        (f.sender, r.c.sender, "="),
+        (f.recipient, r.c.recipient, "="),
+        (f.keyword, r.c.keyword, "="),
+        (f.is_stop, r.c.is_stop, "="),
+        (f.complete, r.c.complete, "="),
+    ]
+    for value, col, op in filters:
         if value is not None:
-            where.append(sql)
-            params[name] = value
+            where.append(col >= value if op == ">=" else col < value if op == "<" else col == value)
     if f.cursor is not None:
         us, reply_id = decode_cursor(f.cursor)
+        position = _from_epoch_us(us)
         where.append(
-            "(epoch_us(r.received_at) < $cur_us OR "
-            "(epoch_us(r.received_at) = $cur_us AND r.reply_id < $cur_id))"
+            or_(
+                r.c.received_at < position,
+                and_(r.c.received_at == position, r.c.reply_id < reply_id),
+            )
         )
-        params.update(cur_us=us, cur_id=reply_id)
-    sql = (
-        f"SELECT {', '.join('r.' + c for c in columns)}, epoch_us(r.received_at) FROM {TABLE} r"
-        + (f" WHERE {' AND '.join(where)}" if where else "")
-        + " ORDER BY r.received_at DESC, r.reply_id DESC LIMIT $limit"
+    stmt = (
+        select(*(r.c[c] for c in columns))
+        .where(*where)
+        .order_by(r.c.received_at.desc(), BinaryOrder(r.c.reply_id).desc())
+        .limit(bindparam("limit", f.limit + 1))
     )
     if f.offset is not None:
-        sql += " OFFSET $offset"
-        params["offset"] = f.offset
-    rows = con.execute(sql, params).fetchall()
+        stmt = stmt.offset(bindparam("offset", f.offset))
+    rows = reader.fetch(stmt)
     more = len(rows) > f.limit
     rows = rows[: f.limit]
     items = []
+    booleans = {"is_stop", "complete", "late"}
     for row in rows:
-        item = dict(zip(columns, row[:-1], strict=True))
+        item = dict(zip(columns, row, strict=True))
         for name, value in item.items():
             if isinstance(value, datetime):
                 item[name] = value.astimezone(tz)
+            elif name in booleans and value is not None:
+                item[name] = bool(value)
+            elif isinstance(value, tuple):
+                item[name] = list(value)
         items.append(item)
     next_cursor = None
     if more and rows:
-        next_cursor = encode_cursor(int(rows[-1][-1]), str(rows[-1][0]))
+        last = dict(zip(columns, rows[-1], strict=True))
+        next_cursor = encode_cursor(_epoch_us(last["received_at"]), str(last["reply_id"]))
     return ReplyPage(
         items=items,
         limit=f.limit,

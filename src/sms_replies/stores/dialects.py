@@ -1,0 +1,325 @@
+"""One SQL definition, three stores: SQLAlchemy Core dialects and the few constructs that differ.
+
+The analytics queries (:mod:`sms_replies.analytics.queries`) are written once
+with SQLAlchemy Core and compiled per store, every value the caller gives a
+bound parameter in the driver's own style:
+
+- DuckDB: the PostgreSQL compiler, ``?`` parameters (:class:`DuckDBDialect`);
+- PostgreSQL: SQLAlchemy's psycopg dialect, ``%(name)s`` (server-side ``$n``);
+- ClickHouse: :class:`ClickHouseDialect`, ``%(name)s`` substituted by
+  clickhouse-driver. Its compiler adds ``FINAL`` after every table (every table
+  is a ReplacingMergeTree: readers collapse rows not yet merged), writes column
+  names without table qualifiers (ClickHouse 18.16 resolves them poorly across
+  joins: queries keep names unique instead), binds timestamps as ``toDateTime``
+  of whole seconds (18.16 has no DateTime64; ``>=`` and ``<`` bounds rounded up
+  are exact on whole-second rows) and booleans as 0/1 (UInt8 columns).
+
+The constructs whose SQL differs (everything else is portable SQL):
+
+- :class:`CountIf`, :class:`CountDistinctIf`: ``count(...) FILTER (WHERE c)`` vs
+  ``countIf`` / ``uniqExactIf``;
+- :class:`Median`: the exact median, interpolated between the two middle values
+  (DuckDB ``median``, PostgreSQL ``percentile_cont(0.5)``, ClickHouse the middle
+  elements of ``arraySort(groupArrayIf(...))``: 18.16's quantiles are not exact);
+- :class:`Seconds`: seconds between two timestamps, as a float;
+- :class:`BucketStart`: start of the hour or day of a zone holding an instant, as
+  whole seconds since the epoch, exact across DST changes (hours: the instant
+  minus its wall-clock minutes and seconds; days: the local midnight);
+- :class:`BinaryOrder`: ORDER BY in byte order (PostgreSQL's default collation
+  sorts otherwise).
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime
+from typing import Any, Final
+
+from sqlalchemy import Boolean, DateTime
+from sqlalchemy.dialects.postgresql.base import PGDialect
+from sqlalchemy.dialects.postgresql.psycopg import PGDialect_psycopg
+from sqlalchemy.engine import default
+from sqlalchemy.engine.interfaces import Dialect
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql import compiler, elements, expression
+from sqlalchemy.sql.selectable import TableClause
+from sqlalchemy.types import Float, Integer, TypeDecorator
+
+
+class Instant(TypeDecorator[datetime]):
+    """A UTC instant (TIMESTAMPTZ / timestamptz / DateTime('UTC'))."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> Any:
+        if value is None or dialect.name != "clickhouse":
+            return value
+        # Whole seconds: rounded up, which keeps `>=` and `<` exact on whole-second rows.
+        return math.ceil(value.astimezone(UTC).timestamp())
+
+
+class Flag(TypeDecorator[bool]):
+    """A boolean (UInt8 in ClickHouse)."""
+
+    impl = Boolean
+    cache_ok = True
+
+    def process_bind_param(self, value: bool | None, dialect: Dialect) -> Any:
+        if value is None or dialect.name != "clickhouse":
+            return value
+        return int(value)
+
+
+# -- dialects -------------------------------------------------------------------------
+
+
+class DuckDBDialect(PGDialect):
+    """DuckDB speaks PostgreSQL's SQL closely enough; ``?`` parameters."""
+
+    name = "duckdb"
+    driver = "duckdb"
+    default_paramstyle = "qmark"
+    supports_statement_cache = True
+
+
+class ClickHouseCompiler(compiler.SQLCompiler):
+    # mypy: SQLAlchemy's visit_* methods are untyped, with more keywords than used here.
+
+    def visit_table(self, table: Any, asfrom: bool = False, **kw: Any) -> Any:  # type: ignore[override]
+        text = super().visit_table(table, asfrom=asfrom, **kw)  # type: ignore[no-untyped-call]
+        final = asfrom and not kw.get("iscrud") and not kw.get("within_alias")
+        return f"{text} FINAL" if final else text
+
+    def visit_alias(self, alias: Any, asfrom: bool = False, **kw: Any) -> Any:  # type: ignore[override]
+        text = super().visit_alias(alias, asfrom=asfrom, within_alias=True, **kw)  # type: ignore[no-untyped-call]
+        if asfrom and isinstance(alias.element, TableClause):
+            text += " FINAL"  # FROM db.table AS r FINAL
+        return text
+
+    def visit_column(self, column: Any, include_table: bool = True, **kw: Any) -> str:  # type: ignore[override]
+        return super().visit_column(column, include_table=False, **kw)
+
+    def visit_bindparam(self, bindparam: Any, **kw: Any) -> Any:  # type: ignore[override]
+        text = super().visit_bindparam(bindparam, **kw)  # type: ignore[no-untyped-call]
+        if isinstance(bindparam.type, Instant):
+            return f"toDateTime({text})"
+        return text
+
+    def visit_true(self, expr: Any, **kw: Any) -> str:
+        return "1"
+
+    def visit_false(self, expr: Any, **kw: Any) -> str:
+        return "0"
+
+
+class ClickHouseDialect(default.DefaultDialect):
+    name = "clickhouse"
+    driver = "clickhouse_driver"
+    default_paramstyle = "pyformat"
+    statement_compiler = ClickHouseCompiler
+    supports_native_boolean = False
+    supports_statement_cache = True
+
+
+DIALECTS: Final[dict[str, Dialect]] = {
+    "duckdb": DuckDBDialect(paramstyle="qmark"),  # type: ignore[no-untyped-call]
+    "postgresql": PGDialect_psycopg(),  # type: ignore[no-untyped-call]
+    "clickhouse": ClickHouseDialect(paramstyle="pyformat"),
+}
+
+
+# -- constructs -----------------------------------------------------------------------
+
+
+class CountIf(expression.ColumnElement[int]):
+    """Rows where ``condition`` holds."""
+
+    inherit_cache = True
+    type = Integer()
+
+    def __init__(self, condition: Any) -> None:
+        self.condition = elements.coercions.expect(elements.roles.WhereHavingRole, condition)  # type: ignore[attr-defined]
+
+
+class CountDistinctIf(expression.ColumnElement[int]):
+    """Distinct values of ``value`` among the rows where ``condition`` holds."""
+
+    inherit_cache = True
+    type = Integer()
+
+    def __init__(self, value: Any, condition: Any) -> None:
+        self.value = value
+        self.condition = elements.coercions.expect(elements.roles.WhereHavingRole, condition)  # type: ignore[attr-defined]
+
+
+class Median(expression.ColumnElement[float]):
+    """Exact median (mean of the two middle values) of ``value`` where ``condition`` holds."""
+
+    inherit_cache = True
+    type = Float()
+
+    def __init__(self, value: Any, condition: Any) -> None:
+        self.value = value
+        self.condition = elements.coercions.expect(elements.roles.WhereHavingRole, condition)  # type: ignore[attr-defined]
+
+
+class Seconds(expression.ColumnElement[float]):
+    """``end - start`` in seconds (a float)."""
+
+    inherit_cache = True
+    type = Float()
+
+    def __init__(self, end: Any, start: Any) -> None:
+        self.end = end
+        self.start = start
+
+
+class BucketStart(expression.ColumnElement[int]):
+    """Start of the ``bucket`` ('hour'/'day') of zone ``tz`` (a bound name) holding ``value``,
+    in whole seconds since the epoch."""
+
+    inherit_cache = True
+    type = Integer()
+
+    def __init__(self, value: Any, bucket: str, tz: Any) -> None:
+        if bucket not in ("hour", "day"):
+            raise ValueError(bucket)
+        self.value = value
+        self.bucket = bucket
+        self.tz = tz
+
+
+class BinaryOrder(expression.ColumnElement[str]):
+    """``value`` compared byte by byte when sorted."""
+
+    inherit_cache = True
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+        self.type = value.type
+
+
+def _c(compiler: compiler.SQLCompiler, element: Any, **kw: Any) -> str:
+    return str(compiler.process(element, **kw))
+
+
+# CountIf
+
+
+@compiles(CountIf)
+def _count_if(element: CountIf, compiler: compiler.SQLCompiler, **kw: Any) -> str:
+    return f"count(*) FILTER (WHERE {_c(compiler, element.condition, **kw)})"
+
+
+@compiles(CountIf, "clickhouse")
+def _count_if_ch(element: CountIf, compiler: compiler.SQLCompiler, **kw: Any) -> str:
+    return f"countIf({_c(compiler, element.condition, **kw)})"
+
+
+@compiles(CountDistinctIf)
+def _count_distinct_if(element: CountDistinctIf, compiler: compiler.SQLCompiler, **kw: Any) -> str:
+    value, condition = _c(compiler, element.value, **kw), _c(compiler, element.condition, **kw)
+    return f"count(DISTINCT {value}) FILTER (WHERE {condition})"
+
+
+@compiles(CountDistinctIf, "clickhouse")
+def _count_distinct_if_ch(
+    element: CountDistinctIf, compiler: compiler.SQLCompiler, **kw: Any
+) -> str:
+    value, condition = _c(compiler, element.value, **kw), _c(compiler, element.condition, **kw)
+    return f"uniqExactIf({value}, {condition})"
+
+
+# Median
+
+
+@compiles(Median, "duckdb")
+def _median_duckdb(element: Median, compiler: compiler.SQLCompiler, **kw: Any) -> str:
+    value, condition = _c(compiler, element.value, **kw), _c(compiler, element.condition, **kw)
+    return f"median({value}) FILTER (WHERE {condition})"
+
+
+@compiles(Median, "postgresql")
+def _median_pg(element: Median, compiler: compiler.SQLCompiler, **kw: Any) -> str:
+    value, condition = _c(compiler, element.value, **kw), _c(compiler, element.condition, **kw)
+    return f"percentile_cont(0.5) WITHIN GROUP (ORDER BY {value}) FILTER (WHERE {condition})"
+
+
+@compiles(Median, "clickhouse")
+def _median_ch(element: Median, compiler: compiler.SQLCompiler, **kw: Any) -> str:
+    value, condition = _c(compiler, element.value, **kw), _c(compiler, element.condition, **kw)
+    a = f"arraySort(groupArrayIf(toFloat64({value}), {condition}))"
+    return (
+        f"if(length({a}) = 0, NULL, "
+        f"({a}[intDiv(length({a}) + 1, 2)] + {a}[intDiv(length({a}), 2) + 1]) / 2)"
+    )
+
+
+# Seconds
+
+
+@compiles(Seconds, "duckdb")
+def _seconds_duckdb(element: Seconds, compiler: compiler.SQLCompiler, **kw: Any) -> str:
+    end, start = _c(compiler, element.end, **kw), _c(compiler, element.start, **kw)
+    return f"(epoch({end}) - epoch({start}))"
+
+
+@compiles(Seconds, "postgresql")
+def _seconds_pg(element: Seconds, compiler: compiler.SQLCompiler, **kw: Any) -> str:
+    end, start = _c(compiler, element.end, **kw), _c(compiler, element.start, **kw)
+    return f"CAST(EXTRACT(EPOCH FROM ({end} - {start})) AS DOUBLE PRECISION)"
+
+
+@compiles(Seconds, "clickhouse")
+def _seconds_ch(element: Seconds, compiler: compiler.SQLCompiler, **kw: Any) -> str:
+    end, start = _c(compiler, element.end, **kw), _c(compiler, element.start, **kw)
+    return f"(toFloat64({end}) - toFloat64({start}))"
+
+
+# BucketStart
+
+
+@compiles(BucketStart, "duckdb")
+def _bucket_duckdb(element: BucketStart, compiler: compiler.SQLCompiler, **kw: Any) -> str:
+    v, tz = _c(compiler, element.value, **kw), _c(compiler, element.tz, **kw)
+    if element.bucket == "hour":
+        start = f"{v} - (timezone({tz}, {v}) - date_trunc('hour', timezone({tz}, {v})))"
+    else:
+        start = f"timezone({tz}, date_trunc('day', timezone({tz}, {v})))"
+    return f"(epoch_us({start}) // 1000000)"
+
+
+@compiles(BucketStart, "postgresql")
+def _bucket_pg(element: BucketStart, compiler: compiler.SQLCompiler, **kw: Any) -> str:
+    v, tz = _c(compiler, element.value, **kw), _c(compiler, element.tz, **kw)
+    local = f"({v} AT TIME ZONE {tz})"
+    if element.bucket == "hour":
+        start = f"{v} - ({local} - date_trunc('hour', {local}))"
+    else:
+        start = f"date_trunc('day', {local}) AT TIME ZONE {tz}"
+    return f"CAST(floor(EXTRACT(EPOCH FROM ({start}))) AS BIGINT)"
+
+
+@compiles(BucketStart, "clickhouse")
+def _bucket_ch(element: BucketStart, compiler: compiler.SQLCompiler, **kw: Any) -> str:
+    v, tz = _c(compiler, element.value, **kw), _c(compiler, element.tz, **kw)
+    if element.bucket == "hour":
+        return (
+            f"(toInt64(toUnixTimestamp({v})) - toInt64(toMinute({v}, {tz})) * 60 "
+            f"- toInt64(toSecond({v}, {tz})))"
+        )
+    return f"toInt64(toUnixTimestamp(toStartOfDay({v}, {tz})))"
+
+
+# BinaryOrder
+
+
+@compiles(BinaryOrder)
+def _binary(element: BinaryOrder, compiler: compiler.SQLCompiler, **kw: Any) -> str:
+    return _c(compiler, element.value, **kw)
+
+
+@compiles(BinaryOrder, "postgresql")
+def _binary_pg(element: BinaryOrder, compiler: compiler.SQLCompiler, **kw: Any) -> str:
+    return f'({_c(compiler, element.value, **kw)}) COLLATE "C"'
