@@ -1,9 +1,11 @@
-"""deploy/Caddyfile, run by a real Caddy in front of a real ingress.
+"""deploy/Caddyfile, run by a real Caddy in front of a real ingress and a real analytics API.
 
 Only /callbacks/ reaches the ingress, and the client address the ingress
-records is the one Caddy saw, never one the client claims. Clients connect
-from other loopback addresses (127.0.0.2, 127.0.0.3) than the proxy's
-(127.0.0.1), so that the ingress can tell them apart.
+records is the one Caddy saw, never one the client claims. /dashboard/ and
+/api/ reach the API only from the client addresses allowed
+(PROXY_ANALYTICS_CLIENTS), and the API still asks for its token. Clients
+connect from other loopback addresses (127.0.0.2, 127.0.0.3) than the proxy's
+(127.0.0.1), so that the servers can tell them apart.
 """
 
 from __future__ import annotations
@@ -17,9 +19,11 @@ from pathlib import Path
 import aiohttp
 import orjson
 import pytest
+from pydantic import SecretStr
 
 from sms_replies.broker.embedded import free_port
 from sms_replies.procs import spawn, terminate
+from tests.analytics_sample import write_sample_async
 from tests.integration.conftest import Processes, consume, wait_ready
 
 pytestmark = pytest.mark.integration
@@ -29,6 +33,7 @@ PROXY_ADDRESS = "127.0.0.1"
 CLIENT_ADDRESS = "127.0.0.3"
 DIRECT_ADDRESS = "127.0.0.2"
 FORGED = {"X-Forwarded-For": "6.6.6.6"}
+API_TOKEN = "proxy-test-api-token-0123456789"
 
 
 @pytest.fixture
@@ -39,7 +44,20 @@ def ingress_port(processes: Processes) -> int:
 
 
 @pytest.fixture
-def proxy(ingress_port: int, tmp_path: Path) -> Iterator[str]:
+async def api_port(processes: Processes) -> int:
+    """The analytics API as `sms-replies api` runs it, with a token, on the sample store."""
+    processes.settings = processes.settings.model_copy(
+        update={"api_port": free_port(), "api_token": SecretStr(API_TOKEN)}
+    )
+    await write_sample_async(processes.settings.duckdb_path)
+    processes.start("api")
+    port = processes.settings.api_port
+    await wait_ready(f"http://127.0.0.1:{port}/dashboard/")
+    return port
+
+
+@pytest.fixture
+def proxy(ingress_port: int, api_port: int, tmp_path: Path) -> Iterator[str]:
     caddy = shutil.which("caddy")
     if caddy is None:
         pytest.fail("caddy is not installed: run `make system-deps`")
@@ -51,6 +69,8 @@ def proxy(ingress_port: int, tmp_path: Path) -> Iterator[str]:
         "XDG_CONFIG_HOME": str(tmp_path / "caddy-config"),
         "PROXY_SITE": f"http://{PROXY_ADDRESS}:{port}",
         "PROXY_UPSTREAM": f"127.0.0.1:{ingress_port}",
+        "PROXY_API_UPSTREAM": f"127.0.0.1:{api_port}",
+        "PROXY_ANALYTICS_CLIENTS": f"{CLIENT_ADDRESS}/32",  # not DIRECT_ADDRESS
     }
     with (tmp_path / "caddy.log").open("ab") as log:
         process = spawn(
@@ -86,17 +106,46 @@ async def wait_proxy(base: str) -> None:
     pytest.fail("caddy did not start (see caddy.log)")
 
 
-async def test_the_proxy_forwards_only_callbacks(
+async def test_the_proxy_forwards_only_callbacks_to_everyone(
     processes: Processes, ingress_port: int, proxy: str
 ) -> None:
     await wait_ready(f"http://127.0.0.1:{ingress_port}/readyz")
     await wait_proxy(proxy)
-    query = "msisdn=33612345678&to=33756781234&messageId=0200000001&text=Oui&type=text"
-    status, headers = await get_from(CLIENT_ADDRESS, f"{proxy}/callbacks/smspartner?{query}")
-    assert status == 200
+    query = "msisdn=33612345678&to=33756781234&text=Oui&type=text"
+    for address in (CLIENT_ADDRESS, DIRECT_ADDRESS):
+        url = f"{proxy}/callbacks/smspartner?{query}&messageId=020000000{address[-1]}"
+        status, headers = await get_from(address, url)
+        assert status == 200
+        assert "Server" not in headers
+    for path in ("/healthz", "/readyz", "/metrics", "/health", "/", "/dashboardx"):
+        for address in (CLIENT_ADDRESS, DIRECT_ADDRESS):
+            status, _ = await get_from(address, f"{proxy}{path}")
+            assert status == 404, (address, path)
+    # The analytics paths, from an address not in PROXY_ANALYTICS_CLIENTS: as if absent.
+    for path in ("/api/replies", "/api/summary", "/dashboard/", "/dashboard"):
+        status, _ = await get_from(DIRECT_ADDRESS, f"{proxy}{path}")
+        assert status == 404, path
+
+
+async def test_the_dashboard_and_api_through_the_proxy_from_allowed_clients_with_the_token(
+    processes: Processes, api_port: int, proxy: str
+) -> None:
+    await wait_proxy(proxy)
+    status, headers = await get_from(CLIENT_ADDRESS, f"{proxy}/dashboard/")
+    assert status == 200  # the page itself is code, no data: served without the token
+    assert headers["Content-Type"].startswith("text/html")
     assert "Server" not in headers
-    for path in ("/api/replies", "/healthz", "/readyz", "/metrics", "/dashboard/", "/"):
-        status, _ = await get_from(CLIENT_ADDRESS, f"{proxy}{path}")
+    status, _ = await get_from(CLIENT_ADDRESS, f"{proxy}/dashboard/static/app.js")
+    assert status == 200
+    status, headers = await get_from(CLIENT_ADDRESS, f"{proxy}/api/summary")
+    assert status == 401
+    assert headers["WWW-Authenticate"].startswith("Bearer")
+    bearer = {"Authorization": f"Bearer {API_TOKEN}"}
+    status, _ = await get_from(CLIENT_ADDRESS, f"{proxy}/api/summary?since=2025-03-29", **bearer)
+    assert status == 200
+    # The API's other routes stay behind the proxy, token or not.
+    for path in ("/metrics", "/health"):
+        status, _ = await get_from(CLIENT_ADDRESS, f"{proxy}{path}", **bearer)
         assert status == 404, path
 
 
