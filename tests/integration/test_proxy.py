@@ -2,8 +2,9 @@
 
 Only /callbacks/ reaches the ingress, and the client address the ingress
 records is the one Caddy saw, never one the client claims. /dashboard/ and
-/api/ reach the API only from the client addresses allowed
-(PROXY_ANALYTICS_CLIENTS), and the API still asks for its token. Clients
+/api/ reach the API (reading PostgreSQL, as in docker-compose.yml) only from
+the client addresses allowed (PROXY_ANALYTICS_CLIENTS), and the API still asks
+for its token. Clients
 connect from other loopback addresses (127.0.0.2, 127.0.0.3) than the proxy's
 (127.0.0.1), so that the servers can tell them apart.
 """
@@ -13,17 +14,21 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-from collections.abc import Iterator
+import uuid
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
+import asyncpg
 import orjson
 import pytest
 from pydantic import SecretStr
 
 from sms_replies.broker.embedded import free_port
 from sms_replies.procs import spawn, terminate
-from tests.analytics_sample import write_sample_async
+from sms_replies.sinks.postgres import PostgresSink
+from tests.analytics_sample import SAMPLE_REPLIES
 from tests.integration.conftest import Processes, consume, wait_ready
 
 pytestmark = pytest.mark.integration
@@ -34,6 +39,7 @@ CLIENT_ADDRESS = "127.0.0.3"
 DIRECT_ADDRESS = "127.0.0.2"
 FORGED = {"X-Forwarded-For": "6.6.6.6"}
 API_TOKEN = "proxy-test-api-token-0123456789"
+PG_DSN = "postgresql://postgres@127.0.0.1:5432/test"  # the machine's PostgreSQL
 
 
 @pytest.fixture
@@ -44,13 +50,28 @@ def ingress_port(processes: Processes) -> int:
 
 
 @pytest.fixture
-async def api_port(processes: Processes) -> int:
-    """The analytics API as `sms-replies api` runs it, with a token, on the sample store."""
+async def pg_schema() -> AsyncIterator[str]:
+    """The sample replies written by the PostgreSQL sink into a schema of this test's own."""
+    name = f"ops_proxy_{uuid.uuid4().hex[:12]}"
+    async with PostgresSink(PG_DSN, schema=name) as sink:
+        await sink.write(SAMPLE_REPLIES)
+    try:
+        yield name
+    finally:
+        con = await asyncpg.connect(PG_DSN)
+        try:
+            await con.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
+        finally:
+            await con.close()
+
+
+@pytest.fixture
+async def api_port(processes: Processes, pg_schema: str) -> int:
+    """`sms-replies api` as docker-compose.yml runs it: with a token, reading PostgreSQL."""
     processes.settings = processes.settings.model_copy(
         update={"api_port": free_port(), "api_token": SecretStr(API_TOKEN)}
     )
-    await write_sample_async(processes.settings.duckdb_path)
-    processes.start("api")
+    processes.start("api", SMS_REPLIES_ANALYTICS_STORE=f"{PG_DSN}?schema={pg_schema}")
     port = processes.settings.api_port
     await wait_ready(f"http://127.0.0.1:{port}/dashboard/")
     return port
@@ -94,6 +115,16 @@ async def get_from(address: str, url: str, **headers: str) -> tuple[int, dict[st
     ):
         await response.read()
         return response.status, dict(response.headers)
+
+
+async def get_json_from(address: str, url: str, **headers: str) -> Any:
+    connector = aiohttp.TCPConnector(local_addr=(address, 0))
+    async with (
+        aiohttp.ClientSession(connector=connector) as session,
+        session.get(url, headers=headers) as response,
+    ):
+        assert response.status == 200
+        return await response.json()
 
 
 async def wait_proxy(base: str) -> None:
@@ -141,8 +172,10 @@ async def test_the_dashboard_and_api_through_the_proxy_from_allowed_clients_with
     assert status == 401
     assert headers["WWW-Authenticate"].startswith("Bearer")
     bearer = {"Authorization": f"Bearer {API_TOKEN}"}
-    status, _ = await get_from(CLIENT_ADDRESS, f"{proxy}/api/summary?since=2025-03-29", **bearer)
+    summary = f"{proxy}/api/summary?since=2025-03-29&until=2025-03-31"
+    status, _ = await get_from(CLIENT_ADDRESS, summary, **bearer)
     assert status == 200
+    assert (await get_json_from(CLIENT_ADDRESS, summary, **bearer))["totals"]["replies"] == 8
     # The API's other routes stay behind the proxy, token or not.
     for path in ("/metrics", "/health"):
         status, _ = await get_from(CLIENT_ADDRESS, f"{proxy}{path}", **bearer)
