@@ -10,16 +10,19 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import aiohttp
 import orjson
 import pytest
-from sms_replies_smspartner.testing import Fail, FakeSmsPartner, Hang
 
 from sms_replies.records import Reply
 from sms_replies.settings import Settings
 from sms_replies.sinks import available_sinks, load_sink
 from tests.integration.conftest import Processes, consume, wait_for_rows, wait_ready
+
+if TYPE_CHECKING:  # imported in the tests: without the plugin they fail, collection does not
+    from sms_replies_smspartner.testing import FakeSmsPartner
 
 pytestmark = pytest.mark.integration
 
@@ -39,6 +42,8 @@ def test_the_entry_point_is_discovered() -> None:
 
 @pytest.fixture
 def api() -> Iterator[FakeSmsPartner]:
+    from sms_replies_smspartner.testing import FakeSmsPartner
+
     with FakeSmsPartner(api_key=API_KEY) as fake:
         yield fake
 
@@ -55,6 +60,8 @@ async def wait_for_numbers(api: FakeSmsPartner, numbers: set[str], timeout: floa
 async def test_stops_reach_the_stop_list_through_failures_and_a_refused_one_is_dead_lettered(
     settings: Settings, processes: Processes, api: FakeSmsPartner
 ) -> None:
+    from sms_replies_smspartner.testing import Fail, Hang
+
     api.invalid.add(INVALID)
     api.plan = [Fail(503), Fail(429, retry_after="1"), Hang(3.0)]
     processes.settings = settings.model_copy(update={"sinks": ["duckdb", "smspartner-stoplist"]})
