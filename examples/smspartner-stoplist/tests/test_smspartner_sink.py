@@ -209,6 +209,7 @@ def test_a_bare_context_reads_the_key_from_the_environment(
         data_dir: Path
         duckdb_path: Path
         postgres_dsn: SecretStr | None = None
+        resubscribe_keywords: tuple[str, ...] = ("START",)
 
     monkeypatch.setenv("SMS_REPLIES_SMSPARTNER_API_KEY", API_KEY)
     monkeypatch.setenv("SMS_REPLIES_PSEUDONYMIZE_KEY", "k" * 32)

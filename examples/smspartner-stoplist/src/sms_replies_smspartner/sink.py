@@ -304,9 +304,17 @@ class SmsPartnerStopListSink(Sink):
             headers={"Content-Type": "application/json", "Accept": "application/json"},
             allow_redirects=False,
         ) as response:
-            text = await response.content.read(65536)  # an answer is a few dozen bytes
-            return response.status, text, retry_after_seconds(response.headers.get("Retry-After"))
+            text = bytearray()  # an answer is a few dozen bytes: read it whole, up to 64 KiB
+            while len(text) < _MAX_ANSWER:
+                chunk = await response.content.read(_MAX_ANSWER - len(text))
+                if not chunk:
+                    break
+                text += chunk
+            retry_after = retry_after_seconds(response.headers.get("Retry-After"))
+            return response.status, bytes(text), retry_after
 
+
+_MAX_ANSWER = 65536
 
 #: Answers that end the push of a number (the others are retried).
 _FINAL = frozenset({Verdict.ADDED, Verdict.ALREADY_LISTED, Verdict.REJECTED})
