@@ -26,7 +26,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 
-from sqlalchemy import delete, insert, literal_column, select, text
+from sqlalchemy import delete, literal_column, select, text
 
 from sms_replies.analytics.params import InvalidQueryError, UnknownCampaignError
 from sms_replies.analytics.queries import (
@@ -180,16 +180,17 @@ def declare_campaign(
         if found and reader.backend != "clickhouse":  # ClickHouse: the latest created_at wins
             reader.write(delete(t).where(t.c.name == campaign.name))
         try:
-            reader.write(
-                insert(t).values(
-                    name=campaign.name,
-                    channel=campaign.channel,
-                    recipient=campaign.recipient,
-                    start_at=campaign.start,
-                    end_at=campaign.end,
-                    delivered=campaign.delivered,
-                    created_at=created,
-                )
+            reader.insert(
+                CAMPAIGNS_TABLE,
+                {
+                    "name": campaign.name,
+                    "channel": campaign.channel,
+                    "recipient": campaign.recipient,
+                    "start_at": campaign.start,
+                    "end_at": campaign.end,
+                    "delivered": campaign.delivered,
+                    "created_at": created,
+                },
             )
         except StoreError as exc:
             if "constraint" in str(exc).lower() or "duplicate" in str(exc).lower():

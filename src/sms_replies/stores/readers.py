@@ -38,6 +38,7 @@ from urllib.parse import urlsplit
 import duckdb
 import orjson
 from sqlalchemy import column, table
+from sqlalchemy import insert as sa_insert
 from sqlalchemy.engine.interfaces import Dialect
 from sqlalchemy.sql import ClauseElement
 from sqlalchemy.sql.selectable import TableClause
@@ -292,7 +293,11 @@ class Reader(Protocol):
         ...
 
     def write(self, stmt: ClauseElement) -> int:
-        """Run a write (insert, delete); the number of rows it touched, when known."""
+        """Run a write (update, delete); the number of rows it touched, when known."""
+        ...
+
+    def insert(self, name: str, row: dict[str, Any]) -> None:
+        """Add one row to table ``name``."""
         ...
 
     def close(self) -> None: ...
@@ -337,6 +342,9 @@ class _BaseReader:
     def write(self, stmt: ClauseElement) -> int:
         sql, params = compile_statement(stmt, self.dialect)
         return self._run_write(sql, params)
+
+    def insert(self, name: str, row: dict[str, Any]) -> None:
+        self.write(sa_insert(self.table(name)).values(**row))
 
     def _run(self, sql: str, params: Any) -> list[tuple[Any, ...]]:
         raise NotImplementedError
@@ -532,6 +540,28 @@ class ClickHouseReader(_BaseReader):
     def _run_write(self, sql: str, params: Any) -> int:
         self._execute(sql, params)
         return -1
+
+    def insert(self, name: str, row: dict[str, Any]) -> None:
+        # The native protocol sends rows as data, not in the statement's text.
+        values = {}
+        for key, value in row.items():
+            if isinstance(value, datetime):  # whole seconds, rounded up like bound bounds
+                seconds = Instant().process_bind_param(value, self.dialect)
+                value = datetime.fromtimestamp(seconds, tz=UTC)
+            values[key] = int(value) if isinstance(value, bool) else value
+        from clickhouse_driver import errors
+
+        try:
+            self._client.execute(
+                f"INSERT INTO `{self.schema}`.{name} ({', '.join(values)}) VALUES", [values]
+            )
+        except errors.ServerException as exc:
+            message = str(exc).split("Stack trace", 1)[0].strip()
+            raise StoreError(f"ClickHouse {self.url} failed: {message}") from None
+        except (errors.Error, OSError, EOFError, TimeoutError) as exc:
+            raise StoreUnavailableError(
+                f"cannot reach ClickHouse at {self.url}: {type(exc).__name__}: {exc}"
+            ) from None
 
     def close(self) -> None:
         self._client.disconnect()
