@@ -28,6 +28,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import psutil
 from rich.console import Console
 from rich.table import Table
 
@@ -39,14 +40,18 @@ from sms_replies.settings import Settings
 
 ENCODINGS = ("get", "form", "json")
 PATH = "/callbacks/smspartner"
-FIELDS = "msisdn=33612345678&to=33756781234&text=Oui+merci&type=text"
+FIELDS = "to=33756781234&text=Oui+merci&type=text"
+# Each request its own sender (as in real traffic: the Kafka key, so records
+# spread over the raw topic's partitions) and its own messageId.
+_SENDER = 'string.format("336%08d", counter % 100000000)'
+
 
 _LUA = {
     "get": f"""
 counter = 0
 request = function()
   counter = counter + 1
-  return wrk.format("GET", "{PATH}?{FIELDS}&messageId=w" .. counter)
+  return wrk.format("GET", "{PATH}?{FIELDS}&messageId=w" .. counter .. "&msisdn=" .. {_SENDER})
 end
 """,
     "form": f"""
@@ -55,7 +60,8 @@ wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/x-www-form-urlencoded"
 request = function()
   counter = counter + 1
-  return wrk.format(nil, "{PATH}", nil, "{FIELDS}&messageId=w" .. counter)
+  return wrk.format(nil, "{PATH}", nil,
+    "{FIELDS}&messageId=w" .. counter .. "&msisdn=" .. {_SENDER})
 end
 """,
     "json": f"""
@@ -65,15 +71,22 @@ wrk.headers["Content-Type"] = "application/json"
 request = function()
   counter = counter + 1
   return wrk.format(nil, "{PATH}", nil,
-    '{{"msisdn":"33612345678","to":"33756781234","text":"Oui merci","type":"text",'
-    .. '"messageId":"w' .. counter .. '"}}')
+    '{{"to":"33756781234","text":"Oui merci","type":"text","msisdn":"'
+    .. {_SENDER} .. '","messageId":"w' .. counter .. '"}}')
 end
 """,
 }
 
 
+TARGETS = (("bare aiohttp", 0), ("ingress x1", 1), ("ingress x2", 2))
+
+
 def run(
-    *, duration: float = 10.0, connections: int = 32, bootstrap: str | None = None
+    *,
+    duration: float = 10.0,
+    connections: int = 32,
+    bootstrap: str | None = None,
+    targets: tuple[tuple[str, int], ...] = TARGETS,
 ) -> list[dict[str, Any]]:
     if shutil.which("wrk") is None:
         return [{"target": "-", "encoding": "-", "skipped": "wrk is not installed"}]
@@ -90,7 +103,7 @@ def run(
         )
         asyncio.run(ensure_topics(address, settings.topics, partitions=settings.topic_partitions))
         results: list[dict[str, Any]] = []
-        for target, workers in (("bare aiohttp", 0), ("ingress x1", 1), ("ingress x2", 2)):
+        for target, workers in targets:
             port = free_port()
             process = _start_target(settings, port, workers, scratch)
             try:
@@ -98,7 +111,12 @@ def run(
                 for encoding in ENCODINGS:
                     url = f"http://127.0.0.1:{port}{PATH}"
                     _wrk(url, scratch / f"{encoding}.lua", 1.0, connections)  # warm-up
+                    cpu_before = _tree_cpu(process.pid)
                     figures = _wrk(url, scratch / f"{encoding}.lua", duration, connections)
+                    cpu = _tree_cpu(process.pid) - cpu_before
+                    requests = figures.pop("requests")
+                    figures["cpu_us_per_request"] = round(cpu / max(requests, 1) * 1e6)
+                    figures["load_avg"] = round(os.getloadavg()[0], 2)
                     results.append({"target": target, "encoding": encoding, **figures})
             finally:
                 stop(process)
@@ -107,6 +125,9 @@ def run(
             base = bare.get(r["encoding"], {}).get("requests_per_s")
             if base and r.get("requests_per_s"):
                 r["ratio"] = round(r["requests_per_s"] / base, 2)
+            base_cpu = bare.get(r["encoding"], {}).get("cpu_us_per_request")
+            if base_cpu and r.get("cpu_us_per_request"):
+                r["cpu_ratio"] = round(base_cpu / r["cpu_us_per_request"], 2)
         return results
 
 
@@ -125,6 +146,23 @@ def _start_target(
             log.close()
     target = settings.model_copy(update={"http_port": port, "ingest_workers": workers})
     return start_component("ingest", target, scratch / f"ingest-{workers}.log")
+
+
+def _tree_cpu(pid: int) -> float:
+    """CPU seconds (user + system) of a process and its live children."""
+    try:
+        root = psutil.Process(pid)
+        processes = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return float("nan")
+    total = 0.0
+    for process in processes:
+        try:
+            times = process.cpu_times()
+        except psutil.Error:
+            continue
+        total += times.user + times.system
+    return total
 
 
 def _wait_listening(port: int, timeout: float = 30) -> None:
@@ -167,11 +205,13 @@ def _wrk(url: str, script: Path, duration: float, connections: int) -> dict[str,
         )
     }
     errors = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    requests = re.search(r"(\d+) requests in", out)
     return {
         "requests_per_s": round(rate),
         "p50_ms": round(latency.get("50", float("nan")), 2),
         "p99_ms": round(latency.get("99", float("nan")), 2),
         "non_2xx": int(errors.group(1)) if errors else 0,
+        "requests": int(requests.group(1)) if requests else 0,
         "connections": connections,
         "seconds": round(duration),
     }
@@ -205,11 +245,12 @@ def serve_bare(port: int) -> None:
 
 def render(results: list[dict[str, Any]]) -> Table:
     table = Table(title="Ingress: callbacks/s (wrk, 1 thread, closed loop), acks=all")
-    for column in ("target", "encoding", "req/s", "p50 ms", "p99 ms", "non-2xx", "x bare"):
+    columns = ("target", "encoding", "req/s", "p50 ms", "p99 ms", "non-2xx", "x bare")
+    for column in (*columns, "CPU us/req", "x bare CPU", "load avg"):
         table.add_column(column, justify="left" if column in ("target", "encoding") else "right")
     for r in results:
         if "skipped" in r:
-            table.add_row(r["target"], r["encoding"], r["skipped"], "", "", "", "")
+            table.add_row(r["target"], r["encoding"], r["skipped"], *[""] * 7)
             continue
         table.add_row(
             r["target"],
@@ -219,6 +260,9 @@ def render(results: list[dict[str, Any]]) -> Table:
             f"{r['p99_ms']:.2f}",
             str(r["non_2xx"]),
             str(r.get("ratio", "-")),
+            str(r.get("cpu_us_per_request", "-")),
+            str(r.get("cpu_ratio", "-")),
+            str(r.get("load_avg", "-")),
         )
     return table
 
@@ -228,13 +272,22 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=10.0)
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--bootstrap")
+    parser.add_argument(
+        "--targets", default="bare aiohttp,ingress x1,ingress x2", help="comma-separated"
+    )
     parser.add_argument("--bare", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.bare:
         serve_bare(args.bare)
         return
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
-    results = run(duration=args.duration, connections=args.connections, bootstrap=args.bootstrap)
+    wanted = [name.strip() for name in args.targets.split(",")]
+    results = run(
+        duration=args.duration,
+        connections=args.connections,
+        bootstrap=args.bootstrap,
+        targets=tuple(t for t in TARGETS if t[0] in wanted),
+    )
     Console(width=120).print(render(results))
 
 

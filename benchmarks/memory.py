@@ -15,11 +15,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import random
+import re
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import psutil
 from aiokafka import AIOKafkaProducer
 from rich.console import Console
@@ -69,6 +71,15 @@ def run(parts: int = 1_000_000, rate: int = 1500) -> dict[str, Any]:
         "worker_rss_second_half_min_mb": round(min(second_half), 1),
         "worker_rss_second_half_max_mb": round(max(second_half), 1),
         "broker_rss_end_mb": round(samples[-1]["broker_rss_mb"], 1),
+        "rocksdb_end_mb": {
+            key.removeprefix("rocksdb_").removesuffix("_mb"): round(value, 1)
+            for key, value in samples[-1].items()
+            if key.startswith("rocksdb_")
+        },
+        "rocksdb_max_mb": {
+            kind: round(max(s.get(f"rocksdb_{kind}_mb", 0.0) for s in samples), 1)
+            for kind in ("memtables", "table_readers", "block_cache", "block_cache_pinned")
+        },
     }
 
 
@@ -88,10 +99,26 @@ async def _feed_and_sample(
                     "parts_sent": sent,
                     "worker_rss_mb": worker.memory_info().rss / 2**20,
                     "broker_rss_mb": broker.memory_info().rss / 2**20,
+                    **{f"rocksdb_{kind}_mb": value / 2**20 for kind, value in rocksdb.items()},
                 }
             )
             await asyncio.sleep(1.0)
 
+    metrics_url = f"http://127.0.0.1:{settings.worker_web_port}/metrics"
+    rocksdb: dict[str, float] = {}
+
+    async def scrape_rocksdb() -> None:
+        # RocksDB's own figures, from the worker's gauge (streams.rocksdb).
+        async with aiohttp.ClientSession() as session:
+            while True:
+                try:
+                    async with session.get(metrics_url) as answer:
+                        rocksdb.update(rocksdb_bytes(await answer.text()))
+                except aiohttp.ClientError:
+                    pass  # not up yet
+                await asyncio.sleep(1.0)
+
+    scraper = asyncio.create_task(scrape_rocksdb())
     sampler = asyncio.create_task(sample())
     producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap, acks="all", linger_ms=5)
     await producer.start()
@@ -126,7 +153,16 @@ async def _feed_and_sample(
     finally:
         await producer.stop()
         sampler.cancel()
+        scraper.cancel()
     return samples
+
+
+_GAUGE = re.compile(r'^sms_replies_worker_rocksdb_bytes\{kind="(\w+)"\} ([0-9.e+]+)$', re.M)
+
+
+def rocksdb_bytes(exposition: str) -> dict[str, float]:
+    """``sms_replies_worker_rocksdb_bytes`` by kind, from a Prometheus text exposition."""
+    return {kind: float(value) for kind, value in _GAUGE.findall(exposition)}
 
 
 def plot(result: dict[str, Any], path: Path) -> None:
@@ -137,7 +173,11 @@ def plot(result: dict[str, Any], path: Path) -> None:
 
     samples = result["samples"]
     fig, ax = plt.subplots(figsize=(8, 4))
-    ax.plot([s["t_s"] for s in samples], [s["worker_rss_mb"] for s in samples], label="worker RSS")
+    times = [s["t_s"] for s in samples]
+    ax.plot(times, [s["worker_rss_mb"] for s in samples], label="worker RSS")
+    for kind in ("memtables", "table_readers", "block_cache"):
+        values = [s.get(f"rocksdb_{kind}_mb", float("nan")) for s in samples]
+        ax.plot(times, values, label=f"RocksDB {kind.replace('_', ' ')}", linewidth=1)
     fed = next((s["t_s"] for s in samples if s["parts_sent"] >= result["parts"]), None)
     if fed is not None:
         ax.axvline(fed, color="grey", linestyle=":", label="last part sent")
@@ -157,7 +197,8 @@ def plot(result: dict[str, Any], path: Path) -> None:
 
 def render(result: dict[str, Any]) -> Table:
     table = Table(title="Worker memory (RSS, MiB)")
-    for column in ("parts", "rate/s", "max", "2nd half min-max", "end", "broker end"):
+    columns = ("parts", "rate/s", "max", "2nd half min-max", "end", "broker end", "RocksDB end")
+    for column in columns:
         table.add_column(column, justify="right")
     table.add_row(
         f"{result['parts']:,}",
@@ -166,6 +207,7 @@ def render(result: dict[str, Any]) -> Table:
         f"{result['worker_rss_second_half_min_mb']}-{result['worker_rss_second_half_max_mb']}",
         str(result["worker_rss_end_mb"]),
         str(result["broker_rss_end_mb"]),
+        ", ".join(f"{kind} {value}" for kind, value in result["rocksdb_end_mb"].items()),
     )
     return table
 

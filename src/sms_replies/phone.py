@@ -28,6 +28,9 @@ def to_e164(raw: str, region: str = DEFAULT_REGION) -> str:
     a leading 0 is national in ``region``.
     """
     text = raw.strip()
+    french = _french_e164(text, region)
+    if french is not None:
+        return french
     if text.isdigit() and not text.startswith("0"):
         text = "+" + text
     try:
@@ -37,3 +40,25 @@ def to_e164(raw: str, region: str = DEFAULT_REGION) -> str:
     if not phonenumbers.is_possible_number(number):
         raise NotAPhoneNumber("not a possible phone number")
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+def _french_e164(text: str, region: str) -> str | None:
+    """The E.164 form of a French number written ``33`` / ``+33`` / ``0`` + 9 digits
+    (not 0 first), else None: what phonenumbers answers for those, at a 40th of its
+    cost (the ingress parses two numbers per callback; the provider is French).
+
+    French numbers have 9 digits after the country code (their only possible
+    length) and ``0`` as national prefix, so nothing else applies to them;
+    tests/unit/test_phone.py checks it against phonenumbers.
+    """
+    if len(text) == 11 and text.startswith("33"):
+        national = text[2:]
+    elif len(text) == 12 and text.startswith("+33"):
+        national = text[3:]
+    elif len(text) == 10 and text.startswith("0") and region == "FR":
+        national = text[1:]
+    else:
+        return None
+    if national.isascii() and national.isdigit() and national[0] != "0":
+        return "+33" + national
+    return None

@@ -45,9 +45,17 @@ REQUEST_LINE_SLACK = 1024
 
 PUBLISHER = web.AppKey("publisher", Publisher)
 SETTINGS = web.AppKey("settings", Settings)
+# Derived from the settings once, not per callback.
+BOUNDS = web.AppKey("bounds", Bounds)
+PSEUDONYMIZE_KEY = web.AppKey("pseudonymize_key", bytes)
 UNKNOWN_PATH_AUDITS = web.AppKey("unknown_path_audits", TokenBucket)
 # Refusals by the router (unknown path, wrong method): scanners' noise, audited at a bounded rate.
 RATE_LIMITED_STATUSES = frozenset({404, 405})
+
+# Resolved once: a label lookup per callback showed in the profile.
+_ACCEPTED = metrics.CALLBACKS.labels("accepted")
+_UNAVAILABLE = metrics.CALLBACKS.labels("unavailable")
+_ACCEPTED_BODY = orjson.dumps({"status": "accepted"})
 
 _JSON_TYPE = "application/json"
 _FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
@@ -67,6 +75,10 @@ def create_app(settings: Settings, publisher: Publisher | None = None) -> web.Ap
         handler_args={"max_line_size": max(8190, settings.max_query_bytes + REQUEST_LINE_SLACK)},
     )
     app[SETTINGS] = settings
+    app[BOUNDS] = Bounds.of(settings)
+    pseudonymize_key = key_bytes(settings.pseudonymize_key)
+    if pseudonymize_key is not None:
+        app[PSEUDONYMIZE_KEY] = pseudonymize_key
     app[PUBLISHER] = publisher or Publisher(
         settings.bootstrap, settings.topics, timeout=settings.publish_timeout
     )
@@ -159,9 +171,9 @@ async def handle_callback(request: web.Request) -> web.Response:
         params = await _read_params(request, query, settings)
         _check_signature(params, settings)
         try:
-            part = parse_callback(params, received_at_ms, Bounds.of(settings), attribution)
+            part = parse_callback(params, received_at_ms, request.app[BOUNDS], attribution)
             # With a key, the number is replaced before anything is published.
-            part = pseudonymize_part(part, key_bytes(settings.pseudonymize_key))
+            part = pseudonymize_part(part, request.app.get(PSEUDONYMIZE_KEY))
         except InvalidCallback as exc:
             raise _Rejected(exc.status, "invalid callback", exc.problems) from None
     except _Rejected as rejected:
@@ -170,14 +182,14 @@ async def handle_callback(request: web.Request) -> web.Response:
         await publisher.publish(part)
     except BrokerUnavailable as exc:
         log.warning("callback not acknowledged, answering 503: %s", exc)
-        metrics.CALLBACKS.labels("unavailable").inc()
+        _UNAVAILABLE.inc()
         return _json(
             {"error": "temporarily unavailable, retry later"},
             status=503,
             headers={"Retry-After": RETRY_AFTER_SECONDS},
         )
-    metrics.CALLBACKS.labels("accepted").inc()
-    return _json({"status": "accepted"})
+    _ACCEPTED.inc()
+    return web.Response(body=_ACCEPTED_BODY, content_type="application/json")
 
 
 def _query(request: web.Request) -> tuple[list[tuple[str, str]], int]:

@@ -18,6 +18,7 @@ import time
 from typing import Any, cast
 
 import faust
+from faust.stores.rocksdb import Store as RocksDBStore
 
 from sms_replies.bounds import Bounds
 from sms_replies.broker.tansu import adapt_faust_consumer
@@ -36,6 +37,7 @@ from sms_replies.streams.handler import (
     ReassemblyHandler,
     dead_letter_record,
 )
+from sms_replies.streams.rocksdb import bound_store, export_memory
 
 #: Raw records handled per batch, and the longest wait to fill one (added latency
 #: when traffic is low). See benchmarks/reassembly.py for what batching buys.
@@ -131,6 +133,10 @@ def create_app(
         help="State of each reassembly key (see streams.reassembly.KeyState).",
         options=rocksdb_options(settings),  # store options: Faust has no app-wide setting
     )
+    store = pending.data
+    if isinstance(store, RocksDBStore):  # tests may run the worker on a memory store
+        bound_store(store)  # index and filter blocks in the block cache (streams.rocksdb)
+        export_memory(store)
     changelog_topic = pending.changelog_topic.get_topic_name()
 
     async def send_or_exit(

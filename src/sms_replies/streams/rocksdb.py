@@ -1,0 +1,109 @@
+"""The table's RocksDB: every byte it holds in RAM bounded by a setting, and measured.
+
+Faust's rocksdict options keep each SST file's index and bloom-filter blocks
+outside the block cache, in the table reader, for as long as the file is open
+(Faust opens up to 943,719 files): that memory grows with the number and size
+of the files, which is what made the worker's RSS climb over a long stream
+(docs/benchmarks.md, Worker memory). Here they live in the block cache, so the
+cache's size bounds them; the level-0 ones stay pinned there (they are read on
+every get). :func:`memory_usage` reads RocksDB's own figures for the gauge the
+worker exports (``sms_replies_worker_rocksdb_bytes``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import Any, Final
+
+import rocksdict
+from faust.stores.rocksdb import RocksDBOptions
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import REGISTRY, Collector
+
+MIB: Final = 1024 * 1024
+
+#: RocksDB's properties of what one database holds in RAM (bytes), by our name.
+MEMORY_PROPERTIES: Final = {
+    "memtables": "rocksdb.cur-size-all-mem-tables",
+    "table_readers": "rocksdb.estimate-table-readers-mem",
+    "block_cache": "rocksdb.block-cache-usage",
+    "block_cache_pinned": "rocksdb.block-cache-pinned-usage",
+}
+
+
+class BoundedRocksDBOptions(RocksDBOptions):
+    """Faust's options, with index and filter blocks charged to the block cache."""
+
+    def as_options(self) -> Any:
+        if not self.use_rocksdict:  # python-rocksdb: not installed here, Faust's own
+            return super().as_options()
+        options = rocksdict.Options(raw_mode=True)
+        options.create_if_missing(True)
+        if self.max_open_files is not None:
+            options.set_max_open_files(self.max_open_files)
+        options.set_write_buffer_size(self.write_buffer_size)
+        options.set_target_file_size_base(self.target_file_size_base)
+        options.set_max_write_buffer_number(self.max_write_buffer_number)
+        table = rocksdict.BlockBasedOptions()
+        table.set_bloom_filter(self.bloom_filter_size, True)
+        table.set_block_cache(rocksdict.Cache(self.block_cache_size))
+        table.set_index_type(rocksdict.BlockBasedIndexType.binary_search())
+        table.set_cache_index_and_filter_blocks(True)
+        table.set_pin_l0_filter_and_index_blocks_in_cache(True)
+        options.set_block_based_table_factory(table)
+        return options
+
+
+def bound_store(store: Any) -> None:
+    """Give a Faust RocksDB store :class:`BoundedRocksDBOptions` (before it opens a partition)."""
+    current: RocksDBOptions = store.rocksdb_options
+    store.rocksdb_options = BoundedRocksDBOptions(
+        max_open_files=current.max_open_files,
+        write_buffer_size=current.write_buffer_size,
+        max_write_buffer_number=current.max_write_buffer_number,
+        target_file_size_base=current.target_file_size_base,
+        block_cache_size=current.block_cache_size,
+        block_cache_compressed_size=current.block_cache_compressed_size,
+        bloom_filter_size=current.bloom_filter_size,
+        use_rocksdict=current.use_rocksdict,
+        **current.extra_options,
+    )
+
+
+def memory_usage(databases: Iterable[Any]) -> dict[str, int]:
+    """Bytes held by ``databases`` (open rocksdict ``Rdict``), summed per property."""
+    totals = dict.fromkeys(MEMORY_PROPERTIES, 0)
+    for db in databases:
+        for name, prop in MEMORY_PROPERTIES.items():
+            value = db.property_int_value(prop)
+            if value is not None:
+                totals[name] += int(value)
+    return totals
+
+
+class RocksDBMemoryCollector(Collector):
+    """``sms_replies_worker_rocksdb_bytes{kind}`` over the store's open partitions, on scrape."""
+
+    def __init__(self, store: Any = None) -> None:
+        self._store = store
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        gauge = GaugeMetricFamily(
+            "sms_replies_worker_rocksdb_bytes",
+            "RAM held by the table's RocksDB in this worker, by kind (RocksDB properties).",
+            labels=["kind"],
+        )
+        databases = list(getattr(self._store, "_dbs", {}).values())
+        for kind, value in memory_usage(databases).items():
+            gauge.add_metric([kind], value)
+        yield gauge
+
+
+_COLLECTOR = RocksDBMemoryCollector()
+
+
+def export_memory(store: Any) -> None:
+    """Export ``store``'s RocksDB memory in this process's metrics (the latest store wins)."""
+    if _COLLECTOR._store is None:
+        REGISTRY.register(_COLLECTOR)
+    _COLLECTOR._store = store
