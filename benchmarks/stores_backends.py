@@ -1,14 +1,17 @@
 """Each store of the scale benchmark: a bulk load through its native path, then its queries.
 
-- DuckDB: the product's DDL, ``INSERT INTO replies SELECT * FROM <Arrow chunk>``.
-- PostgreSQL: the sink's DDL in a schema of its own, ``COPY`` through asyncpg's
+Tables come from the product (``ensure_tables`` of :mod:`sms_replies.stores`:
+the DDL of :mod:`sms_replies.stores.ddl`, indexes and sort keys included):
+
+- DuckDB: ``INSERT INTO replies SELECT ... FROM <Arrow chunk>``, then ``CHECKPOINT``.
+- PostgreSQL: a schema of its own, ``COPY`` through asyncpg's
   ``copy_records_to_table``, then ``VACUUM ANALYZE`` (what autovacuum does soon
   after a load).
-- ClickHouse: the sink's DDL in a database of its own, ``INSERT`` batches of
-  :data:`CH_BATCH` rows through clickhouse-driver (columnar), then ``OPTIMIZE ...
-  FINAL`` (background merges would get there later).
+- ClickHouse: a database of its own, ``INSERT`` batches of :data:`CH_BATCH` rows
+  through clickhouse-driver (columnar), then ``OPTIMIZE ... FINAL`` (background
+  merges would get there later).
 
-The queries timed are the product's (:mod:`benchmarks.stores_queries`).
+The questions timed are the product's (:mod:`benchmarks.stores_queries`).
 """
 
 from __future__ import annotations
@@ -29,11 +32,12 @@ from clickhouse_driver import Client
 from tests.clickhouse_server import clickhouse_server_binary, local_clickhouse_server
 
 from benchmarks.stores_synth import Campaign, Generator, campaigns
-from sms_replies.analytics.store import CAMPAIGNS_DDL, CAMPAIGNS_TABLE
-from sms_replies.schema import COLUMN_NAMES, COLUMNS, TABLE
-from sms_replies.sinks import clickhouse as ch_sink
-from sms_replies.sinks import duckdb as duck_sink
-from sms_replies.sinks import postgres as pg_sink
+from sms_replies.schema import CAMPAIGN_COLUMNS, CAMPAIGNS_TABLE, COLUMN_NAMES, COLUMNS, TABLE
+from sms_replies.stores import clickhouse as ch_store
+from sms_replies.stores import duckdb as duck_store
+from sms_replies.stores import postgres as pg_store
+from sms_replies.stores.ddl import Features
+from sms_replies.stores.url import StoreURL, parse_store_url
 
 DEFAULT_PG_DSN = "postgresql://postgres@127.0.0.1:5432/test"
 PG_SCHEMA = "scale_bench"
@@ -55,10 +59,15 @@ class Backend(Protocol):
     def load(self, generator: Generator) -> None: ...
     def size_bytes(self) -> int | None: ...
     def server_rss_bytes(self) -> int | None: ...
+    def url(self) -> StoreURL: ...
 
 
-def _campaign_created(campaign: Campaign) -> datetime:
-    return campaign.start
+def _campaign_row(c: Campaign) -> tuple[Any, ...]:
+    """In :data:`CAMPAIGN_COLUMNS` order; declared at its start."""
+    return (c.name, c.channel, c.recipient, c.start, c.end, c.delivered, c.start)
+
+
+_CAMPAIGN_NAMES = [c.name for c in CAMPAIGN_COLUMNS]
 
 
 # -- DuckDB -------------------------------------------------------------------------
@@ -76,8 +85,7 @@ class DuckDBBackend:
     def load(self, generator: Generator) -> None:
         con = duckdb.connect(str(self.path))
         try:
-            con.execute(duck_sink.ddl())
-            con.execute(CAMPAIGNS_DDL)
+            duck_store.ensure_tables(con)
             for chunk in generator.chunks():
                 con.register("chunk", chunk)
                 con.execute(
@@ -87,8 +95,9 @@ class DuckDBBackend:
                 con.unregister("chunk")
             for c in campaigns(generator.rows):
                 con.execute(
-                    f"INSERT INTO {CAMPAIGNS_TABLE} VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    [c.name, c.channel, c.recipient, c.start, c.end, c.delivered, c.start],
+                    f"INSERT INTO {CAMPAIGNS_TABLE} ({', '.join(_CAMPAIGN_NAMES)}) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    list(_campaign_row(c)),
                 )
             con.execute("CHECKPOINT")
         finally:
@@ -97,21 +106,27 @@ class DuckDBBackend:
     def size_bytes(self) -> int | None:
         return self.path.stat().st_size
 
+    def url(self) -> StoreURL:
+        return StoreURL("duckdb", path=self.path)
+
     def server_rss_bytes(self) -> int | None:
         return None
 
 
 # -- PostgreSQL ---------------------------------------------------------------------
 
-_PG_CAMPAIGNS_DDL = (
-    CAMPAIGNS_DDL.replace("VARCHAR", "text")
-    .replace("TIMESTAMPTZ", "timestamptz")
-    .replace(f"EXISTS {CAMPAIGNS_TABLE}", f'EXISTS "{PG_SCHEMA}".{CAMPAIGNS_TABLE}')
-)
-
 
 def _records(chunk: pa.Table) -> Iterator[tuple[Any, ...]]:
-    return zip(*(column.to_pylist() for column in chunk.columns), strict=True)
+    return zip(*(_pylist(column) for column in chunk.columns), strict=True)
+
+
+def _pylist(column: pa.ChunkedArray) -> list[Any]:
+    """Python values; timestamps through naive ones (Arrow's zone objects cost 50x)."""
+    if pa.types.is_timestamp(column.type) and column.type.tz is not None:
+        naive = column.cast(pa.timestamp(column.type.unit)).to_pylist()
+        return [None if t is None else t.replace(tzinfo=UTC) for t in naive]
+    values: list[Any] = column.to_pylist()
+    return values
 
 
 class PostgresBackend:
@@ -142,9 +157,7 @@ class PostgresBackend:
         con = await asyncpg.connect(self.dsn)
         try:
             await con.execute(f'DROP SCHEMA IF EXISTS "{self.schema}" CASCADE')
-            await con.execute(f'CREATE SCHEMA "{self.schema}"')
-            await con.execute(pg_sink.ddl(self.schema))
-            await con.execute(_PG_CAMPAIGNS_DDL)
+            await pg_store.ensure_tables(con, self.schema)
             for chunk in generator.chunks():
                 for first in range(0, chunk.num_rows, PG_BATCH):
                     await con.copy_records_to_table(
@@ -155,10 +168,8 @@ class PostgresBackend:
                     )
             await con.copy_records_to_table(
                 CAMPAIGNS_TABLE,
-                records=[
-                    (c.name, c.channel, c.recipient, c.start, c.end, c.delivered, c.start)
-                    for c in campaigns(generator.rows)
-                ],
+                records=[_campaign_row(c) for c in campaigns(generator.rows)],
+                columns=_CAMPAIGN_NAMES,
                 schema_name=self.schema,
             )
             await con.execute(f'VACUUM ANALYZE "{self.schema}".{TABLE}')
@@ -174,6 +185,11 @@ class PostgresBackend:
     def server_rss_bytes(self) -> int | None:
         return None  # the machine's shared server: its memory is not this run's
 
+    def url(self) -> StoreURL:
+        return parse_store_url(
+            f"{self.dsn}?schema={self.schema}", default_duckdb=Path("unused.duckdb")
+        )
+
     def drop(self) -> None:
         asyncio.run(self._fetch(f'DROP SCHEMA IF EXISTS "{self.schema}" CASCADE'))
 
@@ -181,7 +197,7 @@ class PostgresBackend:
 # -- ClickHouse ---------------------------------------------------------------------
 
 
-def _ch_columns(chunk: pa.Table, features: ch_sink.Features) -> list[list[Any]]:
+def _ch_columns(chunk: pa.Table, features: Features) -> list[list[Any]]:
     """Columnar lists as clickhouse-driver takes them (epoch seconds for ``DateTime``)."""
     out: list[list[Any]] = []
     for column, array in zip(COLUMNS, chunk.columns, strict=True):
@@ -212,7 +228,7 @@ class ClickHouseBackend:
         self.database = CH_DATABASE
         self.client = Client(self.host, port=self.port, send_receive_timeout=600)
         stack.callback(self.client.disconnect)
-        self.features = ch_sink.Features.detect(self.client)
+        self.features = ch_store.detect_features(self.client)
 
     def version(self) -> str:
         return f"clickhouse-server {self.features.version}"
@@ -220,24 +236,15 @@ class ClickHouseBackend:
     def load(self, generator: Generator) -> None:
         client = self.client
         client.execute(f"DROP DATABASE IF EXISTS `{self.database}`")
-        client.execute(f"CREATE DATABASE `{self.database}`")
-        client.execute(ch_sink.ddl(self.database, self.features))
-        client.execute(clickhouse_campaigns_ddl(self.database, self.features))
+        ch_store.ensure_tables(client, self.database, self.features)
         insert = f"INSERT INTO `{self.database}`.{TABLE} ({', '.join(COLUMN_NAMES)}) VALUES"
         for chunk in generator.chunks(CH_BATCH):
             client.execute(insert, _ch_columns(chunk, self.features), columnar=True)
         client.execute(
-            f"INSERT INTO `{self.database}`.{CAMPAIGNS_TABLE} VALUES",
+            f"INSERT INTO `{self.database}`.{CAMPAIGNS_TABLE} ({', '.join(_CAMPAIGN_NAMES)}) "
+            "VALUES",
             [
-                (
-                    c.name,
-                    c.channel,
-                    c.recipient,
-                    _epoch(c.start),
-                    _epoch(c.end),
-                    c.delivered,
-                    _epoch(c.start),
-                )
+                tuple(_epoch(v) if isinstance(v, datetime) else v for v in _campaign_row(c))
                 for c in campaigns(generator.rows)
             ],
         )
@@ -254,19 +261,15 @@ class ClickHouseBackend:
     def server_rss_bytes(self) -> int | None:
         return None if self.pid is None else _rss(self.pid)
 
+    def url(self) -> StoreURL:
+        return parse_store_url(
+            f"clickhouse://{self.host}:{self.port}/{self.database}",
+            default_duckdb=Path("unused.duckdb"),
+        )
+
 
 def _epoch(t: datetime) -> int:
     return int(t.astimezone(UTC).timestamp())
-
-
-def clickhouse_campaigns_ddl(database: str, features: ch_sink.Features) -> str:
-    ts = "DateTime64(3, 'UTC')" if features.datetime64 else "DateTime('UTC')"
-    return (
-        f"CREATE TABLE IF NOT EXISTS `{database}`.{CAMPAIGNS_TABLE} (name String, "
-        f"channel String, recipient Nullable(String), start_at {ts}, end_at {ts}, "
-        f"delivered Nullable(Int64), created_at {ts}) "
-        "ENGINE = ReplacingMergeTree(created_at) ORDER BY name"
-    )
 
 
 def _server_pid(path: Path) -> int | None:
