@@ -26,8 +26,8 @@ The whole tree (classes defined next to the code that raises them say where)::
     ├── StoreError                  stores/errors.py: a store cannot be opened, read, written
     │   ├── StoreBusyError          the store stayed locked (retriable)
     │   ├── StoreUnavailableError   the server is unreachable or failed (retriable)
-    │   └── StoreDataError          the store rejects the data itself
-    ├── PrivacyStoreError           analytics/privacy_cli.py: erase/retention failed
+    │   ├── StoreDataError          the store rejects the data itself
+    │   └── PrivacyStoreError       stores/selection.py: erase/retention failed
     └── ApiError                    analytics/api.py: an API answer (status, error)
         └── _InvalidParametersError
 

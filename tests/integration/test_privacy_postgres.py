@@ -127,6 +127,9 @@ async def test_commands_report_each_store(schema: str, tmp_path: Path) -> None:
     assert erase.output == (
         "erasure list: added (the worker and the sinks drop this number from now on)\n"
         "duckdb: deleted 2\npostgres: deleted 3\n"
+        # r2 was a STOP: the number stays on the stop-list (docs/analytics.md, privacy).
+        "duckdb: opt-out kept (the number stays on the stop-list; --forget-opt-out deletes it)\n"
+        "postgres: opt-out kept (the number stays on the stop-list; --forget-opt-out deletes it)\n"
     )
     retention = await asyncio.to_thread(
         CliRunner().invoke,

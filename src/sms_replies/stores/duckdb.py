@@ -112,7 +112,8 @@ def connect(
                 raise StoreError(f"cannot open the store {path}: {exc}") from None
             if time.monotonic() + delay > deadline:
                 raise StoreBusyError(
-                    f"the store {path} is locked by another process: {exc}"
+                    f"the store {path} stayed locked by another process for {timeout:g} s; "
+                    f"try again ({exc})"
                 ) from None
         log.debug("store %s locked, retrying in %.3f s", path, delay)
         time.sleep(delay)

@@ -16,7 +16,8 @@ pid is gone is stale. :mod:`sms_replies.analytics.store` is the client.
 for N seconds (its writes wait, as for a lock), for a program that needs the file
 itself (a backup, erasure's rewrite of the file); it reopens the store afterwards,
 or at once after ``{"seconds": 0}``. Meanwhile ``/ping`` says ``lent`` and
-clients open the file themselves, as when no sink runs.
+clients open the file themselves, as when no sink runs. :func:`lend` and
+:func:`borrowed` are the client of ``/lend``.
 
 Wire format: ``POST /execute`` ``{"sql", "params", "mode": "read"|"write"}``;
 a read runs in a READ ONLY transaction rolled back afterwards, a write in
@@ -31,16 +32,19 @@ import asyncio
 import base64
 import datetime as dt
 import hmac
+import http.client
 import logging
 import os
 import secrets
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal, TypeVar
+from urllib.parse import urlsplit
 
 import duckdb
 import orjson
@@ -289,3 +293,49 @@ class StoreEndpoint:
         except TypeError as exc:
             return web.json_response({"error": "Error", "message": str(exc)}, status=422)
         return web.Response(body=payload, content_type="application/json")
+
+
+# -- client: lending ------------------------------------------------------------------
+
+
+def lend(store: Path, seconds: float, *, timeout: float = 10.0) -> bool:
+    """Ask the DuckDB sink that owns ``store`` to close it and keep off it for ``seconds``.
+
+    For a program that needs the file itself (erasure's rewrite, a backup): the
+    sink's writes wait meanwhile, as for a lock, and it reopens the store when
+    the time is up (``seconds=0``: take it back now). False: no sink owns it.
+    Raises OSError when the owner does not answer, ValueError when it refuses.
+    """
+    info = read_endpoint(store)
+    if info is None or info.url is None:
+        return False
+    url = urlsplit(info.url)
+    conn = http.client.HTTPConnection(url.hostname or HOST, url.port, timeout=timeout)
+    try:
+        conn.request(
+            "POST",
+            "/lend",
+            body=orjson.dumps({"seconds": seconds}),
+            headers={"Authorization": f"Bearer {info.token}", "Content-Type": "application/json"},
+        )
+        response = conn.getresponse()
+        body = response.read()
+    finally:
+        conn.close()
+    if response.status != 200:
+        raise ValueError(f"the DuckDB sink refused to lend the store: {body!r}")
+    return True
+
+
+@contextmanager
+def borrowed(store: Path, seconds: float = 300.0) -> Iterator[bool]:
+    """The DuckDB sink keeps off the file inside the block (at most ``seconds``).
+
+    Yields whether a sink lent it (False: none runs); gives it back on exit.
+    """
+    lent = lend(store, seconds)
+    try:
+        yield lent
+    finally:
+        if lent:
+            lend(store, 0)
