@@ -9,7 +9,9 @@ Everything a sink needs is importable from here (``__all__``): the base class,
 the record it receives (:class:`Reply`), the errors to raise, the columns of a
 row and the helpers that build rows. The test kit is :mod:`.testing`.
 Where to look next: :mod:`.base` (the guarantees), :mod:`sms_replies.schema`
-(the columns), :mod:`.duckdb` (a built-in sink to copy from).
+(the columns), :mod:`.duckdb` (a built-in sink to copy from),
+:mod:`sms_replies.stores` (connecting, tables and writes per database, the
+opt-out list's upsert) if your sink writes to DuckDB, PostgreSQL or ClickHouse.
 """
 
 from sms_replies.errors import ConfigError, SinkWriteError, SmsRepliesError
