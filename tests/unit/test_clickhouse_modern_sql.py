@@ -18,6 +18,7 @@ from typing import Any
 import orjson
 import pytest
 
+from sms_replies.optout import Decision, version
 from sms_replies.records import Reply
 from sms_replies.schema import COLUMN_NAMES, COLUMNS, to_row
 from sms_replies.sinks.clickhouse import (
@@ -30,6 +31,8 @@ from sms_replies.sinks.clickhouse import (
     read_sql,
 )
 from sms_replies.sinks.testing import awkward_replies, make_replies
+from sms_replies.stores.clickhouse import optouts_sql
+from sms_replies.stores.ddl import OPTOUTS, TABLES, clickhouse_create
 
 chdb_session = pytest.importorskip("chdb.session")
 
@@ -154,3 +157,50 @@ def test_provider_time_and_attribution_round_trip(engine: Engine, database: str)
         else:
             stored = datetime.fromisoformat(row["provider_sent_at"]).replace(tzinfo=UTC)
             assert stored.timestamp() * 1000 == reply.provider_sent_at_ms
+
+
+def test_every_table_is_created_on_a_current_engine(engine: Engine, features: Features) -> None:
+    name = "t_all_tables"
+    engine.run(f"DROP DATABASE IF EXISTS `{name}`")
+    engine.run(f"CREATE DATABASE `{name}`")
+    for table in TABLES:
+        engine.run(clickhouse_create(table, name, features))
+    rows = engine.rows(f"SELECT name, engine_full FROM system.tables WHERE database = '{name}'")
+    engines = {r["name"]: r["engine_full"] for r in rows}
+    assert set(engines) == {"replies", "campaigns", "optouts"}
+    assert engines["optouts"].startswith("ReplacingMergeTree(version)")
+    assert engines["campaigns"].startswith("ReplacingMergeTree(created_at)")
+
+
+def test_optouts_final_keeps_the_latest_decision_with_milliseconds(
+    engine: Engine, features: Features
+) -> None:
+    """Decisions inserted newest first, one insert each: FINAL reads the latest per sender."""
+    name = "t_optouts"
+    engine.run(f"DROP DATABASE IF EXISTS `{name}`")
+    engine.run(f"CREATE DATABASE `{name}`")
+    engine.run(clickhouse_create(OPTOUTS, name, features))
+    base = 1_700_000_000_123
+    decisions = [
+        Decision("a", "opted_out", base, "0a", "text"),
+        Decision("a", "opted_in", base + 1, "0b", "keyword"),  # one millisecond later: wins
+        Decision("b", "opted_in", base, "ff", "keyword"),
+        Decision("b", "opted_out", base, "00", "provider"),  # same millisecond: the STOP wins
+    ]
+    for d in reversed(decisions):
+        since = datetime.fromtimestamp(d.since_ms / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+        row = {
+            "sender": d.sender,
+            "status": d.status,
+            "since": since[:-3],
+            "reply_id": d.reply_id,
+            "source": d.source,
+            "version": version(d),
+        }
+        engine.run(f"INSERT INTO `{name}`.optouts FORMAT JSONEachRow\n{orjson.dumps(row).decode()}")
+    rows = {r["sender"]: r for r in engine.rows(optouts_sql(name))}
+    assert {s: (r["status"], r["reply_id"]) for s, r in rows.items()} == {
+        "a": ("opted_in", "0b"),
+        "b": ("opted_out", "00"),
+    }
+    assert rows["a"]["since"].endswith(".124")  # DateTime64(3): the milliseconds are kept
