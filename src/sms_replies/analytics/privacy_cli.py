@@ -133,12 +133,12 @@ def _store_options(func: Any) -> Any:
 
 
 def _stores(settings: Settings, schema: str, timeout: float) -> Stores:
-    from sms_replies.sinks.parquet import ParquetSinkSettings
+    from sms_replies.stores.parquet import ParquetSettings
 
     names = set(settings.sinks)
     parquet_dir = None
     if "parquet" in names:
-        parquet_dir = ParquetSinkSettings().directory or settings.data_dir / "parquet"
+        parquet_dir = ParquetSettings().directory or settings.data_dir / "parquet"
     dsn = settings.postgres_dsn
     return Stores(
         duckdb_path=settings.duckdb_path,

@@ -52,16 +52,12 @@ from typing import Self
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from sms_replies.errors import SinkWriteError
 from sms_replies.files import fsync_directory
 from sms_replies.records import Reply
 from sms_replies.schema import (
-    COLUMN_NAMES,
     ROW_ERRORS,
-    TABLE,
     to_columns,
     to_row,
     unique_by_id,
@@ -69,41 +65,16 @@ from sms_replies.schema import (
 )
 from sms_replies.sinks.base import Sink, SinkContext
 from sms_replies.stores.duckdb import ARROW_SCHEMA
+from sms_replies.stores.parquet import PART_GLOB, ParquetSettings, day_directory, view_sql
 
 log = logging.getLogger(__name__)
 
-PART_GLOB = "date=*/part-*.parquet"
 _STALE_TMP_SECONDS = 3600.0
 
+#: The settings' old name (the layout and settings live in :mod:`sms_replies.stores.parquet`).
+ParquetSinkSettings = ParquetSettings
 
-class ParquetSinkSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="SMS_REPLIES_PARQUET_", extra="ignore")
-
-    directory: Path | None = Field(None, description="Root of the files (<data_dir>/parquet).")
-    compression: str = Field("zstd", description="Parquet codec: zstd, snappy, gzip, none.")
-    index_max_ids: int = Field(
-        500_000, ge=1, description="Most reply_ids kept in memory between batches (whole days)."
-    )
-
-
-def view_sql(directory: Path, name: str = TABLE) -> str:
-    """DuckDB view reading every part with one row per reply_id (the first stored).
-
-    DuckDB refuses to create it while the directory holds no part yet. Columns are
-    matched by name: parts written before a column was added read it as null.
-    """
-    pattern = str(directory / PART_GLOB).replace("'", "''")
-    columns = ", ".join(COLUMN_NAMES)
-    return (
-        f"CREATE OR REPLACE VIEW {name} AS "
-        f"SELECT DISTINCT ON (reply_id) {columns} "
-        f"FROM read_parquet('{pattern}', hive_partitioning = false, union_by_name = true) "
-        "ORDER BY reply_id, ingested_at"
-    )
-
-
-def day_directory(root: Path, day: date) -> Path:
-    return root / f"date={day.isoformat()}"
+__all__ = ["PART_GLOB", "ParquetSink", "ParquetSinkSettings", "day_directory", "view_sql"]
 
 
 @dataclass

@@ -260,7 +260,7 @@ def delete_parquet(directory: Path, selection: Selection, *, dry_run: bool = Fal
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    from sms_replies.sinks.parquet import PART_GLOB, ParquetSinkSettings
+    from sms_replies.stores.parquet import PART_GLOB, ParquetSettings
 
     if not directory.is_dir():
         return None
@@ -280,7 +280,7 @@ def delete_parquet(directory: Path, selection: Selection, *, dry_run: bool = Fal
     selection = _resolved(selection, inactive)
     if not selection.senders and selection.before is None:
         return 0
-    compression = ParquetSinkSettings().compression
+    compression = ParquetSettings().compression
     count = 0
     for path in parts:
         table = pq.read_table(path)
