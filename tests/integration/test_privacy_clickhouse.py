@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
-from sms_replies.analytics.privacy_cli import Stores, apply_policy, erase_sender
+from sms_replies.analytics.privacy_cli import Stores, apply_policy, erase_command, erase_sender
 from tests.analytics_sample import SAMPLE_REPLIES
 from tests.clickhouse_server import LocalServer
 from tests.integration.test_sink_contract_clickhouse import (  # noqa: F401 - fixtures
@@ -111,3 +113,26 @@ async def test_retention_by_days(
     rows = query(clickhouse_server, f"SELECT reply_id FROM `{stored}`.replies FINAL")
     left = {row["reply_id"] for row in rows}
     assert left == {r.reply_id for r in SAMPLE_REPLIES} - old
+
+
+async def test_store_url_names_the_clickhouse_server(
+    clickhouse_server: LocalServer,  # noqa: F811
+    stored: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """--store clickhouse://host:port/db: neither SMS_REPLIES_SINKS nor the CLICKHOUSE_* needed."""
+    for name in ("HOST", "PORT", "DATABASE"):
+        monkeypatch.delenv(f"SMS_REPLIES_CLICKHOUSE_{name}")
+    url = f"clickhouse://{clickhouse_server.host}:{clickhouse_server.port}/{stored}"
+    result = await asyncio.to_thread(
+        CliRunner().invoke,
+        erase_command,
+        ["--phone", "06 00 00 00 02", "--data-dir", str(tmp_path), "--store", url],
+        env={"SMS_REPLIES_SINKS": None, "SMS_REPLIES_POSTGRES_DSN": None},
+    )
+    assert result.exit_code == 0, result.output
+    assert "clickhouse: deleted 2\n" in result.output
+    # r2 was a STOP: the number stays on the stop-list, and erase says so.
+    assert "clickhouse: opt-out kept" in result.output
+    assert ERASED not in senders(clickhouse_server, stored)

@@ -221,3 +221,23 @@ async def test_cnil_policy_deletes_numbers_silent_for_three_years(schema: str) -
     assert len(silent) < len(last)  # some numbers are kept: a real cut
     assert await apply_policy(stores, "cnil", now=now) == {"postgres": expected}
     assert {s for _, s in await rows(schema)} == {r["sender"] for r in last} - silent
+
+
+async def test_store_url_names_the_postgres_store(schema: str, tmp_path: Path) -> None:
+    """--store postgresql://...?schema=NAME: no DSN variable needed; the DuckDB file is absent."""
+    erase = await asyncio.to_thread(
+        CliRunner().invoke,
+        erase_command,
+        [
+            "--phone",
+            "0600000002",
+            "--data-dir",
+            str(tmp_path),
+            "--store",
+            f"postgresql://postgres@127.0.0.1:5432/test?schema={schema}",
+        ],
+        env={"SMS_REPLIES_POSTGRES_DSN": None, "SMS_REPLIES_PSEUDONYMIZE_KEY": KEY.decode()},
+    )
+    assert erase.exit_code == 0, erase.output
+    assert "postgres: deleted 3\n" in erase.output
+    assert "+33600000002" not in {sender for _, sender in await rows(schema)}

@@ -31,10 +31,13 @@ The lead attaches :data:`retention_command` and :data:`erase_command` to the
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from pathlib import Path
 from typing import Any, Final
+from urllib.parse import quote, urlencode
 
 import click
+from pydantic import SecretStr
 
 from sms_replies.analytics.campaigns import normalise_number
 from sms_replies.analytics.cli import command_settings
@@ -61,6 +64,7 @@ from sms_replies.stores.manage import (
     retention_cutoff,
     years_before,
 )
+from sms_replies.stores.url import StoreURL, parse_store_url
 
 __all__ = [
     "CNIL_YEARS",
@@ -112,6 +116,13 @@ def _store_options(func: Any) -> Any:
             help="Schema of the PostgreSQL replies table.",
         ),
         click.option(
+            "--store",
+            metavar="URL",
+            help="A store to delete from, in place of the configured one of its kind: a "
+            "DuckDB path or duckdb:///path, postgresql://user@host:port/db?schema=NAME, "
+            "clickhouse://host:port/db [settings: env SMS_REPLIES_ANALYTICS_STORE].",
+        ),
+        click.option(
             "--sinks",
             help="Active sinks: clickhouse and parquet stores are reached when named "
             "(their SMS_REPLIES_CLICKHOUSE_* / SMS_REPLIES_PARQUET_DIRECTORY settings) "
@@ -132,7 +143,9 @@ def _store_options(func: Any) -> Any:
     return func
 
 
-def _stores(settings: Settings, schema: str, timeout: float) -> Stores:
+def _stores(settings: Settings, schema: str, timeout: float, store: str | None) -> Stores:
+    """The configured stores (DuckDB file, DSN, sinks), the ``--store`` URL's in place of
+    the one of its kind."""
     from sms_replies.stores.parquet import ParquetSettings
 
     names = set(settings.sinks)
@@ -140,7 +153,7 @@ def _stores(settings: Settings, schema: str, timeout: float) -> Stores:
     if "parquet" in names:
         parquet_dir = ParquetSettings().directory or settings.data_dir / "parquet"
     dsn = settings.postgres_dsn
-    return Stores(
+    stores = Stores(
         duckdb_path=settings.duckdb_path,
         postgres_dsn=(dsn.get_secret_value() or None) if dsn is not None else None,
         postgres_schema=schema,
@@ -148,6 +161,47 @@ def _stores(settings: Settings, schema: str, timeout: float) -> Stores:
         parquet_dir=parquet_dir,
         timeout=timeout,
     )
+    if store is None and settings.analytics_store is not None:
+        store = settings.analytics_store.get_secret_value() or None
+    if store is None:
+        return stores
+    try:
+        url = parse_store_url(store, default_duckdb=settings.duckdb_path, default_schema=schema)
+    except SmsRepliesError as exc:
+        raise click.ClickException(str(exc)) from None
+    return _with_url(stores, url)
+
+
+def _with_url(stores: Stores, url: StoreURL) -> Stores:
+    if url.backend == "duckdb":
+        return dataclasses.replace(stores, duckdb_path=url.path)
+    if url.backend == "postgresql":
+        return dataclasses.replace(
+            stores, postgres_dsn=_postgres_dsn(url), postgres_schema=url.schema or "public"
+        )
+    from sms_replies.stores.clickhouse import ClickHouseSettings
+
+    server = ClickHouseSettings(
+        host=url.host or "127.0.0.1",
+        port=url.port or 9000,
+        database=url.database or "default",
+        user=url.user or "default",
+        password=url.password or SecretStr(""),
+        secure=url.secure,
+    )
+    return dataclasses.replace(stores, clickhouse_settings=server)
+
+
+def _postgres_dsn(url: StoreURL) -> str:
+    """A libpq URL for asyncpg from the parsed one (the password included)."""
+    auth = ""
+    if url.user is not None:
+        auth = quote(url.user, safe="")
+        if url.password is not None:
+            auth += ":" + quote(url.password.get_secret_value(), safe="")
+        auth += "@"
+    query = f"?{urlencode(url.options)}" if url.options else ""
+    return f"postgresql://{auth}{url.host or '127.0.0.1'}:{url.port}/{url.database}{query}"
 
 
 def _wait_for_sinks(data_dir: Path, names: list[str], wait: float) -> None:
@@ -198,6 +252,7 @@ def retention_command(
     data_dir: Path | None,
     postgres_dsn: str | None,
     postgres_schema: str,
+    store: str | None,
     sinks: str | None,
     timeout: float,
     dry_run: bool,
@@ -206,7 +261,7 @@ def retention_command(
     if (days is None) == (policy is None):
         raise click.UsageError("give either --days or --policy")
     settings = command_settings(data_dir=data_dir, postgres_dsn=postgres_dsn, sinks=sinks)
-    stores = _stores(settings, postgres_schema, timeout)
+    stores = _stores(settings, postgres_schema, timeout, store)
     if policy is not None:
         counts = _run(apply_policy(stores, policy, dry_run=dry_run))
     else:
@@ -237,6 +292,7 @@ def erase_command(
     data_dir: Path | None,
     postgres_dsn: str | None,
     postgres_schema: str,
+    store: str | None,
     sinks: str | None,
     timeout: float,
     dry_run: bool,
@@ -258,7 +314,7 @@ def erase_command(
         add_erasure(settings.data_dir, number, key)
         click.echo("erasure list: added (the worker and the sinks drop this number from now on)")
         _wait_for_sinks(settings.data_dir, settings.sinks, SINKS_WAIT)
-    stores = _stores(settings, postgres_schema, timeout)
+    stores = _stores(settings, postgres_schema, timeout, store)
     counts = _run(
         erase_sender(stores, number, key=key, dry_run=dry_run, forget_optouts=forget_opt_out)
     )

@@ -15,7 +15,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import duckdb
 
@@ -26,6 +26,9 @@ from sms_replies.stores.ddl import OPTOUTS, REPLIES, clickhouse_table, postgres_
 from sms_replies.stores.duckdb_endpoint import borrowed
 from sms_replies.stores.errors import StoreError
 from sms_replies.stores.selection import DEFAULT_TIMEOUT, PrivacyStoreError, Selection
+
+if TYPE_CHECKING:
+    from sms_replies.stores.clickhouse import ClickHouseSettings
 
 # -- DuckDB ---------------------------------------------------------------------------
 
@@ -159,14 +162,18 @@ async def delete_postgres(
 
 
 def delete_clickhouse(
-    selection: Selection, *, timeout: float = DEFAULT_TIMEOUT, dry_run: bool = False
+    selection: Selection,
+    *,
+    settings: ClickHouseSettings | None = None,
+    timeout: float = DEFAULT_TIMEOUT,
+    dry_run: bool = False,
 ) -> int:
     """Delete (or count) the selected rows with mutations, and wait until they are done."""
     from clickhouse_driver import Client
 
     from sms_replies.stores.clickhouse import OUTAGE_ERRORS, ClickHouseSettings
 
-    c = ClickHouseSettings()
+    c = settings or ClickHouseSettings()  # default: SMS_REPLIES_CLICKHOUSE_*
     table = clickhouse_table(REPLIES, c.database)
     client: Client = c.client("sms-replies-privacy")
     try:
@@ -355,10 +362,10 @@ async def postgres_opted_out(
         await con.close()
 
 
-def clickhouse_opted_out(senders: list[str]) -> bool:
+def clickhouse_opted_out(senders: list[str], settings: ClickHouseSettings | None = None) -> bool:
     from sms_replies.stores.clickhouse import OUTAGE_ERRORS, ClickHouseSettings
 
-    c = ClickHouseSettings()
+    c = settings or ClickHouseSettings()
     client = c.client("sms-replies-privacy")
     try:
         if not _clickhouse_has(client, c.database, OPTOUTS.name):

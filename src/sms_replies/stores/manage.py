@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Final
 
 from sms_replies.privacy import sender_forms
@@ -97,9 +98,15 @@ async def delete_everywhere(
             command_timeout=stores.timeout,
             dry_run=dry_run,
         )
-    if stores.clickhouse:
+    if stores.reaches_clickhouse:
         counts["clickhouse"] = await asyncio.to_thread(
-            delete_clickhouse, selection, timeout=stores.timeout, dry_run=dry_run
+            partial(
+                delete_clickhouse,
+                selection,
+                settings=stores.clickhouse_settings,
+                timeout=stores.timeout,
+                dry_run=dry_run,
+            )
         )
     if stores.parquet_dir is not None:
         counts["parquet"] = await asyncio.to_thread(
@@ -171,6 +178,7 @@ async def kept_optouts(stores: Stores, number: str, *, key: bytes | None = None)
         and await postgres_opted_out(
             stores.postgres_dsn, stores.postgres_schema, senders, command_timeout=stores.timeout
         ),
-        "clickhouse": stores.clickhouse and await asyncio.to_thread(clickhouse_opted_out, senders),
+        "clickhouse": stores.reaches_clickhouse
+        and await asyncio.to_thread(clickhouse_opted_out, senders, stores.clickhouse_settings),
     }
     return [store for store, kept in found.items() if kept]

@@ -8,10 +8,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from sms_replies.stores.ddl import REPLIES
 from sms_replies.stores.errors import StoreError
+
+if TYPE_CHECKING:
+    from sms_replies.stores.clickhouse import ClickHouseSettings
 
 DEFAULT_TIMEOUT: Final = 30.0
 
@@ -30,8 +33,13 @@ class Stores:
     postgres_dsn: str | None = None
     postgres_schema: str = "public"
     clickhouse: bool = False  # settings from SMS_REPLIES_CLICKHOUSE_*
+    clickhouse_settings: ClickHouseSettings | None = None  # given: this server, not the env's
     parquet_dir: Path | None = None
     timeout: float = DEFAULT_TIMEOUT
+
+    @property
+    def reaches_clickhouse(self) -> bool:
+        return self.clickhouse or self.clickhouse_settings is not None
 
 
 @dataclass(frozen=True, slots=True)
