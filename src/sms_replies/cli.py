@@ -201,11 +201,12 @@ def api(store: str | None, **overrides: Any) -> None:
 
 
 def _attach_analytics() -> None:
-    from sms_replies.analytics.cli import campaign_group, stats_command
+    from sms_replies.analytics.cli import campaign_group, optouts_group, stats_command
     from sms_replies.analytics.privacy_cli import erase_command, retention_command
 
     main.add_command(stats_command, "stats")
     main.add_command(campaign_group, "campaign")
+    main.add_command(optouts_group, "optouts")
     main.add_command(retention_command, "retention")
     main.add_command(erase_command, "erase")
 

@@ -190,6 +190,14 @@ async def test_replies_paging_and_filters(
         for form in ("+33700000002", "33700000002", "0700000002", "07 00 00 00 02")
     }
     assert set(map(tuple, by_recipient.values())) == {("r8", "r4")}
+    # The sender likewise, national form included (as the CLI's --phone normalises it).
+    by_sender = {
+        form: [
+            r["reply_id"] for r in (await get_json(client, "/api/replies", sender=form))["items"]
+        ]
+        for form in ("+33600000001", "33600000001", "0600000001", "06 00 00 00 01")
+    }
+    assert set(map(tuple, by_sender.values())) == {("r3", "r1")}
 
 
 @pytest.mark.parametrize(

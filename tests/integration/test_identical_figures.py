@@ -35,10 +35,23 @@ from typing import Any
 
 import asyncpg
 import pytest
+from aiohttp.test_utils import TestClient, TestServer
+from click.testing import CliRunner
 from clickhouse_driver import Client
+from pydantic import SecretStr
 
+from sms_replies.analytics.api import create_api_app
 from sms_replies.analytics.campaigns import Campaign, declare_campaign
-from sms_replies.optout import keyword_of, stop_source
+from sms_replies.analytics.guard import ApiAccess
+from sms_replies.cli import main
+from sms_replies.optout import (
+    DEFAULT_RESUBSCRIBE_KEYWORDS,
+    decision_of,
+    keyword_of,
+    latest,
+    stop_source,
+)
+from sms_replies.privacy import pseudonymize
 from sms_replies.records import Reply
 from sms_replies.sinks.clickhouse import ClickHouseSink
 from sms_replies.sinks.duckdb import DuckDBSink
@@ -54,6 +67,8 @@ ROOT = Path(__file__).parents[2]
 NUMBER_A = "+33700000001"
 NUMBER_B = "+33700000002"
 SENDERS = [f"+336000000{n:02d}" for n in range(1, 13)]
+OPT_IN, OPT_OUT, SHORT_STOP, HASHED = (f"+3361111110{n}" for n in range(1, 5))
+KEY = b"a pseudonymisation key for tests"
 TEXTS = ["Oui merci", "STOP", "non merci", "Arrêt svp", "INFO svp", "", "Stop!", "oui"]
 
 
@@ -155,6 +170,30 @@ def data_set() -> list[Reply]:
     replies.append(
         _reply(903, utc("2025-03-29T09:00:00"), sender=SENDERS[2], recipient=NUMBER_A, text="Oui")
     )
+    # The opt-out list: STOP then START then "Oui" from one number, a STOP from another,
+    # a short-number stop, a pseudonymised sender's STOP; stored out of order (batches).
+    a, b = NUMBER_A, NUMBER_B
+    replies += [
+        _reply(910, utc("2025-03-28T09:00"), sender=OPT_IN, recipient=a, text="START"),
+        _reply(911, utc("2025-03-28T08:00"), sender=OPT_IN, recipient=a, text="STOP"),
+        _reply(912, utc("2025-03-28T10:00"), sender=OPT_IN, recipient=a, text="Oui"),
+        _reply(913, utc("2025-03-29T08:00"), sender=OPT_OUT, recipient=b, text="Stop svp"),
+        _reply(
+            914,
+            utc("2025-03-30T08:00"),
+            sender=SHORT_STOP,
+            recipient=None,
+            text="merci",
+            provider_stop=True,
+        ),
+        _reply(
+            915,
+            utc("2025-03-31T08:00"),
+            sender=pseudonymize(HASHED, KEY),
+            recipient=a,
+            text="STOP",
+        ),
+    ]
     return replies
 
 
@@ -266,7 +305,7 @@ async def _drop_schema(name: str) -> None:
         await con.close()
 
 
-def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def real_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """``sms-replies ARGS`` in a process of its own, as a user runs it."""
     environment = {k: v for k, v in os.environ.items() if not k.startswith("SMS_REPLIES_")}
     environment["PYTHONPATH"] = f"{ROOT / 'src'}{os.pathsep}{ROOT}"
@@ -279,6 +318,17 @@ def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedPr
         env=environment,
         check=False,
     )
+
+
+def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """The same command in this process (click's runner): the many comparisons stay fast.
+
+    Real processes (:func:`real_cli`) run the summaries, the first query and the new user's.
+    """
+    result = CliRunner(env=env).invoke(main, list(args))
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return subprocess.CompletedProcess(list(args), result.exit_code, result.stdout, result.stderr)
 
 
 def json_of(result: subprocess.CompletedProcess[str]) -> Any:
@@ -311,8 +361,9 @@ def _at(reply: Reply) -> datetime:
 
 @pytest.mark.parametrize("query", QUERIES, ids=lambda q: " ".join(q[4:]) or "range")
 def test_stats_json_identical_in_the_three_stores(stores: Stores, query: list[str]) -> None:
+    run = real_cli if query == QUERIES[0] else cli
     outputs = each_store(
-        stores, lambda url: json_of(cli("stats", "--format", "json", "--store", url, *query))
+        stores, lambda url: json_of(run("stats", "--format", "json", "--store", url, *query))
     )
     assert outputs["postgresql"] == outputs["duckdb"]
     assert outputs["clickhouse"] == outputs["duckdb"]
@@ -340,7 +391,7 @@ def test_campaign_figures_identical_in_the_three_stores(stores: Stores) -> None:
 
 def test_the_three_summaries_side_by_side(stores: Stores) -> None:
     """What the closing note shows: one table per store, the same figures."""
-    tables = each_store(stores, lambda url: cli("stats", "--store", url, *SPRING))
+    tables = each_store(stores, lambda url: real_cli("stats", "--store", url, *SPRING))
     for backend, result in tables.items():
         assert result.returncode == 0, result.stderr
         print(f"--- {backend}\n{result.stdout}")
@@ -350,7 +401,7 @@ def test_the_three_summaries_side_by_side(stores: Stores) -> None:
 
 def test_stats_on_postgresql_as_a_new_user_types_it(stores: Stores) -> None:
     """No ?schema=: the sink's schema setting is the default, as documented."""
-    result = cli(
+    result = real_cli(
         "stats",
         "--store",
         DSN,
@@ -359,7 +410,7 @@ def test_stats_on_postgresql_as_a_new_user_types_it(stores: Stores) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert "distinct senders" in result.stdout
-    from_env = cli(
+    from_env = real_cli(
         "stats",
         "--format",
         "json",
@@ -372,9 +423,120 @@ def test_stats_on_postgresql_as_a_new_user_types_it(stores: Stores) -> None:
 
 def test_password_never_shown(stores: Stores) -> None:
     url = "postgresql://postgres:s3cret-pw@127.0.0.1:1/test"
-    result = cli("stats", "--store", url)
+    result = real_cli("stats", "--store", url)
     assert result.returncode == 1
     assert "s3cret-pw" not in result.stderr + result.stdout
     assert "postgres:***@127.0.0.1:1" in result.stderr
     assert "s3cret-pw" not in repr(parse_store_url(url, default_duckdb=Path("x")))
     assert isinstance(parse_store_url(url, default_duckdb=Path("x")), StoreURL)
+
+
+# -- the opt-out list (issue 14) --------------------------------------------------------
+
+
+def expected_optouts() -> dict[str, tuple[str, str]]:
+    """sender -> (status, source) of every decided sender, by the decision rule."""
+    resubscribe = frozenset(DEFAULT_RESUBSCRIBE_KEYWORDS)
+    decisions = [d for r in data_set() if (d := decision_of(r, resubscribe)) is not None]
+    return {s: (d.status, d.source) for s, d in latest(decisions).items()}
+
+
+def test_optouts_list_identical_and_exact(stores: Stores) -> None:
+    lists = each_store(
+        stores, lambda url: json_of(cli("optouts", "list", "--format", "json", "--store", url))
+    )
+    assert lists["postgresql"] == lists["duckdb"]
+    assert lists["clickhouse"] == lists["duckdb"]
+    got = {o["sender"]: (o["status"], o["source"]) for o in lists["duckdb"]["optouts"]}
+    want = {s: v for s, v in expected_optouts().items() if v[0] == "opted_out"}
+    assert got == want
+    assert lists["duckdb"]["count"] == len(want)
+    # Written out by hand: START after the STOP opts back in, "Oui" changes nothing.
+    assert OPT_IN not in got
+    assert got[OPT_OUT] == ("opted_out", "text")
+    assert got[SHORT_STOP] == ("opted_out", "provider")
+    assert got[pseudonymize(HASHED, KEY)] == ("opted_out", "text")
+    everyone = each_store(
+        stores,
+        lambda url: json_of(cli("optouts", "list", "--all", "--format", "json", "--store", url)),
+    )
+    assert everyone["clickhouse"] == everyone["postgresql"] == everyone["duckdb"]
+    by_sender = {o["sender"]: o for o in everyone["duckdb"]["optouts"]}
+    assert (by_sender[OPT_IN]["status"], by_sender[OPT_IN]["source"]) == ("opted_in", "keyword")
+    assert by_sender[OPT_IN]["since"] == "2025-03-28T10:00:00+01:00"  # START, in Paris time
+    recent = each_store(
+        stores,
+        lambda url: json_of(
+            cli("optouts", "list", "--since", "2025-03-30", "--format", "json", "--store", url)
+        ),
+    )
+    assert recent["clickhouse"] == recent["postgresql"] == recent["duckdb"]
+    assert all(o["since"] >= "2025-03-30" for o in recent["duckdb"]["optouts"])
+    assert SHORT_STOP in {o["sender"] for o in recent["duckdb"]["optouts"]}
+    assert OPT_OUT not in {o["sender"] for o in recent["duckdb"]["optouts"]}
+
+
+@pytest.mark.parametrize("backend", ["duckdb", "postgresql", "clickhouse"])
+def test_optouts_check_any_number_format(stores: Stores, backend: str) -> None:
+    url = stores.urls()[backend]
+
+    def check(phone: str, **env: str) -> Any:
+        return json_of(
+            cli("optouts", "check", "--phone", phone, "--format", "json", "--store", url, env=env)
+        )
+
+    national = "0" + OPT_OUT[3:]  # 0611111102
+    assert check(national)["opted_out"] is True
+    assert check("06 11 11 11 02")["decision"]["reply_id"] == "same-0913"
+    assert check(OPT_OUT[1:])["opted_out"] is True  # 33611111102
+    back_in = check(OPT_IN)
+    assert (back_in["opted_out"], back_in["decision"]["status"]) == (False, "opted_in")
+    assert check("+33699999999") == {
+        "phone": "+33699999999",
+        "looked_up": ["+33699999999"],
+        "opted_out": False,
+        "decision": None,
+    }
+    # With the key, the number given is hashed: the store holds only the pseudonym.
+    assert check("0" + HASHED[3:])["opted_out"] is False
+    hashed = check("0" + HASHED[3:], SMS_REPLIES_PSEUDONYMIZE_KEY=KEY.decode())
+    assert hashed["opted_out"] is True
+    assert hashed["decision"]["sender"] == pseudonymize(HASHED, KEY)
+    assert hashed["looked_up"] == [HASHED, pseudonymize(HASHED, KEY)]
+    text = cli("optouts", "check", "--phone", national, "--store", url)
+    assert "OPTED OUT since 2025-03-29T09:00:00+01:00" in text.stdout
+
+
+@pytest.mark.parametrize("backend", ["duckdb", "postgresql", "clickhouse"])
+async def test_api_optouts_is_the_cli_json(stores: Stores, backend: str) -> None:
+    url = stores.urls()[backend]
+    store = parse_store_url(url, default_duckdb=Path("unused"))
+    token = "t" * 32
+    app = create_api_app(store, access=ApiAccess(token=SecretStr(token)))
+    async with TestClient(TestServer(app), headers={"Authorization": f"Bearer {token}"}) as c:
+        response = await c.get("/api/optouts")
+        assert response.status == 200
+        api = await response.json()
+        response = await c.get("/api/optouts", params={"all": "true", "since": "2025-03-28"})
+        api_all = await response.json()
+    cli_json = await asyncio.to_thread(
+        lambda: json_of(cli("optouts", "list", "--format", "json", "--store", url))
+    )
+    assert api == cli_json
+    assert api["count"] > 3
+    cli_all = await asyncio.to_thread(
+        lambda: json_of(
+            cli(
+                "optouts",
+                "list",
+                "--all",
+                "--since",
+                "2025-03-28",
+                "--format",
+                "json",
+                "--store",
+                url,
+            )
+        )
+    )
+    assert api_all == cli_all

@@ -5,6 +5,8 @@ Routes (every one is described by ``GET /api/openapi.json``):
 - ``GET /api/summary``, ``/api/timeseries``, ``/api/keywords``: statistics;
 - ``GET /api/campaigns`` (with their figures), ``POST /api/campaigns`` (declare);
 - ``GET /api/replies``: reply rows, filtered and paged;
+- ``GET /api/optouts``: the opt-out list (the object ``sms-replies optouts list
+  --format json`` prints);
 - ``GET /dashboard/``: the dashboard page, its files under ``/dashboard/static/``.
 
 Query parameters are validated by pydantic models (unknown or repeated ones
@@ -54,6 +56,7 @@ from sms_replies.analytics.guard import (
     add_protective_headers,
     guard_middleware,
 )
+from sms_replies.analytics.optouts import OptOutList, list_optouts
 from sms_replies.analytics.params import (
     DEFAULT_TZ,
     MAX_BUCKETS,
@@ -257,6 +260,16 @@ class RepliesParams(_Params):
         None,
         pattern=CURSOR_PATTERN,
         description="`next_cursor` of the previous page: the next page starts after that row.",
+    )
+
+
+class OptoutsParams(_Params):
+    since: TimeText | None = Field(
+        None, description=f"Only decisions taken at or after this time. {_TIME_HELP}"
+    )
+    tz: ZoneName | None = Field(None, description="IANA time zone in which times are shown.")
+    all: QueryBool | None = Field(
+        None, description="true: also the senders opted back in (START); default false."
     )
 
 
@@ -572,6 +585,19 @@ async def get_replies(request: web.Request) -> web.Response:
     return _json(await _read(request, lambda con: list_replies(con, f)))
 
 
+async def get_optouts(request: web.Request) -> web.Response:
+    p = _params(request, OptoutsParams)
+    tz = _tz(request, p.tz)
+    since = parse_time(p.since, tz=tz, param="since") if p.since else None
+    include = bool(p.all)
+    return _json(
+        await _read(
+            request,
+            lambda reader: list_optouts(reader, tz=tz, since=since, include_opted_in=include),
+        )
+    )
+
+
 async def get_openapi(request: web.Request) -> web.Response:
     return _json(openapi_document(request.app[CONFIG].default_tz))
 
@@ -691,6 +717,14 @@ ROUTES: Final[tuple[RouteDoc, ...]] = (
     ),
     RouteDoc(
         "GET", "/api/replies", get_replies, "Reply rows, newest first", RepliesParams, ReplyPage
+    ),
+    RouteDoc(
+        "GET",
+        "/api/optouts",
+        get_optouts,
+        "The opt-out list (senders opted out, most recent first)",
+        OptoutsParams,
+        OptOutList,
     ),
     RouteDoc("GET", "/api/openapi.json", get_openapi, "This document", None, dict[str, Any]),
     RouteDoc(

@@ -32,6 +32,7 @@ from sms_replies.analytics.campaigns import (
     declare_campaign,
     delete_campaign,
 )
+from sms_replies.analytics.optouts import check_optout, list_optouts
 from sms_replies.analytics.params import (
     BUCKET_VALUES,
     GROUP_BY_VALUES,
@@ -483,3 +484,100 @@ def campaign_delete(data_dir: Path | None, store: str | None, name: str) -> None
     with _errors():
         delete_campaign(url, name, timeout=settings.store_read_timeout)
     click.echo(f"campaign {name!r} deleted")
+
+
+# -- optouts ------------------------------------------------------------------------------
+
+
+@click.group("optouts")
+def optouts_group() -> None:
+    """The opt-out list the sinks keep from the replies (STOP out, START in)."""
+
+
+@optouts_group.command("list")
+@data_dir_option
+@store_option
+@click.option("--since", help="Only decisions from this time: ISO date/date-time or relative (7d).")
+@click.option("--all", "include_opted_in", is_flag=True, help="Also the senders opted back in.")
+@tz_option
+@format_option
+def optouts_list(
+    data_dir: Path | None,
+    store: str | None,
+    since: str | None,
+    include_opted_in: bool,
+    tz: str | None,
+    fmt: str,
+) -> None:
+    """The senders opted out, most recent first (JSON: the object of GET /api/optouts).
+
+    With a pseudonymisation key the senders are pseudonyms ('h:' + HMAC-SHA256 of
+    the E.164 number under the key): hash your own list the same way to match it.
+    """
+    settings = command_settings(data_dir=data_dir)
+    url = store_url(settings, store)
+    tz = tz or settings.analytics_tz
+    with _errors():
+        parse_zone(tz)
+        start = parse_time(since, tz=tz, param="since") if since else None
+        with open_store(url, timeout=settings.store_read_timeout) as reader:
+            result = list_optouts(reader, tz=tz, since=start, include_opted_in=include_opted_in)
+    if fmt == "json":
+        click.echo(_json(result))
+    elif fmt == "csv":
+        rows = [
+            [o.sender, o.status, o.since.isoformat(), o.reply_id, o.source] for o in result.optouts
+        ]
+        click.echo(_csv(["sender", "status", "since", "reply_id", "source"], rows), nl=False)
+    else:
+        title = f"Opt-out list ({tz}): {result.count} sender(s)"
+        table = Table(title=title)
+        for name in ("sender", "status", "since", "reply_id", "source"):
+            table.add_column(name, overflow="fold")
+        for o in result.optouts:
+            table.add_row(o.sender, o.status, _when(o.since), o.reply_id, o.source)
+        console().print(table)
+
+
+@optouts_group.command("check")
+@data_dir_option
+@store_option
+@click.option("--phone", required=True, help="The number, in any format (E.164, 33…, 06…).")
+@tz_option
+@format_option
+def optouts_check(
+    data_dir: Path | None, store: str | None, phone: str, tz: str | None, fmt: str
+) -> None:
+    """Whether PHONE is opted out (with a pseudonymisation key, its pseudonym is looked up)."""
+    from sms_replies.privacy import key_bytes
+
+    settings = command_settings(data_dir=data_dir)
+    url = store_url(settings, store)
+    tz = tz or settings.analytics_tz
+    with _errors():
+        parse_zone(tz)
+        with open_store(url, timeout=settings.store_read_timeout) as reader:
+            result = check_optout(reader, phone, tz=tz, key=key_bytes(settings.pseudonymize_key))
+    if fmt == "json":
+        click.echo(_json(result))
+        return
+    if fmt == "csv":
+        d = result.decision
+        row = [result.phone, result.opted_out, d and d.status, d and d.since.isoformat()]
+        row += [d and d.reply_id, d and d.source]
+        header = ["phone", "opted_out", "status", "since", "reply_id", "source"]
+        click.echo(_csv(header, [row]), nl=False)
+        return
+    d = result.decision
+    if d is None:
+        click.echo(f"{result.phone}: not on the opt-out list (no STOP from it)")
+    elif result.opted_out:
+        click.echo(
+            f"{result.phone}: OPTED OUT since {d.since.isoformat()} "
+            f"(reply {d.reply_id}, {d.source})"
+        )
+    else:
+        click.echo(
+            f"{result.phone}: opted back in since {d.since.isoformat()} "
+            f"(reply {d.reply_id}, {d.source})"
+        )
