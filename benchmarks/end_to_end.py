@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import json
 import math
+import os
 import subprocess
 import sys
 import tempfile
@@ -111,6 +112,7 @@ async def _steps(
             "errors": load["errors"],
             "rows": len(latencies),
             "replies_expected": expected,
+            "load_avg": round(os.getloadavg()[0], 2),
         }
         if latencies:
             row["e2e_p50_ms"] = round(_pct(latencies, 50))
@@ -276,7 +278,7 @@ async def _offer(url: str, prefix: str, rate: int, seconds: float) -> dict[str, 
 def render(results: list[dict[str, Any]]) -> Table:
     table = Table(title="End to end: ingress -> broker -> worker -> DuckDB, open-loop load")
     columns = ("offered/s", "achieved/s", "HTTP p50", "HTTP p99", "errors")
-    columns += ("rows", "e2e p50 ms", "e2e p99 ms", "drain s", "held")
+    columns += ("rows", "e2e p50 ms", "e2e p99 ms", "drain s", "held", "load avg")
     for column in columns:
         table.add_column(column, justify="right")
     for r in results:
@@ -291,6 +293,7 @@ def render(results: list[dict[str, Any]]) -> Table:
             str(r.get("e2e_p99_ms", "-")),
             str(r.get("drain_s", "-")),
             "yes" if r["held"] else "no",
+            str(r.get("load_avg", "-")),
         )
     return table
 

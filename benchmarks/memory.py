@@ -181,9 +181,9 @@ def plot(result: dict[str, Any], path: Path) -> None:
     fed = next((s["t_s"] for s in samples if s["parts_sent"] >= result["parts"]), None)
     if fed is not None:
         ax.axvline(fed, color="grey", linestyle=":", label="last part sent")
-    ax.legend(loc="lower right")
+    ax.legend(loc="center right")
     ax.set_xlabel("seconds since the first part")
-    ax.set_ylabel("worker RSS (MiB)")
+    ax.set_ylabel("MiB")
     ax.set_ylim(bottom=0)
     ax.set_title(
         f"Worker memory, {result['parts']:,} parts at {result['rate_per_s']:,}/s, "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import rocksdict
@@ -60,3 +61,31 @@ def test_memory_usage_sums_each_property_over_databases(tmp_path: Path) -> None:
     assert set(both) == {"memtables", "table_readers", "block_cache", "block_cache_pinned"}
     assert alone["memtables"] > 0
     assert both["memtables"] == 2 * alone["memtables"]
+
+
+def test_partitions_share_one_cache_charged_for_their_memtables(tmp_path: Path) -> None:
+    cache = 8 * 2**20
+    options = BoundedRocksDBOptions(
+        use_rocksdict=True, block_cache_size=cache, write_buffer_size=8 * 2**20
+    )
+    first, second = options.open(tmp_path / "p0"), options.open(tmp_path / "p1")
+    try:
+        for n in range(30_000):  # about 4 MiB of memtable into each partition
+            first[f"k{n}".encode()] = os.urandom(100)
+            second[f"k{n}".encode()] = os.urandom(100)
+        # Flushes run in the background: give them a moment on a busy machine.
+        deadline = time.monotonic() + 20
+        both = memory_usage([first, second])
+        while both["memtables"] > cache // 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+            both = memory_usage([first, second])
+        one, other = memory_usage([first]), memory_usage([second])
+    finally:
+        first.close()
+        second.close()
+    assert one["block_cache"] == other["block_cache"]  # one cache for both partitions
+    # The memtables of both are flushed to under half the cache, though each
+    # partition's own write buffer (8 MiB) would have held all it was given.
+    assert both["memtables"] <= cache // 2
+    assert both["block_cache"] <= cache
+    assert both["block_cache_pinned"] >= both["memtables"] // 2  # charged to the cache

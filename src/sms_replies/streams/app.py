@@ -47,7 +47,8 @@ BATCH_WITHIN_S = 0.02
 
 
 def rocksdb_options(settings: Settings) -> dict[str, int]:
-    """Bounded memory: per table partition, at most two memtables and the block cache."""
+    """Bounded memory: the block cache is the process's, shared by the table partitions
+    and charged for their memtables (streams.rocksdb.BoundedRocksDBOptions)."""
     return {
         "write_buffer_size": settings.worker_rocksdb_write_buffer_mib * MIB,
         "max_write_buffer_number": 2,

@@ -1,13 +1,15 @@
-"""The table's RocksDB: every byte it holds in RAM bounded by a setting, and measured.
+"""The table's RocksDB: every byte it holds in RAM under one bound, and measured.
 
-Faust's rocksdict options keep each SST file's index and bloom-filter blocks
-outside the block cache, in the table reader, for as long as the file is open
-(Faust opens up to 943,719 files): that memory grows with the number and size
-of the files, which is what made the worker's RSS climb over a long stream
-(docs/benchmarks.md, Worker memory). Here they live in the block cache, so the
-cache's size bounds them; the level-0 ones stay pinned there (they are read on
-every get). :func:`memory_usage` reads RocksDB's own figures for the gauge the
-worker exports (``sms_replies_worker_rocksdb_bytes``).
+Faust's rocksdict options give each table partition its own block cache and
+keep each SST file's index and bloom-filter blocks outside it, in the table
+reader, for as long as the file is open (Faust opens up to 943,719 files):
+memory that grows with the files. Here one block cache serves every partition
+of the process, holds the index and filter blocks (level-0 ones pinned: every
+get reads them), and is charged for the memtables (a write buffer manager
+flushes when they pass half of it): the worker's RocksDB memory stays under
+``worker_rocksdb_cache_mib`` whatever the length of the run (docs/benchmarks.md,
+Worker memory). :func:`memory_usage` reads RocksDB's own figures for the gauge
+the worker exports (``sms_replies_worker_rocksdb_bytes``).
 """
 
 from __future__ import annotations
@@ -20,8 +22,6 @@ from faust.stores.rocksdb import RocksDBOptions
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import REGISTRY, Collector
 
-MIB: Final = 1024 * 1024
-
 #: RocksDB's properties of what one database holds in RAM (bytes), by our name.
 MEMORY_PROPERTIES: Final = {
     "memtables": "rocksdb.cur-size-all-mem-tables",
@@ -32,11 +32,19 @@ MEMORY_PROPERTIES: Final = {
 
 
 class BoundedRocksDBOptions(RocksDBOptions):
-    """Faust's options, with index and filter blocks charged to the block cache."""
+    """Faust's options, with every partition's blocks and memtables in one shared cache."""
+
+    _cache: Any = None
+    _write_buffers: Any = None
 
     def as_options(self) -> Any:
         if not self.use_rocksdict:  # python-rocksdb: not installed here, Faust's own
             return super().as_options()
+        if self._cache is None:  # one per store: each partition's database shares it
+            self._cache = rocksdict.Cache(self.block_cache_size)
+            self._write_buffers = rocksdict.WriteBufferManager.new_write_buffer_manager_with_cache(
+                self.block_cache_size // 2, False, self._cache
+            )
         options = rocksdict.Options(raw_mode=True)
         options.create_if_missing(True)
         if self.max_open_files is not None:
@@ -44,9 +52,10 @@ class BoundedRocksDBOptions(RocksDBOptions):
         options.set_write_buffer_size(self.write_buffer_size)
         options.set_target_file_size_base(self.target_file_size_base)
         options.set_max_write_buffer_number(self.max_write_buffer_number)
+        options.set_write_buffer_manager(self._write_buffers)
         table = rocksdict.BlockBasedOptions()
         table.set_bloom_filter(self.bloom_filter_size, True)
-        table.set_block_cache(rocksdict.Cache(self.block_cache_size))
+        table.set_block_cache(self._cache)
         table.set_index_type(rocksdict.BlockBasedIndexType.binary_search())
         table.set_cache_index_and_filter_blocks(True)
         table.set_pin_l0_filter_and_index_blocks_in_cache(True)
@@ -71,12 +80,20 @@ def bound_store(store: Any) -> None:
 
 
 def memory_usage(databases: Iterable[Any]) -> dict[str, int]:
-    """Bytes held by ``databases`` (open rocksdict ``Rdict``), summed per property."""
+    """Bytes held by ``databases`` (open rocksdict ``Rdict``), per property.
+
+    Summed over the databases, except the block cache's figures: every database
+    reports the same shared cache, counted once (the largest report).
+    """
     totals = dict.fromkeys(MEMORY_PROPERTIES, 0)
     for db in databases:
         for name, prop in MEMORY_PROPERTIES.items():
             value = db.property_int_value(prop)
-            if value is not None:
+            if value is None:
+                continue
+            if name.startswith("block_cache"):
+                totals[name] = max(totals[name], int(value))
+            else:
                 totals[name] += int(value)
     return totals
 
