@@ -12,7 +12,9 @@ bound parameter in the driver's own style:
   names without table qualifiers (ClickHouse 18.16 resolves them poorly across
   joins: queries keep names unique instead), binds timestamps as ``toDateTime``
   of whole seconds (18.16 has no DateTime64; ``>=`` and ``<`` bounds rounded up
-  are exact on whole-second rows) and booleans as 0/1 (UInt8 columns).
+  are exact on whole-second rows; on a current server whose tables have
+  DateTime64(3), :data:`CLICKHOUSE_DATETIME64`, as milliseconds) and booleans as
+  0/1 (UInt8 columns).
 
 The constructs whose SQL differs (everything else is portable SQL):
 
@@ -32,7 +34,7 @@ The constructs whose SQL differs (everything else is portable SQL):
 from __future__ import annotations
 
 import math
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
 from sqlalchemy import Boolean, DateTime
@@ -55,8 +57,14 @@ class Instant(TypeDecorator[datetime]):
     def process_bind_param(self, value: datetime | None, dialect: Dialect) -> Any:
         if value is None or dialect.name != "clickhouse":
             return value
-        # Whole seconds: rounded up, which keeps `>=` and `<` exact on whole-second rows.
-        return math.ceil(value.astimezone(UTC).timestamp())
+        # Rounded up to the column's precision, which keeps `>=` and `<` exact on its rows.
+        value = value.astimezone(UTC)
+        if not getattr(dialect, "datetime64", False):
+            return math.ceil(value.timestamp())  # DateTime: whole seconds (18.16)
+        whole = value.replace(microsecond=0)
+        ms = math.ceil(value.microsecond / 1000)
+        text = (whole + timedelta(milliseconds=ms)).strftime("%Y-%m-%d %H:%M:%S.%f")
+        return text[:-3]  # DateTime64(3, 'UTC'): milliseconds, as UTC text
 
 
 class Flag(TypeDecorator[bool]):
@@ -103,6 +111,8 @@ class ClickHouseCompiler(compiler.SQLCompiler):
     def visit_bindparam(self, bindparam: Any, **kw: Any) -> Any:  # type: ignore[override]
         text = super().visit_bindparam(bindparam, **kw)  # type: ignore[no-untyped-call]
         if isinstance(bindparam.type, Instant):
+            if getattr(self.dialect, "datetime64", False):
+                return f"toDateTime64({text}, 3, 'UTC')"
             return f"toDateTime({text})"
         return text
 
@@ -114,12 +124,23 @@ class ClickHouseCompiler(compiler.SQLCompiler):
 
 
 class ClickHouseDialect(default.DefaultDialect):
+    """``datetime64``: the tables' timestamps are DateTime64(3) (a current server), not
+    DateTime (18.16): timestamps are then bound in milliseconds."""
+
     name = "clickhouse"
     driver = "clickhouse_driver"
     default_paramstyle = "pyformat"
     statement_compiler = ClickHouseCompiler
     supports_native_boolean = False
     supports_statement_cache = True
+
+    def __init__(self, *, datetime64: bool = False, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.datetime64 = datetime64
+
+
+#: ClickHouse with DateTime64(3) timestamps (21.x and later servers).
+CLICKHOUSE_DATETIME64: Final = ClickHouseDialect(datetime64=True, paramstyle="pyformat")
 
 
 DIALECTS: Final[dict[str, Dialect]] = {

@@ -45,7 +45,7 @@ from sqlalchemy.sql.selectable import TableClause
 from sqlalchemy.types import Integer, String, TypeDecorator, TypeEngine
 
 from sms_replies.schema import COLUMNS, LogicalType
-from sms_replies.stores.dialects import DIALECTS, Flag, Instant
+from sms_replies.stores.dialects import CLICKHOUSE_DATETIME64, DIALECTS, Flag, Instant
 from sms_replies.stores.duckdb_endpoint import (
     EndpointInfo,
     Mode,
@@ -513,13 +513,19 @@ class ClickHouseReader(_BaseReader):
 
     def _load_catalog(self) -> dict[str, frozenset[str]]:
         rows = self._execute(
-            "SELECT table, name FROM system.columns WHERE database = %(db)s",
+            "SELECT table, name, type FROM system.columns WHERE database = %(db)s",
             {"db": self.schema},
         )
         catalog: dict[str, set[str]] = {}
-        for name, col in rows:
+        for name, col, col_type in rows:
             catalog.setdefault(str(name), set()).add(str(col))
+            if str(col) in _TIMESTAMPS and "DateTime64" in str(col_type):
+                self.dialect = CLICKHOUSE_DATETIME64  # a current server's tables
         return {k: frozenset(v) for k, v in catalog.items()}
+
+    def fetch(self, stmt: ClauseElement) -> list[tuple[Any, ...]]:
+        self.columns("")  # the catalog (and so the timestamps' precision) first
+        return super().fetch(stmt)
 
     def _execute(self, sql: str, params: Any) -> list[tuple[Any, ...]]:
         from clickhouse_driver import errors
@@ -545,9 +551,13 @@ class ClickHouseReader(_BaseReader):
         # The native protocol sends rows as data, not in the statement's text.
         values = {}
         for key, value in row.items():
-            if isinstance(value, datetime):  # whole seconds, rounded up like bound bounds
-                seconds = Instant().process_bind_param(value, self.dialect)
-                value = datetime.fromtimestamp(seconds, tz=UTC)
+            if isinstance(value, datetime):  # the column's precision, rounded up like bounds
+                self.columns("")
+                bound = Instant().process_bind_param(value, self.dialect)
+                if isinstance(bound, int):
+                    value = datetime.fromtimestamp(bound, tz=UTC)
+                else:
+                    value = datetime.fromisoformat(bound).replace(tzinfo=UTC)
             values[key] = int(value) if isinstance(value, bool) else value
         from clickhouse_driver import errors
 
