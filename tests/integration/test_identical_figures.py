@@ -598,3 +598,28 @@ async def test_api_answers_identical_in_the_three_stores(stores: Stores) -> None
         )
     )
     assert duckdb["summary"] == cli_json
+
+
+@pytest.mark.parametrize("backend", ["duckdb", "postgresql", "clickhouse"])
+def test_campaign_add_replace_delete(stores: Stores, backend: str) -> None:
+    url = stores.urls()[backend]
+    add = ["campaign", "add", "--store", url, "temp", "--short-number", "--start", "2025-03-29"]
+
+    def listed() -> dict[str, Any]:
+        campaigns = json_of(cli("campaign", "list", "--format", "json", "--store", url))
+        return {c["campaign"]["name"]: c for c in campaigns["campaigns"]}
+
+    assert cli(*add, "--end", "2025-03-30").returncode == 0
+    again = cli(*add, "--end", "2025-03-30")
+    assert again.returncode == 1
+    assert "already exists" in again.stdout + again.stderr
+    replaced = cli(*add, "--end", "2025-03-31", "--delivered", "10", "--replace")
+    assert replaced.returncode == 0, replaced.stderr
+    temp = listed()["temp"]
+    assert temp["campaign"]["end"] == "2025-03-31T00:00:00+02:00"
+    assert temp["campaign"]["delivered"] == 10
+    assert cli("campaign", "delete", "--store", url, "temp").returncode == 0
+    assert "temp" not in listed()
+    gone = cli("campaign", "delete", "--store", url, "temp")
+    assert gone.returncode == 1
+    assert "unknown campaign" in gone.stdout + gone.stderr

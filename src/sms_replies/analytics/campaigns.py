@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -210,15 +211,30 @@ def delete_campaign(target: StoreTarget, name: str, *, timeout: float = DEFAULT_
         t = reader.table(CAMPAIGNS_TABLE)
         if not reader.fetch(select(t.c.name).where(t.c.name == name)):
             raise UnknownCampaignError(name)
-        if reader.backend == "clickhouse":
+        if reader.backend == "clickhouse":  # a mutation (18.16: no mutations_sync)
             reader.write(
                 text(
                     f"ALTER TABLE `{reader.url.database}`.{CAMPAIGNS_TABLE} "
-                    "DELETE WHERE name = :name SETTINGS mutations_sync = 1"
+                    "DELETE WHERE name = :name"
                 ).bindparams(name=name)
             )
+            _wait_for_mutations(reader, timeout=max(timeout, 10.0))
         else:
             reader.write(delete(t).where(t.c.name == name))
+
+
+def _wait_for_mutations(reader: Reader, *, timeout: float) -> None:
+    pending = text(
+        "SELECT count() FROM system.mutations "
+        "WHERE database = :db AND table = :table AND is_done = 0"
+    ).bindparams(db=reader.url.database, table=CAMPAIGNS_TABLE)
+    deadline = time.monotonic() + timeout
+    while reader.fetch(pending)[0][0]:
+        if time.monotonic() > deadline:
+            raise StoreError(
+                f"{reader.url}: the campaign's deletion is not done after {timeout:g} s"
+            )
+        time.sleep(0.1)
 
 
 def _campaign(row: Sequence[Any], tz: Any) -> Campaign:
