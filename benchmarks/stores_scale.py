@@ -131,7 +131,7 @@ def _open(
     if store == "duckdb":
         backend = DuckDBBackend(root)
     elif store == "postgresql":
-        backend = PostgresBackend()
+        backend = PostgresBackend(root)
     else:
         backend = ClickHouseBackend(root, stack)
     return backend, stores_queries.product_queries(backend.url())
@@ -222,7 +222,7 @@ def markdown(entry: dict[str, Any]) -> list[str]:
         "replies (about 50,000 senders, four long numbers and the short number, 35 days,",
         "3 % STOPs, 10 % long replies, a third with a campaign from their URL; 20",
         "campaigns) bulk-loaded with the product's DDL (DuckDB: INSERT from Arrow;",
-        "PostgreSQL: COPY, then VACUUM ANALYZE; ClickHouse: 500,000-row INSERTs, then",
+        "PostgreSQL: COPY from CSV, then VACUUM ANALYZE; ClickHouse: 500,000-row INSERTs, then",
         "OPTIMIZE FINAL). Questions: `summary` (stats over 30 days), `timeseries` (hour",
         "buckets over 30 days, Europe/Paris), `campaigns` (every campaign's figures),",
         "`search` (newest 100 replies of the busiest sender): the product's functions,",
