@@ -149,6 +149,23 @@ def postgres_table(table: Table | str, schema: str) -> str:
     return f"{quote_ident(schema)}.{name}"
 
 
+#: PostgreSQL secondary indexes (name, columns) per table. One sender's replies newest
+#: first (``/api/replies?sender=``) is then an index range scan, not a scan of the
+#: table: at 10 M rows 2.1 s -> under 1 ms (docs/analytics.md, "Scale").
+POSTGRES_INDEXES: dict[str, tuple[tuple[str, str], ...]] = {
+    TABLE: (("replies_sender_received_at", "sender, received_at"),),
+}
+
+
+def postgres_indexes(table: Table, schema: str) -> list[str]:
+    """``CREATE INDEX IF NOT EXISTS`` of ``table``, run after its missing columns are added:
+    also the migration of a table of an older release (built once, under a SHARE lock)."""
+    return [
+        f"CREATE INDEX IF NOT EXISTS {name} ON {postgres_table(table, schema)} ({columns})"
+        for name, columns in POSTGRES_INDEXES.get(table.name, ())
+    ]
+
+
 def postgres_create(table: Table, schema: str) -> str:
     parts = [
         _column_sql(c, postgres_type(c), table.key, nullable_suffix=True) for c in table.columns

@@ -38,6 +38,7 @@ from sms_replies.stores.ddl import (
     TABLES,
     postgres_add_column,
     postgres_create,
+    postgres_indexes,
     postgres_table,
     quote_ident,
 )
@@ -133,6 +134,8 @@ async def ensure_tables(conn: Connection, schema: str) -> None:
                             postgres_table(table, schema),
                         )
                         await conn.execute(postgres_add_column(table, schema, column))
+                for index in postgres_indexes(table, schema):
+                    await conn.execute(index)
     except DRIVER_ERRORS as exc:
         raise convert(exc, "setup") from None
 
