@@ -284,14 +284,8 @@ def campaign_stats(
     view = StoreView(reader)
     figures: dict[str, Stats] = {}
     if rows and view.has_replies:
-        r = view.replies()
-        part = declared_part(
-            view, None, lambda c: [c.c.c_name.label("g_key"), *aggregates(view, r)]
-        )
-        assert part is not None
-        stmt, c = part
-        if name is not None:
-            stmt = stmt.where(c.c.c_name == name)
+        stmt = declared_part(view, None, lambda u: aggregates(view, u), name=name)
+        assert stmt is not None
         for row in reader.fetch(stmt.group_by(literal_column("g_key"))):
             figures[str(row[0])] = row_stats(row[1:])
     result = []

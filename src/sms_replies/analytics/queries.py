@@ -54,8 +54,9 @@ from sqlalchemy import (
     or_,
     select,
     true,
+    union_all,
 )
-from sqlalchemy.sql.selectable import Subquery, TableClause
+from sqlalchemy.sql.selectable import TableClause
 
 from sms_replies.analytics.params import (
     DEFAULT_TZ,
@@ -71,6 +72,7 @@ from sms_replies.stores.dialects import (
     CountDistinctIf,
     CountIf,
     Median,
+    NamedKey,
     Seconds,
 )
 from sms_replies.stores.readers import Reader
@@ -292,19 +294,6 @@ class StoreView:
         assert self.r is not None
         return self.r
 
-    def campaigns(self) -> Subquery:
-        """The declared campaigns under names no replies column has (ClickHouse 18.16
-        resolves columns by name across a join)."""
-        t = self.reader.table(CAMPAIGNS_TABLE)
-        return select(
-            t.c.name.label("c_name"),
-            t.c.channel.label("c_channel"),
-            t.c.recipient.label("c_recipient"),
-            t.c.start_at.label("c_start"),
-            t.c.end_at.label("c_end"),
-            t.c.delivered.label("c_delivered"),
-        ).subquery("c")
-
     def declared(self, name: str | None = None) -> list[DeclaredCampaign]:
         if not self.has_campaigns:
             return []
@@ -324,25 +313,6 @@ def _window(r: TableClause, c: DeclaredCampaign) -> ColumnElement[bool]:
     if c.channel == "long_number":
         cond = and_(cond, r.c.recipient == c.recipient)
     return cond
-
-
-def _membership(view: StoreView, r: TableClause, c: Subquery) -> ColumnElement[bool]:
-    """Whether reply r belongs to the declared campaign c (a row of :meth:`campaigns`)."""
-    window = and_(
-        r.c.received_at >= c.c.c_start,
-        r.c.received_at < c.c.c_end,
-        or_(
-            and_(
-                c.c.c_channel == "long_number",
-                r.c.channel == "long_number",
-                r.c.recipient == c.c.c_recipient,
-            ),
-            and_(c.c.c_channel == "short_number", r.c.channel == "short_number"),
-        ),
-    )
-    if not view.attributed:
-        return window
-    return or_(r.c.campaign == c.c.c_name, and_(r.c.campaign.is_(None), window))
 
 
 def _campaign_filter(view: StoreView, name: str) -> ColumnElement[bool]:
@@ -418,23 +388,54 @@ def row_stats(row: Sequence[Any]) -> Stats:
 EMPTY_STATS: Final = Stats.from_counts(0, 0, 0, 0, 0, 0, None)
 
 
+#: The replies' columns the figures need (the declared campaigns' union carries them).
+_FIGURE_COLUMNS: Final = (
+    "reply_id",
+    "sender",
+    "is_stop",
+    "parts_expected",
+    "parts_received",
+    "complete",
+    "received_at",
+    LAST_PART_COLUMN,
+)
+
+Columns = Callable[[Any], list[ColumnElement[Any]]]
+
+
+def membership(view: StoreView, r: TableClause, c: DeclaredCampaign) -> ColumnElement[bool]:
+    """Whether reply r belongs to declared campaign c: its URL named c, or (naming none)
+    it is in c's window and on c's number."""
+    window = _window(r, c)
+    if not view.attributed:
+        return window
+    return or_(r.c.campaign == c.name, and_(r.c.campaign.is_(None), window))
+
+
 def declared_part(
-    view: StoreView,
-    q: StatsQuery | None,
-    columns: Callable[[Subquery], list[ColumnElement[Any]]],
-) -> tuple[Select[Any], Subquery] | None:
-    """SELECT ``columns(c)`` FROM replies r CROSS JOIN campaigns c WHERE r belongs to c
-    (and is in q's range), to be grouped by c.c_name; None without declared campaigns."""
-    if not view.has_campaigns:
+    view: StoreView, q: StatsQuery | None, columns: Columns, *, name: str | None = None
+) -> Select[Any] | None:
+    """SELECT g_key, ``columns(u)`` FROM u, where u holds, for each declared campaign
+    (or ``name``), its replies (in q's range) under its name ``g_key``: one branch per
+    campaign with its window as constants, UNION ALL (a reply in two campaigns is in
+    both). To be grouped by g_key. None without declared campaigns.
+
+    Not a join on the membership rule: ClickHouse 18.16 joins on equality only, and a
+    cross join of the replies with the campaigns costs their product.
+    """
+    campaigns = view.declared(name if name is not None else q.campaign if q else None)
+    if not campaigns:
         return None
     r = view.replies()
-    c = view.campaigns()
-    stmt = select(*columns(c)).select_from(r.join(c, true())).where(_membership(view, r, c))
-    if q is not None:
-        stmt = stmt.where(r.c.received_at >= q.start, r.c.received_at < q.end)
-        if q.campaign is not None:
-            stmt = stmt.where(c.c.c_name == q.campaign)
-    return stmt, c
+    carried = [r.c[n] for n in _FIGURE_COLUMNS if n in view.reply_columns]
+    branches = []
+    for c in campaigns:
+        branch = select(NamedKey(c.name).label("g_key"), *carried).where(membership(view, r, c))
+        if q is not None:
+            branch = branch.where(r.c.received_at >= q.start, r.c.received_at < q.end)
+        branches.append(branch)
+    u = (union_all(*branches) if len(branches) > 1 else branches[0]).subquery("u")
+    return select(u.c.g_key, *columns(u))
 
 
 def _undeclared_part(
@@ -507,32 +508,38 @@ def bucket_starts(start: datetime, end: datetime, bucket: str, tz: ZoneInfo) -> 
 # -- public queries ------------------------------------------------------------------
 
 
-def _grouped(
-    view: StoreView, q: StatsQuery, extra: list[ColumnElement[Any]]
-) -> list[tuple[Any, ...]]:
-    """Rows (key, *extra) of the replies of ``q`` grouped by ``q.group_by`` (and by
+def _grouped(view: StoreView, q: StatsQuery, extra: Columns) -> list[tuple[Any, ...]]:
+    """Rows (key, *extra(source)) of the replies of ``q`` grouped by ``q.group_by`` (and by
     the extra columns labelled ``g_*``): for campaigns, declared ones then undeclared
     names, two queries whose keys never meet."""
     r = view.replies()
-    labels: list[ColumnElement[Any]] = [
-        literal_column(str(col.key)) for col in extra if str(col.key).startswith("g_")
-    ]
+
+    def labels(columns: list[ColumnElement[Any]]) -> list[ColumnElement[Any]]:
+        return [
+            literal_column(str(col.key))
+            for col in columns
+            if str(getattr(col, "key", "")).startswith("g_")
+        ]
+
     if q.group_by != "campaign":
         key = (r.c.recipient if q.group_by == "recipient" else r.c.channel).label("g_key")
+        columns = extra(r)
         stmt = (
-            select(key, *extra)
+            select(key, *columns)
             .select_from(r)
             .where(*_range(view, q))
-            .group_by(literal_column("g_key"), *labels)
+            .group_by(literal_column("g_key"), *labels(columns))
         )
         return view.reader.fetch(stmt)
     rows: list[tuple[Any, ...]] = []
-    declared = declared_part(view, q, lambda c: [c.c.c_name.label("g_key"), *extra])
+    declared = declared_part(view, q, extra)
     if declared is not None:
-        rows += view.reader.fetch(declared[0].group_by(literal_column("g_key"), *labels))
-    undeclared = _undeclared_part(view, q, [r.c.campaign.label("g_key"), *extra])
+        grouping = labels(list(declared.selected_columns))
+        rows += view.reader.fetch(declared.group_by(literal_column("g_key"), *grouping))
+    columns = extra(r)
+    undeclared = _undeclared_part(view, q, [r.c.campaign.label("g_key"), *columns])
     if undeclared is not None:
-        rows += view.reader.fetch(undeclared.group_by(literal_column("g_key"), *labels))
+        rows += view.reader.fetch(undeclared.group_by(literal_column("g_key"), *labels(columns)))
     return rows
 
 
@@ -553,7 +560,7 @@ def summary(reader: Reader, q: StatsQuery) -> Summary:
         (row,) = reader.fetch(select(*aggregates(view, r)).where(*_range(view, q)))
         totals = row_stats(row)
         if q.group_by is not None:
-            rows = _grouped(view, q, aggregates(view, r))
+            rows = _grouped(view, q, lambda src: aggregates(view, src))
             declared = {c.name: c.delivered for c in view.declared()}
             for row in rows:
                 stats = row_stats(row[1:8])
@@ -617,17 +624,20 @@ def timeseries(reader: Reader, q: StatsQuery) -> Timeseries:
     by_key: dict[str | None, dict[datetime, Point]] = {}
     if view.has_replies:
         r = view.replies()
-        counts: list[ColumnElement[Any]] = [
-            BucketStart(r.c.received_at, bucket, bindparam("tz", q.tz)).label("g_bucket"),
-            func.count(),
-            func.count(distinct(r.c.sender)),
-            CountIf(r.c.is_stop == true()),
-            CountIf(r.c.parts_expected > 1),
-            CountIf(r.c.complete == false()),
-        ]
+
+        def counts(src: Any) -> list[ColumnElement[Any]]:
+            return [
+                BucketStart(src.c.received_at, bucket, bindparam("tz", q.tz)).label("g_bucket"),
+                func.count(),
+                func.count(distinct(src.c.sender)),
+                CountIf(src.c.is_stop == true()),
+                CountIf(src.c.parts_expected > 1),
+                CountIf(src.c.complete == false()),
+            ]
+
         if q.group_by is None:
             stmt = (
-                select(null().label("g_key"), *counts)
+                select(null().label("g_key"), *counts(r))
                 .where(*_range(view, q))
                 .group_by(literal_column("g_bucket"))
             )

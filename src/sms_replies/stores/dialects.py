@@ -37,7 +37,7 @@ import math
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
-from sqlalchemy import Boolean, DateTime
+from sqlalchemy import Boolean, DateTime, bindparam
 from sqlalchemy.dialects.postgresql.base import PGDialect
 from sqlalchemy.dialects.postgresql.psycopg import PGDialect_psycopg
 from sqlalchemy.engine import default
@@ -45,7 +45,7 @@ from sqlalchemy.engine.interfaces import Dialect
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql import compiler, elements, expression
 from sqlalchemy.sql.selectable import TableClause
-from sqlalchemy.types import Float, Integer, TypeDecorator
+from sqlalchemy.types import Float, Integer, String, TypeDecorator
 
 
 class Instant(TypeDecorator[datetime]):
@@ -96,11 +96,12 @@ class ClickHouseCompiler(compiler.SQLCompiler):
 
     def visit_table(self, table: Any, asfrom: bool = False, **kw: Any) -> Any:  # type: ignore[override]
         text = super().visit_table(table, asfrom=asfrom, **kw)  # type: ignore[no-untyped-call]
-        final = asfrom and not kw.get("iscrud") and not kw.get("within_alias")
+        final = asfrom and not kw.get("iscrud") and kw.get("final_by_alias") is not table
         return f"{text} FINAL" if final else text
 
     def visit_alias(self, alias: Any, asfrom: bool = False, **kw: Any) -> Any:  # type: ignore[override]
-        text = super().visit_alias(alias, asfrom=asfrom, within_alias=True, **kw)  # type: ignore[no-untyped-call]
+        kw["final_by_alias"] = alias.element  # the alias puts FINAL after its name
+        text = super().visit_alias(alias, asfrom=asfrom, **kw)  # type: ignore[no-untyped-call]
         if asfrom and isinstance(alias.element, TableClause):
             text += " FINAL"  # FROM db.table AS r FINAL
         return text
@@ -209,6 +210,16 @@ class BucketStart(expression.ColumnElement[int]):
         self.value = value
         self.bucket = bucket
         self.tz = tz
+
+
+class NamedKey(expression.ColumnElement[str]):
+    """A string value (bound) as a typed column: ``CAST(? AS VARCHAR)``, ``toString(…)``."""
+
+    inherit_cache = True
+    type = String()
+
+    def __init__(self, value: str) -> None:
+        self.value = bindparam(None, value, type_=String())
 
 
 class BinaryOrder(expression.ColumnElement[str]):
@@ -331,6 +342,19 @@ def _bucket_ch(element: BucketStart, compiler: compiler.SQLCompiler, **kw: Any) 
             f"- toInt64(toSecond({v}, {tz})))"
         )
     return f"toInt64(toUnixTimestamp(toStartOfDay({v}, {tz})))"
+
+
+# NamedKey
+
+
+@compiles(NamedKey)
+def _named_key(element: NamedKey, compiler: compiler.SQLCompiler, **kw: Any) -> str:
+    return f"CAST({_c(compiler, element.value, **kw)} AS VARCHAR)"
+
+
+@compiles(NamedKey, "clickhouse")
+def _named_key_ch(element: NamedKey, compiler: compiler.SQLCompiler, **kw: Any) -> str:
+    return f"toString({_c(compiler, element.value, **kw)})"
 
 
 # BinaryOrder
