@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import psutil
 from rich.console import Console
 from rich.table import Table
 
@@ -80,15 +81,30 @@ def run(
             start_component(command, settings, scratch / f"{command}.log")
             for command in ("sinks", "ingest")
         ]
+        components = {
+            **{
+                f"worker-{i}" if worker_processes > 1 else "worker": p
+                for i, p in enumerate(processes[:worker_processes])
+            },
+            "sinks": processes[-2],
+            "ingest": processes[-1],
+        }
+        pids = {name: process.pid for name, process in components.items()}
+        if broker.pid is not None:
+            pids["broker"] = broker.pid
         try:
-            return asyncio.run(_steps(settings, rates, step_seconds, scratch))
+            return asyncio.run(_steps(settings, rates, step_seconds, scratch, pids))
         finally:
             for process in reversed(processes):
                 stop(process)
 
 
 async def _steps(
-    settings: Settings, rates: Sequence[int], step_seconds: float, scratch: Path
+    settings: Settings,
+    rates: Sequence[int],
+    step_seconds: float,
+    scratch: Path,
+    pids: dict[str, int],
 ) -> list[dict[str, Any]]:
     url = f"http://{settings.http_host}:{settings.http_port}{PATH}"
     await _wait_ready(f"http://{settings.http_host}:{settings.http_port}/readyz")
@@ -98,7 +114,11 @@ async def _steps(
     results = []
     for step, rate in enumerate(rates):
         prefix = f"s{step}"
+        cpu_before = {name: _tree_cpu(pid) for name, pid in pids.items()}
         load = await asyncio.to_thread(_offer_in_process, url, prefix, rate, step_seconds)
+        # CPU of each process over the step's sending, per callback answered.
+        cpu = {name: _tree_cpu(pid) - cpu_before[name] for name, pid in pids.items()}
+        cpu["generator"] = load["cpu_s"]
         sent_done = time.time()
         expected = load["replies_accepted"]
         latencies, last_ingested = await _wait_rows(
@@ -113,6 +133,10 @@ async def _steps(
             "rows": len(latencies),
             "replies_expected": expected,
             "load_avg": round(os.getloadavg()[0], 2),
+            "cpu_us_per_callback": {
+                name: round(seconds * 1e6 / max(load["accepted"], 1))
+                for name, seconds in cpu.items()
+            },
         }
         if latencies:
             row["e2e_p50_ms"] = round(_pct(latencies, 50))
@@ -127,6 +151,21 @@ async def _steps(
         if len(latencies) < expected:
             break  # a backlog would pollute every later step
     return results
+
+
+def _tree_cpu(pid: int) -> float:
+    """CPU seconds (user + system) of a process and its live children."""
+    try:
+        root = psutil.Process(pid)
+        processes = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return 0.0
+    total = 0.0
+    for process in processes:
+        with contextlib.suppress(psutil.Error):
+            times = process.cpu_times()
+            total += times.user + times.system
+    return total
 
 
 def _pct(values: list[float], pct: float) -> float:
@@ -230,6 +269,7 @@ async def offer(url: str, prefix: str, rate: int, seconds: float) -> dict[str, A
     """Send ``rate`` callbacks/s for ``seconds`` on schedule (open loop), whatever the answers."""
     count = int(rate * seconds)
     queries = list(_callbacks(prefix, count))
+    cpu_started = time.process_time()
     latencies: list[float] = []
     errors = 0
     accepted_replies = 0
@@ -262,6 +302,7 @@ async def offer(url: str, prefix: str, rate: int, seconds: float) -> dict[str, A
         await asyncio.gather(*tasks)
         elapsed = time.perf_counter() - start
     return {
+        "cpu_s": time.process_time() - cpu_started,
         "accepted": len(queries) - errors,
         "replies_accepted": accepted_replies,
         "errors": errors,
@@ -322,6 +363,8 @@ def main() -> None:
         worker_processes=args.worker_processes,
     )
     Console(width=140).print(render(results))
+    for r in results:
+        print(f"{r['offered_per_s']}/s CPU us per callback: {r.get('cpu_us_per_callback')}")
     print(f"knee: {knee(results)} callbacks/s")
 
 
