@@ -134,7 +134,11 @@ class SinkRunner:
                 await asyncio.sleep(delay)
 
     async def _next_batch(self) -> list[ConsumerRecord[bytes, bytes]]:
-        """Up to batch_size records, waiting at most batch_timeout once the first arrived."""
+        """Up to batch_size records, waiting at most batch_timeout once the first arrived.
+
+        Nothing within an idle poll (0.2 s): an empty batch, so that the run loop
+        reads the erasure list while idle too (``erase`` waits for that).
+        """
         records: list[ConsumerRecord[bytes, bytes]] = []
         deadline: float | None = None
         while len(records) < self.batch_size and not self._stopping.is_set():
@@ -144,9 +148,11 @@ class SinkRunner:
             )
             for partition_records in fetched.values():
                 records.extend(partition_records)
-            if records and deadline is None:
+            if not records:
+                break  # idle
+            if deadline is None:
                 deadline = time.monotonic() + self.batch_timeout
-            if deadline is not None and time.monotonic() >= deadline:
+            if time.monotonic() >= deadline:
                 break
         self.progress.assigned = set(self._consumer.assignment())
         self._record_lag(records)
