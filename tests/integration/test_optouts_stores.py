@@ -241,3 +241,18 @@ async def test_clickhouse(clickhouse_server: LocalServer, order: int) -> None:
     finally:
         client.execute(f"DROP DATABASE IF EXISTS `{database}`")
         client.disconnect()
+
+
+@pytest.mark.parametrize("sink_name", ["duckdb", "postgres", "clickhouse"])
+async def test_the_setting_reaches_every_sink(
+    sink_name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SMS_REPLIES_RESUBSCRIBE_KEYWORDS as the sinks process reads it (from_settings)."""
+    from sms_replies.settings import Settings
+    from sms_replies.sinks.registry import load_sink
+
+    monkeypatch.setenv("SMS_REPLIES_RESUBSCRIBE_KEYWORDS", "Oui, START")
+    monkeypatch.setenv("SMS_REPLIES_POSTGRES_DSN", DSN)
+    settings = Settings.load(data_dir=tmp_path)
+    sink = load_sink(sink_name).from_settings(settings)
+    assert getattr(sink, "resubscribe", None) == {"OUI", "START"}
