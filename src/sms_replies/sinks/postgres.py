@@ -18,7 +18,6 @@ setting of the same name), ``SCHEMA_NAME`` (default ``public``),
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -117,14 +116,10 @@ class PostgresSink(Sink):
         return self._pool
 
     async def setup(self) -> None:
-        pool = await self._get_pool()
         try:
-            async with pool.acquire() as con:
-                await store.ensure_tables(con, self.schema)
+            await store.ensure_tables(await self._get_pool(), self.schema)
         except StoreError as exc:
             raise _sink_error(exc) from None
-        except store.DRIVER_ERRORS as exc:  # acquiring a connection
-            raise _sink_error(store.convert(exc, "setup")) from None
         log.info("postgres sink ready: table %s", self.table)
 
     async def write(self, batch: Sequence[Reply]) -> None:
@@ -135,23 +130,19 @@ class PostgresSink(Sink):
         except ROW_ERRORS as exc:
             raise SinkWriteError(f"replies not writable: {exc}", retriable=False) from None
         decisions = optout.batch_decisions(replies, self.resubscribe)
-        pool = await self._get_pool()
         try:
-            async with pool.acquire() as con:
-                status = await store.write_batch(
-                    con, self.schema, records, decisions, command_timeout=self.timeout
-                )
+            status = await store.write_batch(
+                await self._get_pool(),
+                self.schema,
+                records,
+                decisions,
+                command_timeout=self.timeout,
+            )
         except StoreError as exc:
             raise _sink_error(exc) from None
-        except store.DRIVER_ERRORS as exc:  # acquiring or releasing a connection
-            raise _sink_error(store.convert(exc, "write")) from None
         log.debug("postgres sink: %s (%d in batch)", status, len(records))
 
     async def close(self) -> None:
         pool, self._pool = self._pool, None
         if pool is not None:
-            try:
-                await asyncio.wait_for(pool.close(), self.timeout)
-            except store.DRIVER_ERRORS as exc:  # closing a dead pool: nothing left to release
-                log.warning("postgres sink: closing the pool failed: %s", exc)
-                pool.terminate()
+            await store.close_pool(pool, command_timeout=self.timeout)

@@ -15,6 +15,7 @@ Public API (every driver error leaves as a :class:`~sms_replies.stores.errors.St
   NOTHING`` (the first stored version wins), then the opt-out decisions
   upserted with ``ON CONFLICT (sender) DO UPDATE ... WHERE`` the new decision
   ranks higher (:mod:`sms_replies.optout`): any order, any replay, same table.
+- :func:`close_pool` ``(pool, *, command_timeout)``: a dead pool is terminated.
 - :func:`convert` ``(exc, action)``: a driver error as StoreError: SQLSTATE
   classes 22/23 and client-side encoding errors are
   :class:`~sms_replies.stores.errors.StoreDataError` (final), anything else retriable.
@@ -23,8 +24,10 @@ Public API (every driver error leaves as a :class:`~sms_replies.stores.errors.St
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from typing import Any, TypeAlias
 
 import asyncpg
@@ -111,8 +114,41 @@ async def create_pool(
     return pool
 
 
-async def ensure_tables(conn: Connection, schema: str) -> None:
-    """The schema, the tables and their missing columns, in one locked transaction."""
+Target: TypeAlias = "Connection | asyncpg.Pool[Any]"
+
+
+@asynccontextmanager
+async def _connection(target: Target, action: str) -> AsyncIterator[Connection]:
+    """``target`` itself, or a connection of the pool ``target`` (released after)."""
+    if not isinstance(target, asyncpg.Pool):
+        yield target
+        return
+    try:
+        async with target.acquire() as conn:
+            yield conn
+    except DRIVER_ERRORS as exc:  # acquiring or releasing; the body converts its own
+        raise convert(exc, action) from None
+
+
+async def close_pool(pool: asyncpg.Pool[Any], *, command_timeout: float) -> None:
+    """Close the pool; a dead one (the server gone) is terminated instead."""
+    try:
+        await asyncio.wait_for(pool.close(), command_timeout)
+    except DRIVER_ERRORS as exc:  # closing a dead pool: nothing left to release
+        log.warning("postgres: closing the pool failed: %s", exc)
+        pool.terminate()
+
+
+async def ensure_tables(target: Target, schema: str) -> None:
+    """The schema, the tables and their missing columns, in one locked transaction.
+
+    ``target``: a connection, or a pool to take one from.
+    """
+    async with _connection(target, "setup") as conn:
+        await _ensure_tables(conn, schema)
+
+
+async def _ensure_tables(conn: Connection, schema: str) -> None:
     try:
         async with conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock($1)", SETUP_LOCK_KEY)
@@ -178,7 +214,7 @@ def decision_arrays(decisions: Sequence[Decision]) -> tuple[list[Any], ...]:
 
 
 async def write_batch(
-    conn: Connection,
+    target: Target,
     schema: str,
     rows: Sequence[tuple[Any, ...]],
     decisions: Sequence[Decision],
@@ -187,8 +223,20 @@ async def write_batch(
 ) -> str:
     """Replies (rows in ``REPLIES`` column order) and decisions in one transaction.
 
-    Returns the replies INSERT's status (``INSERT 0 <n>``).
+    ``target``: a connection, or a pool to take one from. Returns the replies
+    INSERT's status (``INSERT 0 <n>``).
     """
+    async with _connection(target, "write") as conn:
+        return await _write_batch(conn, schema, rows, decisions, command_timeout)
+
+
+async def _write_batch(
+    conn: Connection,
+    schema: str,
+    rows: Sequence[tuple[Any, ...]],
+    decisions: Sequence[Decision],
+    command_timeout: float,
+) -> str:
     try:
         async with conn.transaction():
             await conn.execute(
