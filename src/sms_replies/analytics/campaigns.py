@@ -287,7 +287,7 @@ def campaign_stats(
         stmt = declared_part(view, None, lambda u: aggregates(view, u), name=name)
         assert stmt is not None
         for row in reader.fetch(stmt.group_by(literal_column("g_key"))):
-            figures[str(row[0])] = row_stats(row[1:])
+            figures[str(row[0])] = row_stats(row[1:])  # undeclared names: not listed
     result = []
     for row in rows:
         campaign = _campaign(row, tz)

@@ -37,7 +37,7 @@ import dataclasses
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any, Final
 from zoneinfo import ZoneInfo
 
@@ -46,6 +46,7 @@ from sqlalchemy import (
     Select,
     and_,
     bindparam,
+    case,
     distinct,
     false,
     func,
@@ -57,6 +58,7 @@ from sqlalchemy import (
     union_all,
 )
 from sqlalchemy.sql.selectable import TableClause
+from sqlalchemy.types import Integer
 
 from sms_replies.analytics.params import (
     DEFAULT_TZ,
@@ -71,6 +73,7 @@ from sms_replies.stores.dialects import (
     BucketStart,
     CountDistinctIf,
     CountIf,
+    EpochSeconds,
     Median,
     NamedKey,
     Seconds,
@@ -415,47 +418,35 @@ def membership(view: StoreView, r: TableClause, c: DeclaredCampaign) -> ColumnEl
 def declared_part(
     view: StoreView, q: StatsQuery | None, columns: Columns, *, name: str | None = None
 ) -> Select[Any] | None:
-    """SELECT g_key, ``columns(u)`` FROM u, where u holds, for each declared campaign
-    (or ``name``), its replies (in q's range) under its name ``g_key``: one branch per
-    campaign with its window as constants, UNION ALL (a reply in two campaigns is in
-    both). To be grouped by g_key. None without declared campaigns.
+    """SELECT g_key, ``columns(u)`` FROM u, to be grouped by g_key: u holds each
+    campaign's replies (in q's range) under its name. One branch takes every reply whose
+    callback URL named a campaign (declared or not) under that name; then one branch per
+    declared campaign (or ``name``) takes the replies naming none that are in its window
+    and on its number, with the window as bound constants; UNION ALL (a reply in two
+    windows is in both). None when no reply can belong to a campaign.
 
     Not a join on the membership rule: ClickHouse 18.16 joins on equality only, and a
-    cross join of the replies with the campaigns costs their product.
+    cross join of replies and campaigns costs their product; the windows' constants
+    let each store skip the rest of the table.
     """
-    campaigns = view.declared(name if name is not None else q.campaign if q else None)
-    if not campaigns:
-        return None
+    wanted = name if name is not None else q.campaign if q else None
+    campaigns = view.declared(wanted)
     r = view.replies()
     carried = [r.c[n] for n in _FIGURE_COLUMNS if n in view.reply_columns]
+    in_range = [r.c.received_at >= q.start, r.c.received_at < q.end] if q is not None else []
     branches = []
+    if view.attributed:
+        named = r.c.campaign.is_not(None) if wanted is None else r.c.campaign == wanted
+        branches.append(select(r.c.campaign.label("g_key"), *carried).where(named, *in_range))
     for c in campaigns:
-        branch = select(NamedKey(c.name).label("g_key"), *carried).where(membership(view, r, c))
-        if q is not None:
-            branch = branch.where(r.c.received_at >= q.start, r.c.received_at < q.end)
-        branches.append(branch)
+        window = _window(r, c)
+        if view.attributed:
+            window = and_(r.c.campaign.is_(None), window)
+        branches.append(select(NamedKey(c.name).label("g_key"), *carried).where(window, *in_range))
+    if not branches:
+        return None
     u = (union_all(*branches) if len(branches) > 1 else branches[0]).subquery("u")
     return select(u.c.g_key, *columns(u))
-
-
-def _undeclared_part(
-    view: StoreView, q: StatsQuery, columns: list[ColumnElement[Any]]
-) -> Select[Any] | None:
-    """The replies that name a campaign nobody declared (grouped by r.campaign)."""
-    if not view.attributed:
-        return None
-    r = view.replies()
-    stmt = (
-        select(*columns)
-        .select_from(r)
-        .where(r.c.received_at >= q.start, r.c.received_at < q.end, r.c.campaign.is_not(None))
-    )
-    if view.has_campaigns:
-        t = view.reader.table(CAMPAIGNS_TABLE)
-        stmt = stmt.where(r.c.campaign.not_in(select(t.c.name)))
-    if q.campaign is not None:
-        stmt = stmt.where(r.c.campaign == q.campaign)
-    return stmt
 
 
 def _group_order(groups: list[Group]) -> list[Group]:
@@ -469,6 +460,83 @@ def _from_epoch(seconds: int) -> datetime:
 
 def _from_epoch_us(us: int) -> datetime:
     return _EPOCH + timedelta(microseconds=us)
+
+
+#: Offset changes of a zone in a range beyond which buckets use the store's zone
+#: functions instead of arithmetic (a CASE of that many branches).
+MAX_TRANSITIONS: Final = 64
+_TRANSITION_STEP: Final = timedelta(days=7)  # zones never change offset twice in a week
+
+
+def _offset(t: datetime, tz: ZoneInfo) -> int:
+    offset = t.astimezone(tz).utcoffset()
+    assert offset is not None
+    return int(offset.total_seconds())
+
+
+def zone_offsets(
+    tz: ZoneInfo, start: datetime, end: datetime
+) -> tuple[int, list[tuple[int, int]]] | None:
+    """UTC offset of ``tz`` at ``start`` and each change before ``end``: (epoch second of
+    the change, offset from then on); None beyond :data:`MAX_TRANSITIONS` changes, or
+    before 1970 (the arithmetic relies on positive seconds)."""
+    if start < _EPOCH + timedelta(days=2):
+        return None
+    first = _offset(start, tz)
+    changes: list[tuple[int, int]] = []
+    lo, current = start.astimezone(UTC), first
+    while lo < end:
+        hi = min(lo + _TRANSITION_STEP, end.astimezone(UTC))
+        after = _offset(hi, tz)
+        if after != current:  # the change is in (lo, hi]: find its second
+            a, b = int(lo.timestamp()), int(hi.timestamp())
+            while b - a > 1:
+                mid = (a + b) // 2
+                if _offset(_from_epoch(mid), tz) == current:
+                    a = mid
+                else:
+                    b = mid
+            changes.append((b, after))
+            if len(changes) > MAX_TRANSITIONS:
+                return None
+            current = after
+        lo = hi
+    return first, changes
+
+
+def _bucket_expression(value: ColumnElement[Any], bucket: str, q: StatsQuery) -> ColumnElement[Any]:
+    """The bucket of each row as an integer: hours, the start's epoch second; days, the
+    local day's start in local seconds (:func:`_bucket_time` turns it into an instant).
+
+    Whole-second arithmetic on the zone's offset, a CASE over the changes of the range:
+    exact across DST, and ten times cheaper than the stores' zone functions. A range
+    with too many changes uses those functions (:class:`BucketStart`).
+    """
+    offsets = zone_offsets(q.zone, q.start, q.end)
+    if offsets is None:
+        return BucketStart(value, bucket, bindparam("tz", q.tz))
+    first, changes = offsets
+    s = EpochSeconds(value)
+    offset: ColumnElement[Any] = bindparam("off", first, type_=Integer())
+    if changes:
+        whens = []
+        before = first
+        for i, (at, after) in enumerate(changes):
+            when = s < bindparam(f"at{i}", at, type_=Integer())
+            whens.append((when, bindparam(f"off{i}", before, type_=Integer())))
+            before = after
+        offset = case(*whens, else_=bindparam("off_last", before, type_=Integer()))
+    local = s + offset
+    if bucket == "hour":
+        return s - local % 3600
+    return local - local % 86400
+
+
+def _bucket_time(value: int, bucket: str, tz: ZoneInfo, arithmetic: bool) -> datetime:
+    if bucket == "hour" or not arithmetic:
+        return _from_epoch(value)
+    day = date(1970, 1, 1) + timedelta(seconds=value)
+    return local_midnight(day, tz).astimezone(UTC)
 
 
 def bucket_start(t: datetime, bucket: str, tz: ZoneInfo) -> datetime:
@@ -514,7 +582,7 @@ def _grouped(view: StoreView, q: StatsQuery, extra: Columns) -> list[tuple[Any, 
     names, two queries whose keys never meet."""
     r = view.replies()
 
-    def labels(columns: list[ColumnElement[Any]]) -> list[ColumnElement[Any]]:
+    def labels(columns: Any) -> list[ColumnElement[Any]]:
         return [
             literal_column(str(col.key))
             for col in columns
@@ -532,14 +600,10 @@ def _grouped(view: StoreView, q: StatsQuery, extra: Columns) -> list[tuple[Any, 
         )
         return view.reader.fetch(stmt)
     rows: list[tuple[Any, ...]] = []
-    declared = declared_part(view, q, extra)
-    if declared is not None:
-        grouping = labels(list(declared.selected_columns))
-        rows += view.reader.fetch(declared.group_by(literal_column("g_key"), *grouping))
-    columns = extra(r)
-    undeclared = _undeclared_part(view, q, [r.c.campaign.label("g_key"), *columns])
-    if undeclared is not None:
-        rows += view.reader.fetch(undeclared.group_by(literal_column("g_key"), *labels(columns)))
+    part = declared_part(view, q, extra)
+    if part is not None:
+        grouping = labels(list(part.selected_columns))
+        rows = view.reader.fetch(part.group_by(literal_column("g_key"), *grouping))
     return rows
 
 
@@ -622,12 +686,13 @@ def timeseries(reader: Reader, q: StatsQuery) -> Timeseries:
     bucket = q.bucket or "hour"
     tz = q.zone
     by_key: dict[str | None, dict[datetime, Point]] = {}
+    arithmetic = zone_offsets(tz, q.start, q.end) is not None
     if view.has_replies:
         r = view.replies()
 
         def counts(src: Any) -> list[ColumnElement[Any]]:
             return [
-                BucketStart(src.c.received_at, bucket, bindparam("tz", q.tz)).label("g_bucket"),
+                _bucket_expression(src.c.received_at, bucket, q).label("g_bucket"),
                 func.count(),
                 func.count(distinct(src.c.sender)),
                 CountIf(src.c.is_stop == true()),
@@ -645,7 +710,7 @@ def timeseries(reader: Reader, q: StatsQuery) -> Timeseries:
         else:
             rows = _grouped(view, q, counts)
         for k, b, n, senders, stops, multipart, incomplete in rows:
-            t = _from_epoch(int(b))
+            t = _bucket_time(int(b), bucket, tz, arithmetic)
             by_key.setdefault(k, {})[t] = Point(
                 t,
                 int(n),

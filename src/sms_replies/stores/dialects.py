@@ -212,6 +212,16 @@ class BucketStart(expression.ColumnElement[int]):
         self.tz = tz
 
 
+class EpochSeconds(expression.ColumnElement[int]):
+    """Whole seconds since the epoch of a timestamp (rounded down), an integer."""
+
+    inherit_cache = True
+    type = Integer()
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+
 class NamedKey(expression.ColumnElement[str]):
     """A string value (bound) as a typed column: ``CAST(? AS VARCHAR)``, ``toString(…)``."""
 
@@ -342,6 +352,24 @@ def _bucket_ch(element: BucketStart, compiler: compiler.SQLCompiler, **kw: Any) 
             f"- toInt64(toSecond({v}, {tz})))"
         )
     return f"toInt64(toUnixTimestamp(toStartOfDay({v}, {tz})))"
+
+
+# EpochSeconds
+
+
+@compiles(EpochSeconds, "duckdb")
+def _epoch_duckdb(element: EpochSeconds, compiler: compiler.SQLCompiler, **kw: Any) -> str:
+    return f"(epoch_us({_c(compiler, element.value, **kw)}) // 1000000)"
+
+
+@compiles(EpochSeconds, "postgresql")
+def _epoch_pg(element: EpochSeconds, compiler: compiler.SQLCompiler, **kw: Any) -> str:
+    return f"CAST(floor(EXTRACT(EPOCH FROM {_c(compiler, element.value, **kw)})) AS BIGINT)"
+
+
+@compiles(EpochSeconds, "clickhouse")
+def _epoch_ch(element: EpochSeconds, compiler: compiler.SQLCompiler, **kw: Any) -> str:
+    return f"toInt64(toUnixTimestamp({_c(compiler, element.value, **kw)}))"
 
 
 # NamedKey
