@@ -41,7 +41,7 @@ from sms_replies.stores.ddl import Features
 from sms_replies.stores.url import StoreURL, parse_store_url
 
 DEFAULT_PG_DSN = "postgresql://postgres@127.0.0.1:5432/test"
-PG_SCHEMA = "scale_bench"
+PG_SCHEMA = "scale_bench"  # + the process id
 CH_DATABASE = "scale_bench"
 CH_BATCH = 500_000
 
@@ -137,7 +137,7 @@ class PostgresBackend:
     def __init__(self, root: Path) -> None:
         self.root = root
         self.dsn = os.environ.get("SMS_REPLIES_BENCH_POSTGRES_DSN", DEFAULT_PG_DSN)
-        self.schema = PG_SCHEMA
+        self.schema = f"{PG_SCHEMA}_{os.getpid()}"  # concurrent runs share the server
         try:
             self._version = asyncio.run(self._fetch("SHOW server_version"))
         except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
