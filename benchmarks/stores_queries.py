@@ -27,7 +27,7 @@ Query = Callable[[], object]
 NAMES = ("summary", "timeseries", "campaigns", "search")
 TZ = "Europe/Paris"
 START = END - timedelta(days=30)
-TIMEOUT = 600.0  # seconds: PostgreSQL's statement timeout comes from it
+TIMEOUT = 300.0  # seconds: PostgreSQL's statement timeout comes from it
 
 
 def product_queries(url: StoreURL) -> dict[str, Query]:

@@ -45,6 +45,7 @@ from benchmarks.stores_backends import (
     Unavailable,
 )
 from benchmarks.stores_synth import Generator
+from sms_replies.errors import SmsRepliesError
 
 log = logging.getLogger(__name__)
 
@@ -138,9 +139,17 @@ def _open(
     return backend, stores_queries.product_queries(backend.url())
 
 
-def _time(query: stores_queries.Query, runs: int) -> dict[str, float]:
+def _time(query: stores_queries.Query, runs: int) -> dict[str, Any]:
     started = time.perf_counter()
-    query()  # warm-up: caches, plans, first connection
+    try:
+        query()  # warm-up: caches, plans, first connection
+    except SmsRepliesError as exc:  # a statement timeout, above all
+        log.warning("stores_scale: %s", exc)
+        return {
+            "median_s": None,
+            "error": str(exc),
+            "after_s": round(time.perf_counter() - started),
+        }
     warm_up = time.perf_counter() - started
     if warm_up > SLOW_S:  # far off the target: one more run is enough to know
         runs = 1
@@ -171,8 +180,17 @@ def _mib(value: int | None) -> int | None:
 def _verdict(r: dict[str, Any]) -> str:
     if r["store"] not in TARGET_STORES or r["rows"] < 10_000_000:
         return "-"
-    worst = max(q["median_s"] for q in r["queries"].values())
+    medians = [q["median_s"] for q in r["queries"].values()]
+    if None in medians:
+        return "no"
+    worst = max(medians)
     return "yes" if worst < TARGET_S else f"no ({worst:.2f} s)"
+
+
+def _cell(q: dict[str, Any]) -> str:
+    if q["median_s"] is None:
+        return f"failed after {q['after_s']} s"
+    return f"{q['median_s']:.3f}"
 
 
 def render(results: Sequence[dict[str, Any]]) -> Table:
@@ -192,7 +210,7 @@ def rows_of(results: Sequence[dict[str, Any]]) -> list[list[Any]]:
         if "skipped" in r:
             out.append([r["store"], f"{r['rows']:,}", "skipped: " + r["skipped"]])
             continue
-        queries = [f"{r['queries'][name]['median_s']:.3f}" for name in stores_queries.NAMES]
+        queries = [_cell(r["queries"][name]) for name in stores_queries.NAMES]
         load = f"{r['loadavg_before'][0]:.1f}-{r['loadavg_after'][0]:.1f}"
         out.append(
             [
