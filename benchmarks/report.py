@@ -418,19 +418,30 @@ callbacks/s. With the four other engineers' test suites on the same 2 cores
 (load average 8-12 during every run of 2026-12-02) it is far lower: every
 process of the pipeline gets a fraction of a core, so the table above says what
 this machine could do at that moment, not what the code can. The CPU table says
-what the code costs, and it does not move much with the load: the whole
-pipeline spends about 800-900 us of CPU per callback at 1,000-3,000 offered/s
-(ingress about 300, worker 250-300, sinks 100-140, broker about 150), plus
-about 300 us for the Python load generator, which shares the machine. 5,000
-callbacks/s is then about 4-4.5 cores of CPU without the generator (6 with it):
-twice what this machine has, before anyone else runs anything. No setting of
+what the code costs, and it moves less with the load: the whole pipeline spends
+about 900-1,000 us of CPU per callback at 1,000-3,000 offered/s (ingress
+300-340, worker 250-300, sinks 115-160, broker 200-220; more per callback at
+the lowest rates, where fixed costs such as polling and ticks are shared by
+fewer callbacks), plus 320-370 us for the Python load generator, which shares
+the machine. 5,000 callbacks/s is then about 4.5-5 cores of CPU without the
+generator (6-7 with it), on this machine's cores under this load: more than
+twice what it has, before anyone else runs anything. No setting of
 `make run` gets there on 2 cores; what it takes is cores (the ingress and the
 worker both scale out: `--ingest-workers N`, `SMS_REPLIES_WORKER_PROCESSES=N`
 without standbys, see Reassembly and docs/configuration.md) or less CPU per
 callback in the worker (Faust's floor of 90-110 us per event, Reassembly above)
 and the ingress (aiohttp and aiokafka, Ingress above). Latency is not the limit
 below the knee: end-to-end p50 is 250-300 ms (the worker's 50 ms fetch wait, its
-20 ms batch window, the producer's 50 ms linger, the sink's 0.25 s batch)."""
+20 ms batch window, the producer's 50 ms linger, the sink's 0.25 s batch).
+
+Side by side with main before this session's changes (b17ce77), same harness,
+`python -m benchmarks.end_to_end --rates 250,500,1000 --seconds 5`, load average
+5.6-6.6, 2026-12-02 02:05 UTC: the ingress went from 482 to 356 us of CPU per
+callback at 1,000 offered/s (608 to 472 at 500/s); the worker 264 -> 300 and
+400 -> 444 us, within the noise of this machine (the reassembly benchmark, mixed
+load, 100,000 callbacks, `--only "faust worker"`, twice each: 28.9 and 30.3 CPU s
+before, 24.8 and 38.5 after); the knee at that load was 250/s before, 500/s
+after."""
 
 
 INGRESS_FINDINGS = """\
