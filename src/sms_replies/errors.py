@@ -23,6 +23,7 @@ The whole tree (classes defined next to the code that raises them say where)::
     ├── InvalidQueryError           analytics/params.py; also ValueError
     ├── UnknownCampaignError        analytics/params.py; also LookupError
     ├── CampaignExistsError         analytics/campaigns.py
+    ├── NoOptOutListError           analytics/optouts.py: no store, or no opt-out list in it
     ├── StoreError                  stores/errors.py: a store cannot be opened, read, written
     │   ├── StoreBusyError          the store stayed locked (retriable)
     │   ├── StoreUnavailableError   the server is unreachable or failed (retriable)

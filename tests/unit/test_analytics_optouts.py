@@ -9,6 +9,7 @@ import io
 import json
 from pathlib import Path
 
+import duckdb
 import pytest
 from click.testing import CliRunner
 from tests.analytics_sample import SAMPLE_REPLIES
@@ -88,7 +89,62 @@ def test_check_refuses_what_is_no_number(data_dir: Path) -> None:
     assert "--phone" in result.output
 
 
-def test_store_without_optouts_table_lists_nothing(tmp_path: Path) -> None:
-    listed = json.loads(run(["list", "--data-dir", str(tmp_path), "--format", "json"]))
-    assert listed["optouts"] == []
-    assert listed["count"] == 0
+def refused(args: list[str]) -> str:
+    """A command that cannot answer: exit status 1 and a warning on stderr, nothing on stdout."""
+    result = CliRunner().invoke(optouts_group, args)
+    assert result.exit_code == 1, result.output
+    assert result.stdout == ""
+    return result.stderr
+
+
+@pytest.mark.parametrize("command", [["list"], ["check", "--phone", "0612345678"]])
+def test_a_store_that_does_not_exist_is_no_empty_list(tmp_path: Path, command: list[str]) -> None:
+    path = tmp_path / "elsewhere.duckdb"
+    for fmt in ("table", "json", "csv"):
+        warning = refused([*command, "--store", str(path), "--format", fmt])
+        assert f"the store duckdb://{path} does not exist" in warning
+    assert not path.exists()  # reading never creates it
+
+
+@pytest.mark.parametrize("command", [["list"], ["check", "--phone", "0612345678"]])
+def test_a_store_written_before_the_opt_out_list_cannot_tell(
+    tmp_path: Path, command: list[str]
+) -> None:
+    """Replies but no optouts table: 'cannot tell', not 'nobody opted out'."""
+    path = tmp_path / "replies.duckdb"
+
+    async def write() -> None:  # a STOP stored, then the table a sink of today adds removed
+        async with DuckDBSink(path, serve=False) as sink:
+            await sink.write(SAMPLE_REPLIES)
+
+    asyncio.run(write())
+    con = duckdb.connect(str(path))
+    try:
+        con.execute("DROP TABLE optouts")
+        assert con.execute("SELECT count(*) FROM replies WHERE is_stop").fetchone() != (0,)
+    finally:
+        con.close()
+    warning = refused([*command, "--store", str(path)])
+    assert f"the store duckdb://{path} keeps no opt-out list yet" in warning
+    assert "cannot tell who opted out" in warning
+
+
+def test_a_store_with_an_empty_list_answers(tmp_path: Path) -> None:
+    """An optouts table with no row is a true answer: nobody opted out."""
+
+    async def write() -> None:
+        async with DuckDBSink(tmp_path / "replies.duckdb", serve=False) as sink:
+            await sink.write([SAMPLE_REPLIES[0]])  # "oui": decides nothing
+
+    asyncio.run(write())
+    d = ["--data-dir", str(tmp_path)]
+    listed = json.loads(run(["list", *d, "--format", "json"]))
+    assert (listed["count"], listed["optouts"]) == (0, [])
+    assert "not on the opt-out list" in run(["check", *d, "--phone", "0612345678"])
+
+
+def test_check_documents_its_exit_statuses() -> None:
+    text = CliRunner().invoke(optouts_group, ["check", "--help"]).output
+    assert "Exit status:" in text
+    for line in ("0  answered", "1  cannot tell", "2  invalid input"):
+        assert line in text

@@ -56,7 +56,7 @@ from sms_replies.analytics.guard import (
     add_protective_headers,
     guard_middleware,
 )
-from sms_replies.analytics.optouts import OptOutList, list_optouts
+from sms_replies.analytics.optouts import NoOptOutListError, OptOutList, list_optouts
 from sms_replies.analytics.params import (
     DEFAULT_TZ,
     MAX_BUCKETS,
@@ -361,6 +361,9 @@ async def _errors(
         return _json(_error_body("unknown_campaign", str(exc), "campaign"), 404)
     except CampaignExistsError as exc:
         return _json(_error_body("campaign_exists", str(exc), "name"), 409)
+    except NoOptOutListError as exc:  # never an empty list the sender would trust
+        error = "optout_list_missing" if exc.reason == "not_kept" else "store_missing"
+        return _json(_error_body(error, str(exc)), 503)
     except StoreBusyError:
         response = _json(
             _error_body("store_busy", "the store is busy being written; retry shortly"), 503
@@ -652,6 +655,8 @@ class RouteDoc:
     body: Any = None  # a type for TypeAdapter (a model or a union of models)
     content_type: str = "application/json"
     router_path: str | None = None  # when aiohttp needs another pattern than the document
+    description: str | None = None  # the operation's description in the document
+    store_missing: str | None = None  # the 503 when the store cannot answer (not just busy)
 
 
 @dataclass(frozen=True, slots=True)
@@ -725,6 +730,14 @@ ROUTES: Final[tuple[RouteDoc, ...]] = (
         "The opt-out list (senders opted out, most recent first)",
         OptoutsParams,
         OptOutList,
+        description="The object `sms-replies optouts list --format json` prints. A store "
+        "that cannot tell who opted out is never an empty list: 503 with error "
+        "`store_missing` when the store does not exist or holds no replies table (another "
+        "store was meant), `optout_list_missing` when its replies were written before the "
+        "opt-out list existed (no `optouts` table).",
+        store_missing="Store busy (`store_busy`, `store_unavailable`: retry), or it cannot "
+        "tell who opted out: `store_missing` (no such store, no replies table) or "
+        "`optout_list_missing` (no `optouts` table yet)",
     ),
     RouteDoc("GET", "/api/openapi.json", get_openapi, "This document", None, dict[str, Any]),
     RouteDoc(
@@ -813,6 +826,8 @@ def openapi_document(default_tz: str = DEFAULT_TZ) -> dict[str, Any]:
             "summary": route.summary,
             "operationId": f"{route.method.lower()}_{route.path.strip('/').replace('/', '_')}",
         }
+        if route.description is not None:
+            op["description"] = route.description
         parameters = []
         if "{filename}" in route.path:
             parameters.append(
@@ -868,7 +883,10 @@ def openapi_document(default_tz: str = DEFAULT_TZ) -> dict[str, Any]:
             responses["415"] = {"description": "Body not application/json", "content": json_error}
         if route.path.startswith("/api/") and route.path != "/api/openapi.json":
             responses["400"] = {"description": "An invalid parameter", "content": json_error}
-            responses["503"] = {"description": "Store busy: retry", "content": json_error}
+            responses["503"] = {
+                "description": route.store_missing or "Store busy: retry",
+                "content": json_error,
+            }
             if route.method == "POST":
                 responses["409"] = {"description": "Campaign exists", "content": json_error}
                 responses["422"] = {

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import click
 import orjson
@@ -32,7 +32,7 @@ from sms_replies.analytics.campaigns import (
     declare_campaign,
     delete_campaign,
 )
-from sms_replies.analytics.optouts import check_optout, list_optouts
+from sms_replies.analytics.optouts import NoOptOutListError, check_optout, list_optouts
 from sms_replies.analytics.params import (
     BUCKET_VALUES,
     GROUP_BY_VALUES,
@@ -49,7 +49,7 @@ from sms_replies.analytics.queries import Stats, Summary, Timeseries, summary, t
 from sms_replies.errors import SmsRepliesError
 from sms_replies.schema import TABLE
 from sms_replies.settings import Settings, settings_problems
-from sms_replies.stores.readers import open_store
+from sms_replies.stores.readers import Reader, open_store
 from sms_replies.stores.url import StoreURL, parse_store_url
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -136,6 +136,43 @@ def _errors() -> Iterator[None]:
         raise click.BadParameter(exc.message, param_hint=hint) from None
     except SmsRepliesError as exc:
         raise click.ClickException(str(exc)) from None
+
+
+def store_warning(url: StoreURL, what: str) -> NoReturn:
+    """A command that cannot answer from this store: a warning naming it, exit status 1."""
+    click.echo(
+        f"Warning: the store {url} {what}: no reply stored there yet, or another "
+        "store was meant (--store, --data-dir, SMS_REPLIES_ANALYTICS_STORE)",
+        err=True,
+    )
+    raise SystemExit(1)
+
+
+def require_replies(reader: Reader, url: StoreURL) -> None:
+    """A store that does not exist (or holds no replies table) is an error, not zeros."""
+    if not reader.exists:
+        store_warning(url, "does not exist")
+    if not reader.columns(TABLE):
+        store_warning(url, "holds no replies table")
+
+
+@contextmanager
+def _optout_list(url: StoreURL) -> Iterator[None]:
+    """A store without an opt-out list: the warning of :func:`require_replies`, exit 1."""
+    try:
+        yield
+    except NoOptOutListError as exc:
+        if exc.reason == "not_kept":
+            click.echo(
+                f"Warning: the store {url} keeps no opt-out list yet (its replies were written "
+                "before the opt-out list existed): cannot tell who opted out from it. A sink of "
+                "this version keeps the list for the replies it writes from now on",
+                err=True,
+            )
+            raise SystemExit(1) from None
+        store_warning(
+            url, "does not exist" if exc.reason == "no_store" else "holds no replies table"
+        )
 
 
 def _json(value: Any) -> str:
@@ -320,14 +357,7 @@ def stats_command(
             top=top,
         )
         with open_store(url, timeout=settings.store_read_timeout) as reader:
-            if not reader.exists or not reader.columns(TABLE):
-                what = "does not exist" if not reader.exists else "holds no replies table"
-                click.echo(
-                    f"Warning: the store {url} {what}: no reply stored there yet, or another "
-                    "store was meant (--store, --data-dir, SMS_REPLIES_ANALYTICS_STORE)",
-                    err=True,
-                )
-                raise SystemExit(1)
+            require_replies(reader, url)
             result = summary(reader, q)
             ts = timeseries(reader, q) if bucket else None
     if fmt == "json":
@@ -513,6 +543,8 @@ def optouts_list(
 
     With a pseudonymisation key the senders are pseudonyms ('h:' + HMAC-SHA256 of
     the E.164 number under the key): hash your own list the same way to match it.
+    A store that does not exist, holds no replies table or keeps no opt-out list
+    yet is an error: a warning and exit status 1, never an empty list.
     """
     settings = command_settings(data_dir=data_dir)
     url = store_url(settings, store)
@@ -520,7 +552,7 @@ def optouts_list(
     with _errors():
         parse_zone(tz)
         start = parse_time(since, tz=tz, param="since") if since else None
-        with open_store(url, timeout=settings.store_read_timeout) as reader:
+        with open_store(url, timeout=settings.store_read_timeout) as reader, _optout_list(url):
             result = list_optouts(reader, tz=tz, since=start, include_opted_in=include_opted_in)
     if fmt == "json":
         click.echo(_json(result))
@@ -548,7 +580,16 @@ def optouts_list(
 def optouts_check(
     data_dir: Path | None, store: str | None, phone: str, tz: str | None, fmt: str
 ) -> None:
-    """Whether PHONE is opted out (with a pseudonymisation key, its pseudonym is looked up)."""
+    """Whether PHONE is opted out (with a pseudonymisation key, its pseudonym is looked up).
+
+    \b
+    Exit status:
+      0  answered: opted out, opted back in, or never opted out (read the output,
+         or "opted_out" with --format json)
+      1  cannot tell: the store does not exist, holds no replies table, keeps no
+         opt-out list yet, or could not be read (a warning on stderr)
+      2  invalid input (--phone that is no number, --tz, options)
+    """
     from sms_replies.privacy import key_bytes
 
     settings = command_settings(data_dir=data_dir)
@@ -556,7 +597,7 @@ def optouts_check(
     tz = tz or settings.analytics_tz
     with _errors():
         parse_zone(tz)
-        with open_store(url, timeout=settings.store_read_timeout) as reader:
+        with open_store(url, timeout=settings.store_read_timeout) as reader, _optout_list(url):
             result = check_optout(reader, phone, tz=tz, key=key_bytes(settings.pseudonymize_key))
     if fmt == "json":
         click.echo(_json(result))
