@@ -23,6 +23,7 @@ import duckdb
 import pytest
 from clickhouse_driver import Client
 
+from sms_replies.analytics.optouts import list_optouts
 from sms_replies.errors import SinkWriteError
 from sms_replies.records import Reply
 from sms_replies.sinks.base import Sink
@@ -31,6 +32,8 @@ from sms_replies.sinks.duckdb import DuckDBSink
 from sms_replies.sinks.postgres import PostgresSink
 from sms_replies.sinks.testing import BASE_MS, make_reply
 from sms_replies.stores.clickhouse import ClickHouseSettings, optouts_sql
+from sms_replies.stores.readers import open_store
+from sms_replies.stores.url import StoreURL, parse_store_url
 from tests.clickhouse_server import LocalServer, clickhouse_server_binary, local_clickhouse_server
 
 pytestmark = pytest.mark.integration
@@ -256,3 +259,54 @@ async def test_the_setting_reaches_every_sink(
     settings = Settings.load(data_dir=tmp_path)
     sink = load_sink(sink_name).from_settings(settings)
     assert getattr(sink, "resubscribe", None) == {"OUI", "START"}
+
+
+# -- The list's order, the same in every store ------------------------------------------
+
+# Two STOPs in one second (.123 and .823): the later one's sender sorts first by name,
+# so a store that orders whole seconds by sender lists them the other way round.
+EARLY, LATE, NEXT = "+33600000090", "+33600000091", "+33600000092"
+SAME_SECOND = [
+    reply(21, EARLY, "STOP", 0),
+    reply(22, LATE, "STOP", 700),
+    reply(23, NEXT, "STOP", 1_000),
+]
+LISTED_ORDER = [NEXT, LATE, EARLY]
+
+
+def listed(url: StoreURL) -> list[str]:
+    with open_store(url) as reader:
+        return [o.sender for o in list_optouts(reader, tz="UTC").optouts]
+
+
+async def test_list_order_duckdb(tmp_path: Path) -> None:
+    async with DuckDBSink(tmp_path / "order.duckdb", serve=False) as sink:
+        await sink.write(SAME_SECOND[::-1])
+    assert listed(StoreURL("duckdb", path=tmp_path / "order.duckdb")) == LISTED_ORDER
+
+
+async def test_list_order_postgres(pg_schema: str) -> None:
+    async with PostgresSink(DSN, schema=pg_schema) as sink:
+        await sink.write(SAME_SECOND[::-1])
+    url = parse_store_url(f"{DSN}?schema={pg_schema}", default_duckdb=Path("unused"))
+    assert listed(url) == LISTED_ORDER
+
+
+async def test_list_order_clickhouse(clickhouse_server: LocalServer) -> None:
+    """18.16 keeps whole seconds: the order comes from the version column's milliseconds."""
+    database = f"stores_optouts_order_{uuid.uuid4().hex[:12]}"
+    settings = ClickHouseSettings(
+        host=clickhouse_server.host, port=clickhouse_server.port, database=database
+    )
+    client = Client(clickhouse_server.host, port=clickhouse_server.port)
+    try:
+        async with ClickHouseSink(settings) as sink:
+            await sink.write(SAME_SECOND[::-1])
+        url = parse_store_url(
+            f"clickhouse://{clickhouse_server.host}:{clickhouse_server.port}/{database}",
+            default_duckdb=Path("unused"),
+        )
+        assert listed(url) == LISTED_ORDER
+    finally:
+        client.execute(f"DROP DATABASE IF EXISTS `{database}`")
+        client.disconnect()
