@@ -641,6 +641,55 @@ def _grouped(view: StoreView, q: StatsQuery, extra: Columns) -> list[tuple[Any, 
     return rows
 
 
+def _totals(view: StoreView, q: StatsQuery) -> Stats:
+    """The figures of every reply of ``q``, grouping by sender first.
+
+    Same figures as ``select(*aggregates(view, r))``, in a shape every store runs
+    faster: one row per sender with its counts, then sums over those rows; the
+    senders are the non-null groups, the STOP senders those with a STOP (as
+    ``count(DISTINCT sender)`` skips a null sender). Two exact distinct counts over
+    10 M rows cost 5.7x more (docs/analytics.md, Scale). The median needs the rows
+    themselves: its own statement, run only where the column exists.
+
+    ClickHouse keeps the one-pass shape: each statement reads the table with
+    ``FINAL``, which 18.16 does slowly, and ``uniqExact`` is cheap there (1 M rows:
+    0.77 s one pass, 0.98 s grouped plus the median's statement).
+    """
+    r = view.replies()
+    where = _range(view, q)
+    if view.reader.backend == "clickhouse":
+        (one_pass,) = view.reader.fetch(select(*aggregates(view, r)).where(*where))
+        return row_stats(one_pass)
+    per_sender = (
+        select(
+            r.c.sender,
+            func.count(r.c.reply_id).label("n"),
+            CountIf(r.c.is_stop == true()).label("stops"),
+            CountIf(r.c.parts_expected > 1).label("multipart"),
+            CountIf(r.c.complete == false()).label("incomplete"),
+        )
+        .where(*where)
+        .group_by(r.c.sender)
+        .subquery("s")
+    )
+    s = per_sender.c
+    (row,) = view.reader.fetch(
+        select(
+            func.sum(s.n),
+            func.count(s.sender),
+            CountIf(and_(s.sender.is_not(None), s.stops > 0)),
+            func.sum(s.stops),
+            func.sum(s.multipart),
+            func.sum(s.incomplete),
+        )
+    )
+    median: Any = None
+    if view.median_available and row[0]:
+        value = Median(Seconds(r.c[LAST_PART_COLUMN], r.c.received_at), median_condition(r))
+        ((median,),) = view.reader.fetch(select(value).where(*where))
+    return row_stats((*row, median))
+
+
 def summary(reader: Reader, q: StatsQuery) -> Summary:
     """Totals over [start, end), optionally split by ``q.group_by``, and the top keywords.
 
@@ -654,9 +703,7 @@ def summary(reader: Reader, q: StatsQuery) -> Summary:
     groups: list[Group] = []
     keywords: list[KeywordCount] = []
     if view.has_replies:
-        r = view.replies()
-        (row,) = reader.fetch(select(*aggregates(view, r)).where(*_range(view, q)))
-        totals = row_stats(row)
+        totals = _totals(view, q)
         if q.group_by is not None:
             rows = _grouped(view, q, lambda src: aggregates(view, src))
             declared = {c.name: c.delivered for c in view.declared()}
