@@ -37,7 +37,7 @@ from sms_replies.streams.handler import (
     ReassemblyHandler,
     dead_letter_record,
 )
-from sms_replies.streams.rocksdb import bound_store, export_memory
+from sms_replies.streams.rocksdb import export_memory
 
 #: Raw records handled per batch, and the longest wait to fill one (added latency
 #: when traffic is low). See benchmarks/reassembly.py for what batching buys.
@@ -47,8 +47,7 @@ BATCH_WITHIN_S = 0.02
 
 
 def rocksdb_options(settings: Settings) -> dict[str, int]:
-    """Bounded memory: the block cache is the process's, shared by the table partitions
-    and charged for their memtables (streams.rocksdb.BoundedRocksDBOptions)."""
+    """Bounded memory per table partition: its memtables and its block cache."""
     return {
         "write_buffer_size": settings.worker_rocksdb_write_buffer_mib * MIB,
         "max_write_buffer_number": 2,
@@ -136,7 +135,6 @@ def create_app(
     )
     store = pending.data
     if isinstance(store, RocksDBStore):  # tests may run the worker on a memory store
-        bound_store(store)  # index and filter blocks in the block cache (streams.rocksdb)
         export_memory(store)
     changelog_topic = pending.changelog_topic.get_topic_name()
 
