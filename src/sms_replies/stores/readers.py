@@ -26,6 +26,7 @@ an older release did not write. Driver errors become :class:`StoreError` (or
 from __future__ import annotations
 
 import http.client
+import importlib
 import logging
 import time
 from collections.abc import Iterator
@@ -420,13 +421,23 @@ class DuckDBReader(_BaseReader):
 # -- PostgreSQL -------------------------------------------------------------------------
 
 
+def _driver(module: str, extra: str) -> Any:
+    """The driver module, or a one-line error naming the install step (an optional extra)."""
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise StoreError(
+            f"reading this store needs the {module} package: "
+            f"pip install 'sms-replies[{extra}]' (or: pip install -e '.[{extra}]')"
+        ) from None
+
+
 class PostgresReader(_BaseReader):
     backend: Backend = "postgresql"
 
     def __init__(self, url: StoreURL, *, timeout: float = DEFAULT_TIMEOUT, write: bool = False):
         super().__init__()
-        import psycopg
-
+        psycopg = _driver("psycopg", "postgres")
         self._psycopg = psycopg
         self.url = url
         self.schema = url.schema
@@ -494,11 +505,11 @@ class ClickHouseReader(_BaseReader):
 
     def __init__(self, url: StoreURL, *, timeout: float = DEFAULT_TIMEOUT, write: bool = False):
         super().__init__()
-        from clickhouse_driver import Client
+        client_class = _driver("clickhouse_driver", "clickhouse").Client
 
         self.url = url
         self.schema = url.database
-        self._client = Client(
+        self._client = client_class(
             host=url.host or "127.0.0.1",
             port=url.port or 9000,
             user=url.user or "default",
