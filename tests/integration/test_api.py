@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
@@ -299,14 +300,47 @@ async def test_bad_campaign_bodies(
     assert (await r.json())["parameter"] == parameter
 
 
-async def test_missing_store_answers_empty(tmp_path: Path) -> None:
+REPLY_ENDPOINTS = ("/api/summary", "/api/timeseries", "/api/keywords", "/api/replies")
+
+
+async def test_missing_store_is_503_not_zeros(tmp_path: Path) -> None:
+    # A mistyped store answered all zeros with 200, which a dashboard shows as "no replies".
     app = create_api_app(tmp_path / "nothing" / "replies.duckdb")
     async with TestClient(TestServer(app)) as c:
-        s = await get_json(c, "/api/summary")
-        assert s["totals"]["replies"] == 0
-        assert s["totals"]["stop_share"] is None
+        for path in REPLY_ENDPOINTS:
+            r = await c.get(path)
+            assert r.status == 503, path
+            body = await r.json()
+            assert body["error"] == "store_missing", path
+            assert "does not exist" in body["message"]
+        # No campaign is declared in a store that does not exist: a true empty list.
         assert (await get_json(c, "/api/campaigns"))["campaigns"] == []
-        assert (await get_json(c, "/api/replies"))["items"] == []
+
+
+async def test_store_without_replies_table_is_503(tmp_path: Path) -> None:
+    path = tmp_path / "other.duckdb"
+    duckdb.connect(str(path)).close()  # a DuckDB file of something else
+    async with TestClient(TestServer(create_api_app(path))) as c:
+        for endpoint in REPLY_ENDPOINTS:
+            r = await c.get(endpoint)
+            assert r.status == 503, endpoint
+            assert "holds no replies table" in (await r.json())["message"]
+
+
+async def test_replies_of_one_campaign(client: TestClient[web.Request, web.Application]) -> None:
+    body = {"name": "spring-A", "recipient": NUMBER_A, "start": "2025-03-29"}
+    r = await client.post("/api/campaigns", json={**body, "end": "2025-03-30T12:00"})
+    assert r.status == 201, await r.text()
+    page = await get_json(client, "/api/replies", campaign="spring-A", limit="100")
+    # The same membership as the campaign's own figures (4 replies in its window).
+    (item,) = (await get_json(client, "/api/campaigns"))["campaigns"]
+    assert len(page["items"]) == item["stats"]["replies"] == 4
+    assert {row["recipient"] for row in page["items"]} == {NUMBER_A}
+    everything = await get_json(client, "/api/replies", limit="100")
+    assert len(everything["items"]) > len(page["items"])
+    r = await client.get("/api/replies", params={"campaign": "nope"})
+    assert r.status == 404
+    assert (await r.json())["parameter"] == "campaign"
 
 
 async def test_busy_store_answers_503(data_dir: Path) -> None:

@@ -575,8 +575,11 @@ async def _api_answers(url: str) -> dict[str, Any]:
             params["cursor"] = page["next_cursor"]
         answers["incomplete_pages"] = pages
         answers["sender"] = await get("/api/replies", sender="0" + OPT_IN[3:], limit="10")
-        for item in answers["sender"]["items"]:
-            del item["ingested_at"]
+        for name in ("spring-A", "url-only", "short-B"):  # URL, undeclared, window rules
+            answers[name] = await get("/api/replies", campaign=name, limit="1000")
+        for key in ("sender", "spring-A", "url-only", "short-B"):
+            for item in answers[key]["items"]:
+                del item["ingested_at"]
     return answers
 
 
@@ -592,6 +595,11 @@ async def test_api_answers_identical_in_the_three_stores(stores: Stores) -> None
         "same-0910",
         "same-0911",
     ]
+    # A campaign's rows are as many as its figures count, in every store.
+    by_name = {c["campaign"]["name"]: c for c in duckdb["campaigns"]["campaigns"]}
+    for name in ("spring-A", "short-B"):
+        assert len(duckdb[name]["items"]) == by_name[name]["stats"]["replies"] > 0, name
+    assert duckdb["url-only"]["items"]
     cli_json = json_of(
         cli(
             "stats", "--format", "json", "--store", stores.duckdb, *SPRING, "--group-by", "campaign"

@@ -90,6 +90,7 @@ from sms_replies.analytics.queries import (
 from sms_replies.errors import SmsRepliesError
 from sms_replies.http_server import hide_server_version
 from sms_replies.privacy import e164, is_pseudonym, pseudonymize
+from sms_replies.schema import TABLE
 from sms_replies.stores.errors import StoreBusyError, StoreError
 from sms_replies.stores.readers import DEFAULT_TIMEOUT, Reader, open_store
 from sms_replies.stores.url import StoreURL
@@ -248,6 +249,13 @@ class RepliesParams(_Params):
     )
     complete: QueryBool | None = Field(
         None, description="Only complete (true) or incomplete replies."
+    )
+    campaign: str | None = Field(
+        None,
+        pattern=r"\S",
+        max_length=MAX_NAME,
+        description="Only the replies of this campaign: its callback URL named it, or it is "
+        "declared and the reply is in its window (the campaign figures' rule; 404 if unknown).",
     )
     limit: int = Field(100, ge=1, le=MAX_PAGE, description="Rows per page.")
     offset: int | None = Field(
@@ -423,14 +431,37 @@ class _InvalidParametersError(ApiError):
         self.errors = errors
 
 
-async def _read(request: web.Request, query: Callable[[Reader], T]) -> T:
+async def _read(request: web.Request, query: Callable[[Reader], T], *, replies: bool = False) -> T:
+    """``query`` on a reader of the configured store, in a thread.
+
+    ``replies``: the answer is figures or rows of replies, so a store that does not
+    exist or holds no replies table is a 503 ``store_missing`` (as the CLI's warning
+    and exit 1), never zeros an analyst would trust.
+    """
     config = request.app[CONFIG]
 
     def run() -> T:
         with open_store(config.store, timeout=config.store_timeout) as reader:
+            if replies:
+                _require_replies(reader)
             return query(reader)
 
     return await asyncio.to_thread(run)
+
+
+def _require_replies(reader: Reader) -> None:
+    if not reader.exists:
+        what = "does not exist"
+    elif not reader.columns(TABLE):
+        what = "holds no replies table"
+    else:
+        return
+    raise ApiError(
+        503,
+        "store_missing",
+        f"the store {what}: no reply stored there yet, or another store was meant "
+        "(SMS_REPLIES_ANALYTICS_STORE, --store)",
+    )
 
 
 def _tz(request: web.Request, tz: str | None) -> str:
@@ -469,19 +500,19 @@ def _stats_query(
 async def get_summary(request: web.Request) -> web.Response:
     p = _params(request, SummaryParams)
     q = _stats_query(request, p, group_by=p.group_by, top=p.top)
-    return _json(await _read(request, lambda con: summary(con, q)))
+    return _json(await _read(request, lambda con: summary(con, q), replies=True))
 
 
 async def get_timeseries(request: web.Request) -> web.Response:
     p = _params(request, TimeseriesParams)
     q = _stats_query(request, p, group_by=p.group_by, bucket=p.bucket)
-    return _json(await _read(request, lambda con: timeseries(con, q)))
+    return _json(await _read(request, lambda con: timeseries(con, q), replies=True))
 
 
 async def get_keywords(request: web.Request) -> web.Response:
     p = _params(request, KeywordsParams)
     q = _stats_query(request, p, top=p.limit)
-    keywords = await _read(request, lambda con: top_keywords(con, q))
+    keywords = await _read(request, lambda con: top_keywords(con, q), replies=True)
     return _json(
         {
             "start": q.start.astimezone(q.zone),
@@ -581,11 +612,12 @@ async def get_replies(request: web.Request) -> web.Response:
         keyword=p.keyword.strip().upper() if p.keyword else None,
         is_stop=p.is_stop,
         complete=p.complete,
+        campaign=p.campaign,
         limit=p.limit,
         offset=p.offset,
         cursor=p.cursor,
     )
-    return _json(await _read(request, lambda con: list_replies(con, f)))
+    return _json(await _read(request, lambda con: list_replies(con, f), replies=True))
 
 
 async def get_optouts(request: web.Request) -> web.Response:
@@ -659,6 +691,13 @@ class RouteDoc:
     store_missing: str | None = None  # the 503 when the store cannot answer (not just busy)
 
 
+#: The 503 of the endpoints answering figures or rows of replies (:func:`_require_replies`).
+NO_REPLIES_503: Final = (
+    "Store busy (`store_busy`, `store_unavailable`: retry), or `store_missing`: the store "
+    "does not exist or holds no replies table (nothing stored yet, or another store was meant)"
+)
+
+
 @dataclass(frozen=True, slots=True)
 class KeywordsResponse:
     start: datetime
@@ -685,6 +724,7 @@ ROUTES: Final[tuple[RouteDoc, ...]] = (
         "Totals, groups and top keywords",
         SummaryParams,
         Summary,
+        store_missing=NO_REPLIES_503,
     ),
     RouteDoc(
         "GET",
@@ -693,6 +733,7 @@ ROUTES: Final[tuple[RouteDoc, ...]] = (
         "Counts per hour or day",
         TimeseriesParams,
         Timeseries,
+        store_missing=NO_REPLIES_503,
     ),
     RouteDoc(
         "GET",
@@ -701,6 +742,7 @@ ROUTES: Final[tuple[RouteDoc, ...]] = (
         "Most frequent keywords",
         KeywordsParams,
         KeywordsResponse,
+        store_missing=NO_REPLIES_503,
     ),
     RouteDoc(
         "GET",
@@ -721,7 +763,13 @@ ROUTES: Final[tuple[RouteDoc, ...]] = (
         body=CampaignBody,
     ),
     RouteDoc(
-        "GET", "/api/replies", get_replies, "Reply rows, newest first", RepliesParams, ReplyPage
+        "GET",
+        "/api/replies",
+        get_replies,
+        "Reply rows, newest first",
+        RepliesParams,
+        ReplyPage,
+        store_missing=NO_REPLIES_503,
     ),
     RouteDoc(
         "GET",

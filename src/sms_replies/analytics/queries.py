@@ -201,11 +201,14 @@ class ReplyFilter:
     keyword: str | None = None
     is_stop: bool | None = None
     complete: bool | None = None
+    campaign: str | None = None
     limit: int = 100
     offset: int | None = None
     cursor: str | None = None
 
     def __post_init__(self) -> None:
+        if self.campaign is not None and not self.campaign.strip():
+            raise InvalidQueryError("campaign", "empty campaign name")
         if not 1 <= self.limit <= MAX_PAGE:
             raise InvalidQueryError("limit", f"between 1 and {MAX_PAGE}")
         if self.offset is not None and self.offset < 0:
@@ -857,6 +860,7 @@ def list_replies(reader: Reader, f: ReplyFilter) -> ReplyPage:
     view = StoreView(reader)
     # A table from before a column was added (not yet migrated by a sink) lacks it.
     columns = [c for c in COLUMN_NAMES if c in view.reply_columns]
+    _check_campaign(view, f.campaign)
     if not view.has_replies:
         return ReplyPage(items=[], limit=f.limit, offset=f.offset, next_cursor=None)
     r = view.replies()
@@ -873,6 +877,8 @@ def list_replies(reader: Reader, f: ReplyFilter) -> ReplyPage:
     for value, col, op in filters:
         if value is not None:
             where.append(col >= value if op == ">=" else col < value if op == "<" else col == value)
+    if f.campaign is not None:  # the same membership as the campaign's figures
+        where.append(_campaign_filter(view, f.campaign))
     if f.cursor is not None:
         us, reply_id = decode_cursor(f.cursor)
         position = _from_epoch_us(us)
