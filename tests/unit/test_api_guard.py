@@ -1,4 +1,4 @@
-"""Access to the analytics API: token, Host, Origin, JSON-only writes (real HTTP, no store)."""
+"""Access to the analytics API: token, Host, Origin, JSON-only writes (real HTTP, empty store)."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from sms_replies.analytics.api import create_api_app
 from sms_replies.analytics.guard import ApiAccess, api_access, host_allowed, is_loopback
 from sms_replies.errors import ConfigError
 from sms_replies.settings import Settings
+from sms_replies.sinks.duckdb import DuckDBSink
 
 TOKEN = "t0ken-of-the-analytics-api"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -29,6 +30,8 @@ Client = TestClient[web.Request, web.Application]
 @pytest.fixture
 async def serve(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
     clients: list[Client] = []
+    async with DuckDBSink(tmp_path / "replies.duckdb", serve=False):
+        pass  # its tables, empty: a store that does not exist answers 503, not figures
 
     async def start(access: ApiAccess | None = None) -> Client:
         app = create_api_app(tmp_path / "replies.duckdb", access=access)
