@@ -57,6 +57,7 @@ from sms_replies.sinks.clickhouse import ClickHouseSink
 from sms_replies.sinks.duckdb import DuckDBSink
 from sms_replies.sinks.postgres import PostgresSink
 from sms_replies.stores.clickhouse import ClickHouseSettings
+from sms_replies.stores.readers import ClickHouseReader, collapsed, open_store
 from sms_replies.stores.url import StoreURL, parse_store_url
 from tests.clickhouse_server import LocalServer, clickhouse_server_binary, local_clickhouse_server
 
@@ -631,3 +632,57 @@ def test_campaign_add_replace_delete(stores: Stores, backend: str) -> None:
     gone = cli("campaign", "delete", "--store", url, "temp")
     assert gone.returncode == 1
     assert "unknown campaign" in gone.stdout + gone.stderr
+
+
+def test_clickhouse_figures_with_duplicates_and_once_merged(
+    stores: Stores, clickhouse_server: LocalServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The reader drops FINAL only when every partition of ``replies`` is one merged part.
+
+    A copy of the store gets duplicates of some replies (two racing sinks): the
+    figures still equal DuckDB's (read with FINAL); after ``OPTIMIZE ... FINAL``
+    they still do, and then the statements read ``replies`` without FINAL.
+    """
+    source = stores.clickhouse.rsplit("/", 1)[1]
+    copy = f"{source}_merged"
+    client = Client(clickhouse_server.host, port=clickhouse_server.port)
+    statements: list[str] = []
+    run = ClickHouseReader._run
+
+    def spy(self: ClickHouseReader, sql: str, params: Any) -> list[tuple[Any, ...]]:
+        statements.append(sql)
+        return run(self, sql, params)
+
+    monkeypatch.setattr(ClickHouseReader, "_run", spy)
+    url = f"clickhouse://{clickhouse_server.host}:{clickhouse_server.port}/{copy}"
+    query = [*SPRING, "--group-by", "campaign", "--top", "20"]
+    expected = json_of(cli("stats", "--format", "json", "--store", stores.duckdb, *query))
+    try:
+        client.execute(f"CREATE DATABASE `{copy}`")
+        for table in ("replies", "campaigns"):
+            client.execute(f"CREATE TABLE `{copy}`.{table} AS `{source}`.{table}")
+            # No background merge meanwhile: it would collapse the duplicates.
+            client.execute(f"SYSTEM STOP MERGES `{copy}`.{table}")
+            client.execute(f"INSERT INTO `{copy}`.{table} SELECT * FROM `{source}`.{table}")
+        client.execute(
+            f"INSERT INTO `{copy}`.replies SELECT * FROM `{source}`.replies "
+            "ORDER BY reply_id LIMIT 20"
+        )
+        assert json_of(cli("stats", "--format", "json", "--store", url, *query)) == expected
+        reads = [s for s in statements if ".replies AS r" in s]
+        assert reads
+        assert all("AS r FINAL" in s for s in reads)
+
+        client.execute(f"SYSTEM START MERGES `{copy}`.replies")
+        client.execute(f"OPTIMIZE TABLE `{copy}`.replies FINAL")
+        statements.clear()
+        assert json_of(cli("stats", "--format", "json", "--store", url, *query)) == expected
+        reads = [s for s in statements if ".replies AS r" in s]
+        assert reads
+        assert not any("AS r FINAL" in s for s in reads)
+        with open_store(parse_store_url(url, default_duckdb=Path("unused"))) as reader:
+            assert isinstance(reader, ClickHouseReader)
+            assert collapsed(reader.replies_parts())
+    finally:
+        client.execute(f"DROP DATABASE IF EXISTS `{copy}`")
+        client.disconnect()

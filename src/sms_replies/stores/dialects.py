@@ -8,7 +8,8 @@ bound parameter in the driver's own style:
 - PostgreSQL: SQLAlchemy's psycopg dialect, ``%(name)s`` (server-side ``$n``);
 - ClickHouse: :class:`ClickHouseDialect`, ``%(name)s`` substituted by
   clickhouse-driver. Its compiler adds ``FINAL`` after every table (every table
-  is a ReplacingMergeTree: readers collapse rows not yet merged), writes column
+  is a ReplacingMergeTree: readers collapse rows not yet merged; except the
+  tables a reader found with nothing to collapse, ``without_final``), writes column
   names without table qualifiers (ClickHouse 18.16 resolves them poorly across
   joins: queries keep names unique instead), binds timestamps as ``toDateTime``
   of whole seconds (18.16 has no DateTime64; ``>=`` and ``<`` bounds rounded up
@@ -94,15 +95,18 @@ class DuckDBDialect(PGDialect):
 class ClickHouseCompiler(compiler.SQLCompiler):
     # mypy: SQLAlchemy's visit_* methods are untyped, with more keywords than used here.
 
+    def _final(self, table: Any) -> bool:
+        return getattr(table, "name", None) not in getattr(self.dialect, "without_final", ())
+
     def visit_table(self, table: Any, asfrom: bool = False, **kw: Any) -> Any:  # type: ignore[override]
         text = super().visit_table(table, asfrom=asfrom, **kw)  # type: ignore[no-untyped-call]
         final = asfrom and not kw.get("iscrud") and kw.get("final_by_alias") is not table
-        return f"{text} FINAL" if final else text
+        return f"{text} FINAL" if final and self._final(table) else text
 
     def visit_alias(self, alias: Any, asfrom: bool = False, **kw: Any) -> Any:  # type: ignore[override]
         kw["final_by_alias"] = alias.element  # the alias puts FINAL after its name
         text = super().visit_alias(alias, asfrom=asfrom, **kw)  # type: ignore[no-untyped-call]
-        if asfrom and isinstance(alias.element, TableClause):
+        if asfrom and isinstance(alias.element, TableClause) and self._final(alias.element):
             text += " FINAL"  # FROM db.table AS r FINAL
         return text
 
@@ -126,7 +130,9 @@ class ClickHouseCompiler(compiler.SQLCompiler):
 
 class ClickHouseDialect(default.DefaultDialect):
     """``datetime64``: the tables' timestamps are DateTime64(3) (a current server), not
-    DateTime (18.16): timestamps are then bound in milliseconds."""
+    DateTime (18.16): timestamps are then bound in milliseconds. ``without_final``:
+    tables read without ``FINAL``, for a reader that knows they hold nothing to
+    collapse (:meth:`~sms_replies.stores.readers.ClickHouseReader.fetch`)."""
 
     name = "clickhouse"
     driver = "clickhouse_driver"
@@ -135,9 +141,22 @@ class ClickHouseDialect(default.DefaultDialect):
     supports_native_boolean = False
     supports_statement_cache = True
 
-    def __init__(self, *, datetime64: bool = False, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *,
+        datetime64: bool = False,
+        without_final: frozenset[str] = frozenset(),
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         self.datetime64 = datetime64
+        self.without_final = without_final
+
+    def reading_without_final(self, tables: frozenset[str]) -> ClickHouseDialect:
+        """The same dialect, ``tables`` read without ``FINAL``."""
+        return ClickHouseDialect(
+            datetime64=self.datetime64, without_final=tables, paramstyle=self.paramstyle
+        )
 
 
 #: ClickHouse with DateTime64(3) timestamps (21.x and later servers).
