@@ -17,6 +17,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError, KafkaTimeoutError
 
 from sms_replies import metrics
+from sms_replies.broker.partitioner import default_partitioner
 from sms_replies.broker.probe import PROBE_TIMEOUT_S, metadata_round_trip
 from sms_replies.errors import BrokerUnavailable
 from sms_replies.records import RawPart, Topics
@@ -49,6 +50,7 @@ class Publisher:
                     bootstrap_servers=self.bootstrap,
                     acks="all",
                     linger_ms=1,  # concurrent callbacks share a batch
+                    partitioner=default_partitioner,  # aiokafka's, at a third of the CPU
                     request_timeout_ms=int(self.timeout * 1000),
                 )
                 try:
