@@ -11,6 +11,7 @@ unexpected exceptions (500) included: see docs/security.md.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hmac
 import logging
 import time
@@ -19,7 +20,7 @@ from http import HTTPStatus
 from typing import Any
 
 import orjson
-from aiohttp import web
+from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler
 
 from sms_replies import metrics
@@ -28,9 +29,14 @@ from sms_replies.errors import BrokerUnavailable, InvalidCallback, SmsRepliesErr
 from sms_replies.http_server import hide_server_version
 from sms_replies.ingest.audit import TokenBucket, audit_record
 from sms_replies.ingest.form import FormDecodeError, parse_form
-from sms_replies.ingest.forwarded import forwarded_middleware
+from sms_replies.ingest.forwarded import Network, request_client, trusted_networks
 from sms_replies.ingest.openapi import DOCUMENT_PATH, callbacks_openapi
-from sms_replies.ingest.parsing import ATTRIBUTION_PARAMS, parse_attribution, parse_callback
+from sms_replies.ingest.parsing import (
+    ATTRIBUTION_PARAMS,
+    NO_ATTRIBUTION,
+    parse_attribution,
+    parse_callback,
+)
 from sms_replies.ingest.publisher import Publisher
 from sms_replies.ingest.signature import SignatureError, verify_signature
 from sms_replies.privacy import key_bytes, pseudonymize_part, scrub_body, scrub_pairs
@@ -49,6 +55,7 @@ SETTINGS = web.AppKey("settings", Settings)
 BOUNDS = web.AppKey("bounds", Bounds)
 PSEUDONYMIZE_KEY = web.AppKey("pseudonymize_key", bytes)
 UNKNOWN_PATH_AUDITS = web.AppKey("unknown_path_audits", TokenBucket)
+TRUSTED_PROXIES = web.AppKey("trusted_proxies", tuple[Network, ...])
 # Refusals by the router (unknown path, wrong method): scanners' noise, audited at a bounded rate.
 RATE_LIMITED_STATUSES = frozenset({404, 405})
 
@@ -67,9 +74,12 @@ _UNSUPPORTED_TYPE = (
 
 def create_app(settings: Settings, publisher: Publisher | None = None) -> web.Application:
     hide_server_version()
+    # No middleware: with any, aiohttp runs every callback through one coroutine
+    # frame per middleware plus one of its own. The client address behind a proxy
+    # is worked out by the audit, its one reader; errors become JSON in the
+    # handlers and in routes of their own (_json_errors, _add_error_routes).
     app = web.Application(
         client_max_size=settings.max_body_bytes,
-        middlewares=[forwarded_middleware(settings.trusted_proxies), _errors_as_json],
         # Let a query up to max_query_bytes reach the handler (answered 414 there,
         # and audited); a longer request line is refused by aiohttp's parser.
         handler_args={"max_line_size": max(8190, settings.max_query_bytes + REQUEST_LINE_SLACK)},
@@ -85,14 +95,47 @@ def create_app(settings: Settings, publisher: Publisher | None = None) -> web.Ap
     app[UNKNOWN_PATH_AUDITS] = TokenBucket(
         settings.audit_unknown_path_rate, settings.audit_unknown_path_burst
     )
+    app[TRUSTED_PROXIES] = trusted_networks(settings.trusted_proxies)
     app.cleanup_ctx.append(_publisher_lifecycle)
-    app.router.add_route("GET", CALLBACK_PATH, handle_callback)
+    app.router.add_route("GET", CALLBACK_PATH, handle_callback)  # its own _json_errors inside
     app.router.add_route("POST", CALLBACK_PATH, handle_callback)
-    app.router.add_get("/healthz", handle_health)
-    app.router.add_get("/readyz", handle_ready)
-    metrics.add_metrics_route(app)
-    app.router.add_get(DOCUMENT_PATH, handle_openapi)
+    app.router.add_get("/healthz", _json_errors(handle_health))
+    app.router.add_get("/readyz", _json_errors(handle_ready))
+    app.router.add_get("/metrics", _json_errors(metrics.handle_metrics))
+    app.router.add_get(DOCUMENT_PATH, _json_errors(handle_openapi))
+    _add_error_routes(app)
     return app
+
+
+def _add_error_routes(app: web.Application) -> None:
+    """The router's refusals (405 on a known path, 404 elsewhere) as routes answering JSON.
+
+    Added last: a known path's own methods match first; any other method on it is
+    a 405 naming them (as aiohttp's own), and a path no resource knows is a 404.
+    """
+    for resource in list(app.router.resources()):
+        if isinstance(resource, web.Resource):  # every one added above (plain paths)
+            allowed = ",".join(sorted({route.method for route in resource}))
+            resource.add_route(hdrs.METH_ANY, _json_errors(_refusal(405, {"Allow": allowed})))
+    anywhere = _AnyPath("/")
+    app.router.register_resource(anywhere)
+    anywhere.add_route(hdrs.METH_ANY, _json_errors(_refusal(404)))
+
+
+class _AnyPath(web.PlainResource):
+    """Every request target, ``*`` and paths with a newline (%0A) included: the router
+    tries it last (its index is "/", the end of the router's walk up a path)."""
+
+    def _match(self, path: str) -> dict[str, str] | None:
+        return {}
+
+
+def _refusal(status: int, headers: dict[str, str] | None = None) -> Handler:
+    async def refuse(request: web.Request) -> web.StreamResponse:
+        rejected = _Rejected(status, _phrase(status))
+        return await _reject(request, request.app[PUBLISHER], rejected, headers=headers)
+
+    return refuse
 
 
 async def _publisher_lifecycle(app: web.Application) -> AsyncIterator[None]:
@@ -123,28 +166,40 @@ class _Rejected(SmsRepliesError):
         self.close = close  # answer with Connection: close (body left unread)
 
 
-@web.middleware
-async def _errors_as_json(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """aiohttp's own error pages (404, 405...) and any unexpected exception, as JSON.
+def _json_errors(handler: Handler) -> Handler:
+    """``handler`` with aiohttp's error pages (4xx) and any unexpected exception as JSON."""
 
-    Both are rejects like the handler's: counted and kept for audit. A 500 never
-    says more than "internal error"; the traceback goes to the log only.
-    """
-    try:
-        return await handler(request)
-    except web.HTTPException as exc:
-        if exc.status < 400:
-            raise
-        headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
-        rejected = _Rejected(exc.status, _phrase(exc.status))
-        return await _reject(request, request.app[PUBLISHER], rejected, headers=headers)
-    except Exception:
-        log.exception("internal error on %s %s", request.method, request.path)
+    @functools.wraps(handler)
+    async def wrapper(request: web.Request) -> web.StreamResponse:
         try:
-            return await _reject(request, request.app[PUBLISHER], _Rejected(500, "internal error"))
-        except Exception:
-            log.exception("internal error while rejecting %s %s", request.method, request.path)
-            return _json({"error": "internal error"}, status=500)
+            return await handler(request)
+        except web.HTTPException as exc:
+            return await _http_error(request, exc)
+        except Exception as exc:
+            return await _internal_error(request, exc)
+
+    return wrapper
+
+
+async def _http_error(request: web.Request, exc: web.HTTPException) -> web.StreamResponse:
+    """An HTTP error raised inside a handler: a reject like the handler's own, counted,
+    kept for audit and answered as JSON."""
+    if exc.status < 400:
+        raise exc
+    headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
+    rejected = _Rejected(exc.status, _phrase(exc.status))
+    return await _reject(request, request.app[PUBLISHER], rejected, headers=headers)
+
+
+async def _internal_error(request: web.Request, exc: Exception) -> web.StreamResponse:
+    """An unexpected exception: 500, never more than "internal error"; the traceback
+    goes to the log only."""
+    log.error("internal error on %s %s", request.method, request.path, exc_info=exc)
+    try:
+        return await _reject(request, request.app[PUBLISHER], _Rejected(500, "internal error"))
+    except Exception:
+        log.exception("internal error while rejecting %s %s", request.method, request.path)
+        return _json({"error": "internal error"}, status=500)
 
 
 def _phrase(status: int) -> str:
@@ -154,42 +209,51 @@ def _phrase(status: int) -> str:
         return "error"
 
 
-async def handle_callback(request: web.Request) -> web.Response:
-    received_at_ms = time.time_ns() // 1_000_000
-    settings = request.app[SETTINGS]
-    publisher = request.app[PUBLISHER]
+async def handle_callback(request: web.Request) -> web.StreamResponse:
+    # _json_errors inline (no wrapper: one coroutine frame less per callback).
     try:
-        query = _check_query(request, settings)
-        _check_token(query, settings)
+        received_at_ms = time.time_ns() // 1_000_000
+        settings = request.app[SETTINGS]
+        publisher = request.app[PUBLISHER]
         try:
-            # Our URL's campaign/tag: kept out of the provider's fields (and so
-            # out of the signed set), whatever the body holds.
-            attribution = parse_attribution(query)
-        except InvalidCallback as exc:
-            raise _Rejected(exc.status, "invalid callback", exc.problems) from None
-        query = [(key, value) for key, value in query if key not in ATTRIBUTION_PARAMS]
-        params = await _read_params(request, query, settings)
-        _check_signature(params, settings)
+            query = _check_query(request, settings)
+            _check_token(query, settings)
+            attribution = NO_ATTRIBUTION
+            # Most callback URLs carry neither: one scan instead of parsing and filtering.
+            if any(key in ATTRIBUTION_PARAMS for key, _ in query):
+                try:
+                    # Our URL's campaign/tag: kept out of the provider's fields (and so
+                    # out of the signed set), whatever the body holds.
+                    attribution = parse_attribution(query)
+                except InvalidCallback as exc:
+                    raise _Rejected(exc.status, "invalid callback", exc.problems) from None
+                query = [(key, value) for key, value in query if key not in ATTRIBUTION_PARAMS]
+            params = await _read_params(request, query, settings)
+            _check_signature(params, settings)
+            try:
+                part = parse_callback(params, received_at_ms, request.app[BOUNDS], attribution)
+                # With a key, the number is replaced before anything is published.
+                part = pseudonymize_part(part, request.app.get(PSEUDONYMIZE_KEY))
+            except InvalidCallback as exc:
+                raise _Rejected(exc.status, "invalid callback", exc.problems) from None
+        except _Rejected as rejected:
+            return await _reject(request, publisher, rejected)
         try:
-            part = parse_callback(params, received_at_ms, request.app[BOUNDS], attribution)
-            # With a key, the number is replaced before anything is published.
-            part = pseudonymize_part(part, request.app.get(PSEUDONYMIZE_KEY))
-        except InvalidCallback as exc:
-            raise _Rejected(exc.status, "invalid callback", exc.problems) from None
-    except _Rejected as rejected:
-        return await _reject(request, publisher, rejected)
-    try:
-        await publisher.publish(part)
-    except BrokerUnavailable as exc:
-        log.warning("callback not acknowledged, answering 503: %s", exc)
-        _UNAVAILABLE.inc()
-        return _json(
-            {"error": "temporarily unavailable, retry later"},
-            status=503,
-            headers={"Retry-After": RETRY_AFTER_SECONDS},
-        )
-    _ACCEPTED.inc()
-    return web.Response(body=_ACCEPTED_BODY, content_type="application/json")
+            await publisher.publish(part)
+        except BrokerUnavailable as exc:
+            log.warning("callback not acknowledged, answering 503: %s", exc)
+            _UNAVAILABLE.inc()
+            return _json(
+                {"error": "temporarily unavailable, retry later"},
+                status=503,
+                headers={"Retry-After": RETRY_AFTER_SECONDS},
+            )
+        _ACCEPTED.inc()
+        return web.Response(body=_ACCEPTED_BODY, content_type="application/json")
+    except web.HTTPException as exc:
+        return await _http_error(request, exc)
+    except Exception as exc:
+        return await _internal_error(request, exc)
 
 
 def _query(request: web.Request) -> tuple[list[tuple[str, str]], int]:
@@ -333,7 +397,7 @@ async def _audit(request: web.Request, publisher: Publisher, rejected: _Rejected
         query=scrub_pairs(_query(request)[0], key),
         content_type=request.content_type,
         body=scrub_body(body if isinstance(body, bytes) else None, request.content_type, key),
-        remote=request.remote,
+        remote=request_client(request, request.app[TRUSTED_PROXIES]),
         received_at_ms=time.time_ns() // 1_000_000,
         max_bytes=request.app[SETTINGS].audit_max_bytes,
     )
