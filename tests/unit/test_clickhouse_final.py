@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import column, select, table
+from sqlalchemy import column, func, select, table
 
 from sms_replies.stores.dialects import DIALECTS, ClickHouseDialect
 from sms_replies.stores.readers import collapsed
@@ -30,3 +30,11 @@ def test_without_final_only_for_the_tables_named() -> None:
     sql = str(stmt.compile(dialect=fast))
     assert "campaigns FINAL" in sql
     assert sql.count("FINAL") == 1
+
+
+def test_count_of_a_column_never_null_reads_no_column() -> None:
+    r = table("replies", column("reply_id"), column("campaign"), schema="db").alias("r")
+    stmt = select(func.count(r.c.reply_id), func.count(r.c.campaign), func.count())
+    sql = str(stmt.compile(dialect=DIALECTS["clickhouse"]))
+    assert sql.startswith("SELECT count() AS count_1, count(campaign) AS count_2, count(*)")
+    assert "count(r.reply_id)" in str(stmt.compile(dialect=DIALECTS["duckdb"]))

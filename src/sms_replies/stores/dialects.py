@@ -45,8 +45,14 @@ from sqlalchemy.engine import default
 from sqlalchemy.engine.interfaces import Dialect
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql import compiler, elements, expression
+from sqlalchemy.sql.elements import ColumnClause
 from sqlalchemy.sql.selectable import TableClause
 from sqlalchemy.types import Float, Integer, String, TypeDecorator
+
+from sms_replies.schema import COLUMNS
+
+#: Columns of ``replies`` that are never null (not Nullable in ClickHouse).
+_NOT_NULL: Final = frozenset(c.name for c in COLUMNS if not c.nullable)
 
 
 class Instant(TypeDecorator[datetime]):
@@ -120,6 +126,15 @@ class ClickHouseCompiler(compiler.SQLCompiler):
                 return f"toDateTime64({text}, 3, 'UTC')"
             return f"toDateTime({text})"
         return text
+
+    def visit_count_func(self, fn: Any, **kw: Any) -> str:
+        # count(column) of a column that is never null is count(): 18.16 reads the
+        # column for it otherwise, and reply_id's 32 hex digits (330 MB at 10 M rows)
+        # cost as much as the rest of the summary.
+        (argument,) = fn.clauses.clauses or (None,)
+        if isinstance(argument, ColumnClause) and argument.name in _NOT_NULL:
+            return "count()"
+        return f"count{self.function_argspec(fn, **kw)}"
 
     def visit_true(self, expr: Any, **kw: Any) -> str:
         return "1"
