@@ -27,23 +27,28 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 
-from sqlalchemy import delete, literal_column, select, text
+from sqlalchemy import ColumnElement, delete, literal_column, select, text
 
 from sms_replies.analytics.params import InvalidQueryError, UnknownCampaignError
 from sms_replies.analytics.queries import (
     CAMPAIGNS_TABLE,
     EMPTY_STATS,
+    LAST_PART_COLUMN,
     Stats,
     StoreView,
     aggregates,
     declared_part,
+    median_condition,
+    per_sender,
     row_stats,
+    sender_sums,
     share,
 )
 from sms_replies.analytics.store import CAMPAIGNS_DDL
 from sms_replies.errors import SmsRepliesError
 from sms_replies.phone import DEFAULT_REGION, NotAPhoneNumber, to_e164
 from sms_replies.records import Channel
+from sms_replies.stores.dialects import Median, Seconds
 from sms_replies.stores.errors import StoreError
 from sms_replies.stores.readers import DEFAULT_TIMEOUT, DuckDBReader, Reader, open_store
 from sms_replies.stores.url import StoreURL
@@ -274,6 +279,45 @@ def list_campaigns(reader: Reader, *, tz: Any = UTC) -> list[Campaign]:
     return [_campaign(row, tz) for row in _campaign_rows(reader, None)]
 
 
+def _figures(view: StoreView, name: str | None) -> dict[str, Stats]:
+    """Each campaign's figures (undeclared names too: the caller lists the declared).
+
+    DuckDB and PostgreSQL group by (campaign, sender) first, then sum, as the summary's
+    totals do (:func:`~sms_replies.analytics.queries.per_sender`), and read the median
+    in a statement of its own over the long replies only: two ``count(DISTINCT
+    sender)`` per campaign cost more (10 M rows, DuckDB: 6.0 -> 3.9 s CPU).
+    ClickHouse keeps one pass (``uniqExact``; each statement reads the table again).
+    """
+    reader = view.reader
+    if reader.backend == "clickhouse":
+        stmt = declared_part(view, None, lambda u: aggregates(view, u), name=name)
+        assert stmt is not None
+        return {
+            str(row[0]): row_stats(row[1:])
+            for row in reader.fetch(stmt.group_by(literal_column("g_key")))
+        }
+    per = declared_part(view, None, per_sender, name=name)
+    assert per is not None
+    s = per.group_by(literal_column("g_key"), literal_column("sender")).subquery("s")
+    sums = {
+        row[0]: row[1:]
+        for row in reader.fetch(select(s.c.g_key, *sender_sums(s)).group_by(s.c.g_key))
+    }
+    medians: dict[Any, Any] = {}
+    if view.median_available and sums:
+        sources: list[Any] = []
+
+        def median(u: Any) -> list[ColumnElement[Any]]:
+            sources.append(u)
+            return [Median(Seconds(u.c[LAST_PART_COLUMN], u.c.received_at), median_condition(u))]
+
+        part = declared_part(view, None, median, name=name)
+        assert part is not None
+        stmt = part.where(median_condition(sources[0])).group_by(literal_column("g_key"))
+        medians = dict(reader.fetch(stmt))
+    return {str(k): row_stats((*v, medians.get(k))) for k, v in sums.items()}
+
+
 def campaign_stats(
     reader: Reader, *, tz: Any = UTC, name: str | None = None
 ) -> list[CampaignStats]:
@@ -284,10 +328,7 @@ def campaign_stats(
     view = StoreView(reader)
     figures: dict[str, Stats] = {}
     if rows and view.has_replies:
-        stmt = declared_part(view, None, lambda u: aggregates(view, u), name=name)
-        assert stmt is not None
-        for row in reader.fetch(stmt.group_by(literal_column("g_key"))):
-            figures[str(row[0])] = row_stats(row[1:])  # undeclared names: not listed
+        figures = _figures(view, name)
     result = []
     for row in rows:
         campaign = _campaign(row, tz)

@@ -712,7 +712,9 @@ def _totals(view: StoreView, q: StatsQuery) -> Stats:
     senders are the non-null groups, the STOP senders those with a STOP (as
     ``count(DISTINCT sender)`` skips a null sender). Two exact distinct counts over
     10 M rows cost 5.7x more (docs/analytics.md, Scale). The median needs the rows
-    themselves: its own statement, run only where the column exists.
+    themselves: its own statement, run only where the column exists, over the
+    replies it counts only (its condition in WHERE, not FILTER: the scan skips the
+    others: 10 M rows, DuckDB, 0.36 -> 0.16 s CPU).
 
     ClickHouse keeps the one-pass shape: each statement reads the table with
     ``FINAL``, which 18.16 does slowly, and ``uniqExact`` is cheap there (1 M rows:
@@ -723,34 +725,39 @@ def _totals(view: StoreView, q: StatsQuery) -> Stats:
     if view.reader.backend == "clickhouse":
         (one_pass,) = view.reader.fetch(select(*aggregates(view, r)).where(*where))
         return row_stats(one_pass)
-    per_sender = (
-        select(
-            r.c.sender,
-            func.count(r.c.reply_id).label("n"),
-            CountIf(r.c.is_stop == true()).label("stops"),
-            CountIf(r.c.parts_expected > 1).label("multipart"),
-            CountIf(r.c.complete == false()).label("incomplete"),
-        )
-        .where(*where)
-        .group_by(r.c.sender)
-        .subquery("s")
-    )
-    s = per_sender.c
-    (row,) = view.reader.fetch(
-        select(
-            func.sum(s.n),
-            func.count(s.sender),
-            CountIf(and_(s.sender.is_not(None), s.stops > 0)),
-            func.sum(s.stops),
-            func.sum(s.multipart),
-            func.sum(s.incomplete),
-        )
-    )
+    s = select(*per_sender(r)).where(*where).group_by(r.c.sender).subquery("s")
+    (row,) = view.reader.fetch(select(*sender_sums(s)))
     median: Any = None
     if view.median_available and row[0]:
         value = Median(Seconds(r.c[LAST_PART_COLUMN], r.c.received_at), median_condition(r))
-        ((median,),) = view.reader.fetch(select(value).where(*where))
+        ((median,),) = view.reader.fetch(select(value).where(*where, median_condition(r)))
     return row_stats((*row, median))
+
+
+def per_sender(src: Any) -> list[ColumnElement[Any]]:
+    """One row per sender of ``src`` (group by its ``sender``): its counts, for
+    :func:`sender_sums`."""
+    return [
+        src.c.sender,
+        func.count().label("n"),
+        CountIf(src.c.is_stop == true()).label("stops"),
+        CountIf(src.c.parts_expected > 1).label("multipart"),
+        CountIf(src.c.complete == false()).label("incomplete"),
+    ]
+
+
+def sender_sums(s: Any) -> list[ColumnElement[Any]]:
+    """The first six columns of :func:`row_stats` from the rows of :func:`per_sender`:
+    the senders are the non-null groups, the STOP senders those with a STOP (as
+    ``count(DISTINCT sender)`` skips a null sender)."""
+    return [
+        func.sum(s.c.n),
+        func.count(s.c.sender),
+        CountIf(and_(s.c.sender.is_not(None), s.c.stops > 0)),
+        func.sum(s.c.stops),
+        func.sum(s.c.multipart),
+        func.sum(s.c.incomplete),
+    ]
 
 
 def summary(reader: Reader, q: StatsQuery) -> Summary:
