@@ -677,6 +677,12 @@ def _grouped(view: StoreView, q: StatsQuery, extra: Columns) -> list[tuple[Any, 
     """Rows (key, *extra(source)) of the replies of ``q`` grouped by ``q.group_by`` (and by
     the extra columns labelled ``g_*``): for campaigns, declared ones then undeclared
     names, two queries whose keys never meet."""
+    stmt = _grouped_statement(view, q, extra)
+    return [] if stmt is None else view.reader.fetch(stmt)
+
+
+def _grouped_statement(view: StoreView, q: StatsQuery, extra: Columns) -> Select[Any] | None:
+    """The statement of :func:`_grouped`; None when no reply can belong to a campaign."""
     r = view.replies()
 
     def labels(columns: Any) -> list[ColumnElement[Any]]:
@@ -695,13 +701,50 @@ def _grouped(view: StoreView, q: StatsQuery, extra: Columns) -> list[tuple[Any, 
             .where(*_range(view, q))
             .group_by(literal_column("g_key"), *labels(columns))
         )
-        return view.reader.fetch(stmt)
-    rows: list[tuple[Any, ...]] = []
+        return stmt
     part = declared_part(view, q, extra)
-    if part is not None:
-        grouping = labels(list(part.selected_columns))
-        rows = view.reader.fetch(part.group_by(literal_column("g_key"), *grouping))
-    return rows
+    if part is None:
+        return None
+    grouping = labels(list(part.selected_columns))
+    return part.group_by(literal_column("g_key"), *grouping)
+
+
+def _senders_per_bucket_clickhouse(
+    view: StoreView, q: StatsQuery, bucket_of: Callable[[Any], ColumnElement[Any]]
+) -> dict[tuple[Any, int], int]:
+    """Distinct senders per (key, bucket) on ClickHouse, grouping by sender first: one
+    row per (key, sender) with the set of its buckets (``groupUniqArray``), then
+    ``arrayJoin`` and a count per (key, bucket). The same figures as
+    ``count(DISTINCT sender)`` per bucket, which 18.16 computes with one hash set of
+    senders per bucket: at 10 M rows 5.0 s of server CPU against 1.2 s this way
+    (docs/analytics.md, Scale)."""
+
+    def per_sender(src: Any) -> list[ColumnElement[Any]]:
+        return [
+            src.c.sender.label("g_sender"),
+            func.groupUniqArray(bucket_of(src)).label("buckets"),
+        ]
+
+    if q.group_by is None:
+        r = view.replies()
+        inner: Select[Any] | None = (
+            select(*per_sender(r)).where(*_range(view, q)).group_by(literal_column("g_sender"))
+        )
+    else:
+        inner = _grouped_statement(view, q, per_sender)
+    if inner is None:
+        return {}
+    s = inner.subquery("s")
+    keyed = q.group_by is not None
+    keys = [s.c.g_key] if keyed else []
+    j = select(*keys, func.arrayJoin(s.c.buckets).label("g_b")).subquery("j")
+    j_keys = [j.c.g_key] if keyed else []
+    stmt = select(*j_keys, j.c.g_b, func.count()).group_by(*j_keys, j.c.g_b)
+    out: dict[tuple[Any, int], int] = {}
+    for row in view.reader.fetch(stmt):
+        key, b, n = row if keyed else (None, *row)
+        out[(key, int(b))] = int(n)
+    return out
 
 
 def _totals(view: StoreView, q: StatsQuery) -> Stats:
@@ -840,12 +883,20 @@ def timeseries(reader: Reader, q: StatsQuery) -> Timeseries:
     arithmetic = zone_offsets(tz, q.start, q.end) is not None
     if view.has_replies:
         r = view.replies()
+        # ClickHouse counts the distinct senders in a statement of their own (sender first).
+        separate_senders = reader.backend == "clickhouse"
+
+        def bucket_of(src: Any) -> ColumnElement[Any]:
+            return _bucket_expression(src.c.received_at, bucket, q)
 
         def counts(src: Any) -> list[ColumnElement[Any]]:
+            senders = (
+                literal_column("0") if separate_senders else func.count(distinct(src.c.sender))
+            )
             return [
-                _bucket_expression(src.c.received_at, bucket, q).label("g_bucket"),
+                bucket_of(src).label("g_bucket"),
                 func.count(),
-                func.count(distinct(src.c.sender)),
+                senders,
                 CountIf(src.c.is_stop == true()),
                 CountIf(src.c.parts_expected > 1),
                 CountIf(src.c.complete == false()),
@@ -860,6 +911,9 @@ def timeseries(reader: Reader, q: StatsQuery) -> Timeseries:
             rows = reader.fetch(stmt)
         else:
             rows = _grouped(view, q, counts)
+        if separate_senders and rows:
+            per_bucket = _senders_per_bucket_clickhouse(view, q, bucket_of)
+            rows = [(k, b, n, per_bucket.get((k, int(b)), 0), *rest) for k, b, n, _, *rest in rows]
         for k, b, n, senders, stops, multipart, incomplete in rows:
             t = _bucket_time(int(b), bucket, tz, arithmetic)
             by_key.setdefault(k, {})[t] = Point(
