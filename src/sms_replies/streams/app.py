@@ -37,6 +37,7 @@ from sms_replies.streams.handler import (
     ReassemblyHandler,
     dead_letter_record,
 )
+from sms_replies.streams.holes import refetch_holes
 from sms_replies.streams.rocksdb import export_memory
 
 #: Raw records handled per batch, and the longest wait to fill one (added latency
@@ -99,9 +100,12 @@ class StreamsApp(faust.App):
     """A Faust app whose consumers get the embedded broker's workarounds (broker.tansu)."""
 
     tansu_bootstrap: str | None = None
+    #: Topics whose records are never skipped (streams.holes): the agent's source.
+    hole_free_topics: frozenset[str] = frozenset()
 
     def _new_consumer(self) -> Any:
         consumer = super()._new_consumer()
+        refetch_holes(consumer, self.hole_free_topics)
         fast_delivery(consumer)
         if self.tansu_bootstrap is not None:
             adapt_faust_consumer(consumer, self.tansu_bootstrap)
@@ -121,6 +125,7 @@ def create_app(
     if settings.kafka_embedded:
         app.tansu_bootstrap = settings.bootstrap
     topics = settings.topics
+    app.hole_free_topics = frozenset({topics.raw})
     partitions = settings.topic_partitions
     raw_topic = app.topic(topics.raw, partitions=partitions)
     dead_letter_topic = app.topic(topics.dead_letter)
