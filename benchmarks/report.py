@@ -447,46 +447,106 @@ after."""
 INGRESS_FINDINGS = """\
 ### What the ingress spends (py-spy, `cProfile` with a CPU clock)
 
-Profile of `ingress x1` under wrk, GET (py-spy at 200 Hz, main at b17ce77): 25 %
-of the samples in `phonenumbers.parse` (two numbers per callback, about 40 us
-each on this machine), the acks=all publish about 30 % (aiokafka's `send`, the
-`wait_for` task per callback, the delivery), aiohttp's request and response
-about 35 %, the rest validation (pydantic, 7 us) and metrics. What was done:
+The table above: `python -m benchmarks --only ingress` at main 63e2bf4, on 2 cores
+(AMD EPYC), load average 8.3-9.5 (12.9 by the end of the x2 rows). Issue 15
+asks for `ingress x1` at 0.5x bare or better in each encoding: form 0.64x and
+JSON 0.51x are there, GET is at 0.46x (334 against bare's 154 us of CPU per
+request; 0.5x needs 308). GET is the hardest: bare GET only decodes the query,
+the cheapest request aiohttp serves, so our fixed cost per callback weighs most.
+
+**Profile of `ingress x1`, GET, after this work** (py-spy `--nonblocking` at
+200 Hz for 20 s under the same wrk load, load 13, 63e2bf4). 28 % of the samples
+sat in `_SelectorSocketTransport.write` itself: the process waiting for the CPU
+after each socket write woke wrk or the broker (its system CPU is only 7-10 % of
+its CPU time, psutil), so those samples are left out; shares of the other,
+on-CPU samples, by the innermost frame of each stack that is not asyncio's:
+
+| where | share | |
+|---|---|---|
+| aiohttp: request parsing, routing, `Request`, response headers and write | 36 % | also in bare |
+| the event loop (`_run_once`, `Handle._run`, `call_soon`, wake-ups) | 17 % | partly in bare (1) |
+| aiokafka: `send`, batch append, sender, protocol, `MessageBatch.done` (2) | 22 % | |
+| ours: parsing (`_fast_long`, `_long_number`, E.164) | 7 % | |
+| ours: the handler (query, token, params, answer) | 7 % | |
+| ours: publisher (`_send`, `publish`, the record's encoding, murmur2) | 7 % | |
+| prometheus (counter, histogram: a lock each) | 2 % | |
+| bounds, phone, others | 2 % | |
+
+(1) a callback is woken once more than in bare, by its acknowledgement.
+(2) `send` 3 %, `MessageBatch.done` 4 %, produce request encoding and response
+decoding (`Schema.decode`) in pure Python.
+
+In CPU per callback with a publisher that acknowledges at once (the handler
+called in a loop, `make_mocked_request`): 40-45 us, load 10. So of the 334 us,
+bare's own aiohttp work is about 150, ours about 45-85, and the rest, 100-140 us,
+is the acks=all publish through aiokafka (its Python per record and per produce
+request, 16-17 records per produce request here, 3 per partition batch) and the
+extra wake-up of each callback.
+
+**Before this work** (same profile, main at b919ff0, load 7.9): the handler
+was 40 % of the on-CPU samples (publish path 17 %, parsing 11 % of which
+pydantic 6 %, the query 4 %), aiokafka's acknowledgement path 18 %, aiohttp and
+the loop the rest; three middleware frames per request (ours two, plus the one
+aiohttp adds whenever there is any) 3 %.
+
+What was done, each measured against the code before it in the same run (the
+load moved between 4 and 12 during this work; CPU per request of `ingress x1`,
+medians of 3-5 runs of 4-6 s, alternating; bare in the same run):
 
 1. French numbers (`33`, `+33` or `0` + 9 digits, not 0 first: the provider is
    French) become E.164 without phonenumbers, which is what phonenumbers answers
-   for them (France has one possible length, 9, and `0` as its only national
-   prefix); property-tested against it (`tests/unit/test_phone.py`). Others
-   still go through phonenumbers.
+   for them; property-tested against it (`tests/unit/test_phone.py`).
 2. The acknowledgement deadline is kept by one watchdog per process
-   (`Publisher._expire_deliveries`, a tick of a tenth of the timeout) instead of a
-   `wait_for` task, or an `asyncio.timeout` timer, per callback: under cProfile
-   with a CPU clock the per-callback timer was a fifth of the publishing's CPU.
-   Still 503 when the broker does not acknowledge within `publish_timeout`
-   (`tests/integration/test_ingress.py`, outage test).
+   (`Publisher._expire_deliveries`) instead of a `wait_for` task or an
+   `asyncio.timeout` timer per callback (a fifth of the publishing's CPU).
+   Still 503 when the broker does not acknowledge within `publish_timeout`.
 3. Metric label children, the bounds and the pseudonymisation key are resolved
-   once per process, the accepted answer is encoded once.
+   once per process, the accepted answer is encoded once. (1-3: an earlier
+   session, load 4.5-5.9, 01:10 UTC: GET 401-479 -> 272-315 us, form 418-580 ->
+   299-360, JSON 517-581 -> 294-387.)
+4. A long-number callback of plain well-formed strings is checked without
+   pydantic (`parsing._fast_long`): the model's rules or stricter ones, anything
+   else goes to the model, which decides and words the problems; hypothesis
+   tests compare it with the model and `parse_callback` with and without it
+   (`tests/unit/test_parsing_fast_path.py`). `parse_callback` 34 -> 10-18 us.
+   Run at load 4.0-5.7: GET 444 -> 392 us, JSON 423 -> 390, form 433 -> 426.
+5. Kafka's murmur2 partitioner four bytes at a time
+   (`sms_replies.broker.partitioner`, same partition as aiokafka's for every key:
+   `tests/unit/test_partitioner.py`): 7-8 -> 3 us a key.
+6. No aiohttp middleware: the client address behind a trusted proxy is worked
+   out by the audit, its one reader; 404 and 405 are routes giving the same JSON
+   answers and audits; 500s caught in the handlers. `campaign`/`tag` parsed only
+   when the query has them. With 4 and 5, same run: GET 444 -> 362 us, JSON
+   423 -> 364 (form within the noise).
+7. The body is read without an `asyncio.timeout` timer when it has all arrived
+   (`request.content.is_eof()`: nothing to wait for; 8-9 us a callback; slow
+   bodies are still 408), the U+FFFD scan of an ASCII query without escapes is
+   skipped. Against 6, load 11.4: GET 367 -> 319 us, form 452 -> 355, JSON
+   423 -> 352.
 
-Side by side, same wrk scripts, one after the other (load average 4.5-5.9,
-2026-12-02 01:10 UTC): CPU per request of `ingress x1` went from 401-479 us (GET),
-418-580 (form), 517-581 (JSON) to 272-315, 299-360 and 294-387; against bare
-aiohttp's CPU per request in the same runs, from 0.18-0.27x to 0.32-0.52x. The
-record itself is encoded once (`RawPart.encode`, orjson from the dataclass).
+Altogether, against bare in the same runs: from 0.35x (GET), 0.44x (form),
+0.43x (JSON) at the start of this work (load 5.6-7.2) to 0.46x, 0.64x, 0.51x in
+the table above.
 
-Not kept: publishing in groups (one aiokafka `BatchBuilder` per partition per
-loop tick, every callback of the group answered on its acknowledgement) measured
-no better than aiokafka's own batching in a publish-only loop (48-110 us against
-51-67 us per record, load 10-12); `linger_ms` stays 1 ms: in a closed loop of 32
-connections a longer linger adds to every answer's latency and bounds the
-throughput (32 / latency), while the batches are already 20-30 records per
-produce request at these rates. What is left per callback is aiohttp's request
-and response (the bare handler's own 45-100 us), aiokafka's `send` and the wake-up
-of the handler on its acknowledgement (about 50-70 us of CPU per record measured
-alone), and the broker's CPU on the same 2 cores. The 0.5x of bare throughput
-asked for by issue 15 needs under about 2x bare's CPU per request; the ingress is
-at 2-3x. `--ingest-workers 2` shares the port (SO_REUSEPORT) but on 2 cores
-shared with wrk and the broker it adds no throughput here (table above): it is for
-machines with cores to spare, one process per core."""
+Not kept: `linger_ms` 3 or 5 instead of 1 (GET 314 / 348 / 312 us, JSON
+319 / 326 / 349 for 1 / 3 / 5, load 8.6-9.1: no less CPU, more latency);
+`gc.freeze()` after start-up (the collector is 4 % of the CPU; 339 against 343
+us, load 10.6); publishing in groups (one aiokafka `BatchBuilder` per partition per
+loop tick) measured no better than aiokafka's own batching in a publish-only loop
+(48-110 us against 51-67 us per record, load 10-12).
+
+**What is left for GET** (26 us a request, 8 %): nothing big remains in our
+code (45-85 us, a part of it the record and the metrics, which must stay).
+The rest is the publish: aiokafka's Python per record (`send` with its metadata
+wait, partition sets and `TopicPartition`, the batch append and future, the
+`RecordMetadata` and `set_result` per record on the acknowledgement) and per
+produce request (pure-Python protocol encoding and decoding). Going under it
+means writing records to the accumulator ourselves (aiokafka's private
+`_message_accumulator`, with the partition list cached against metadata
+changes: about 3 % by the profile) or a producer with a C protocol path; neither
+was done in this session. `--ingest-workers 2` shares the port (SO_REUSEPORT)
+but on 2 cores shared with wrk and the broker it adds no throughput here: it is
+for machines with cores to spare, one process per core."""
 
 
 REASSEMBLY_FINDINGS = """\
