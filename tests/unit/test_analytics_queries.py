@@ -16,6 +16,7 @@ import duckdb
 import pytest
 from tests.analytics_sample import NUMBER_A, NUMBER_B, SAMPLE_REPLIES, write_sample
 
+from sms_replies.analytics import queries
 from sms_replies.analytics.campaigns import Campaign, declare_campaign
 from sms_replies.analytics.params import (
     InvalidQueryError,
@@ -165,6 +166,25 @@ def test_hour_buckets_across_spring_forward(db: Path) -> None:
     assert [p.replies for p in points] == [1, 1, 1, 0, 0]  # r2, r3, r4
     assert [p.incomplete for p in points] == [0, 0, 1, 0, 0]
     assert [p.multipart for p in points] == [0, 1, 1, 0, 0]
+
+
+@pytest.mark.parametrize("tz", [PARIS, "Asia/Kolkata", "UTC"])
+def test_hour_buckets_counted_in_pieces_as_in_one_statement(
+    db: Path, tz: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """DuckDB counts hour buckets a day at a time (queries._pieces): with pieces of one
+    bucket, of two, or one statement, every point is the same (a DST change inside)."""
+    q = dataclasses.replace(RANGE, bucket="hour", tz=tz)
+    results = []
+    for size in (1, 2, 10**6):
+        monkeypatch.setattr(queries, "PIECE_BUCKETS", size)
+        with reading(db) as con:
+            results.append(timeseries(con, q))
+    assert results[0] == results[1] == results[2]
+    with reading(db) as con:
+        totals = summary(con, dataclasses.replace(q, bucket=None)).totals
+    points = results[0].series[0].points
+    assert sum(p.replies for p in points) == totals.replies > 0
 
 
 def test_hour_buckets_in_half_hour_zone() -> None:
