@@ -383,30 +383,61 @@ def _memory_verdict(r: dict[str, Any]) -> str:
 
 
 MEMORY_FINDINGS = """\
-What grew, from RocksDB's statistics (before: 1,000,000 parts, 2026-12-02 00:55,
-same benchmark): with Faust's rocksdict options each table partition had its own
-16 MiB block cache, and each SST file's index and bloom-filter blocks lived
-outside it, in the table reader. Keeping them in the cache
-(`cache_index_and_filter_blocks`, level-0 ones pinned) brought the table readers
-to 0 MiB, but the RSS still rose from 314 to 388 MiB over the second half, and
-the figures showed why: the eight block caches filling towards their 8 x 16 MiB
-(61 -> 110 MiB) and the memtables swinging between 18 and 46 MiB; everything
-else (Python heap, aiokafka buffers) stayed at 233 MiB. Now one block cache
-serves all partitions of the process and is charged for the memtables (RocksDB's
-write buffer manager, flushing when they pass half of it):
+What grows, from RocksDB's statistics (the worker's gauge, the figures above and
+the plot). With Faust's rocksdict options each table partition has its own
+block cache (16 MiB here) and keeps each SST file's index and bloom-filter
+blocks outside it, in the table reader, for as long as the file is open.
+Keeping them in the cache (`cache_index_and_filter_blocks`, level-0 ones pinned)
+brought the table readers to 0 MiB, but the eight caches filling towards
+8 x 16 MiB and the memtables swinging between 18 and 46 MiB still grew the RSS
+from 314 to 388 MiB over the second half (2026-12-02 00:55). Now one block
+cache serves all partitions of the process and is charged for the memtables
+(RocksDB's write buffer manager, flushing when they pass half of it):
 `SMS_REPLIES_WORKER_ROCKSDB_CACHE_MIB` (default 64) bounds all of RocksDB's RAM
 in a worker process (`sms_replies.streams.rocksdb`,
-`tests/unit/test_rocksdb_memory.py`). It fills in the first minutes and stays
-there. The table itself holds only the keys of the last horizon (about rate x
-30 s here); the rest of the RSS is the Python process (about 190 MiB).
+`tests/unit/test_rocksdb_memory.py`). In the run above the cache reached its
+64 MiB about 330 s in (memtables 21-27 MiB of it) and stayed there, and so did
+the RSS (299-319 MiB over the second half). The table itself holds only the
+keys of the last horizon (about rate x 30 s here); the rest of the RSS is the
+Python process. Side by side, same benchmark, 2026-12-02 04:56-05:21 UTC (load
+average 5-12 on the 2 shared cores, both beside a loop of the restart test
+below): the configuration before, Faust's options with a 16 MiB cache and
+2 x 8 MiB memtables per partition, went from 317 to 368 MiB over the second half
+(316.7-371.8 MiB, 17.4 %, +10.2 MiB per 100,000 parts), its eight caches still
+filling (0 -> 77 MiB of their 128) and its memtables at 25-56 MiB; the table
+readers stayed under 1 MiB, so index and filter blocks outside the cache were
+not what grew. This configuration, in that side-by-side run: 307.6-338.2 MiB
+(9.9 %), its cache filling later (64 MiB about 400 s in; the RSS rose with it,
+then held at 308-331 MiB); in the run above (05:23-05:35 UTC, load average
+5-10), 298.8-318.9 MiB (6.7 %).
 
-The embedded broker grows with every record (about 1.6 MiB per 1,000 parts here:
+This configuration was taken out once (772a036, 2026-12-02 03:00): with it a
+worker restarted without its local state missed about a quarter of its held
+parts in `tests/integration/test_changelog_end_offsets.py[rocksdb-lost]` (3
+failures in 12). The table state was not what went missing. Reproduced here (3
+failures in 22 runs with these options, 0 in 8 with Faust's), the restored
+table held every key of the changelog each time; the raw records were lost:
+Faust's consumer dropped records it had fetched at the end of the recovery (it
+resumes the raw partitions, then seeks them to their committed offsets while
+its fetcher already runs), and its drain loop counted the hole that followed as
+acknowledged, so the next commit skipped them (one run: partition 0 committed
+at 97, then a gap 96-191 acknowledged without a record of it handed over, 214
+of 400 replies; another: the first second part of three partitions, 397 of
+400). As far as these runs show, the options only changed how often that race
+was lost. The worker now hands raw records over in offset order only: on a
+record past the next one due it seeks back and fetches the missing ones again
+(`sms_replies.streams.holes`, `tests/unit/test_refetch_holes.py`,
+docs/guarantees.md). With it and these options rocksdb-lost passed 16 of 16
+(load average 7-12), re-fetching a hole in 3 of them (up to a whole partition's
+106 second parts).
+
+The embedded broker grows with every record (1.5-1.8 MiB per 1,000 parts here:
 the raw record, the changelog writes and tombstones, the reply): Tansu's memory
 storage never applies retention or compaction and cannot delete records
 (DeleteRecords panics, /work/shared/notes/broker.md), so nothing bounds it but
 its own restart, which loses everything it holds (docs/guarantees.md). It is a
 development and test broker: at 1,500 parts/s it fills this 23.5 GiB machine in
-about 3 hours. Production runs Kafka, where the topics' retention and compaction
+2.5-3 hours. Production runs Kafka, where the topics' retention and compaction
 (`sms_replies.broker.admin`) bound it."""
 
 

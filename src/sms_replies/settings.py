@@ -171,13 +171,15 @@ class Settings(BaseSettings):
     worker_rocksdb_write_buffer_mib: int = Field(
         8,
         ge=1,
-        description="Per table partition: one RocksDB memtable (MiB); at most two are "
-        "held. Faust's default, 3 x 64 MiB, grows a worker by up to 192 MiB per partition.",
+        description="Per table partition: one RocksDB memtable (MiB) at most, two held; "
+        "all partitions' memtables together stay under half of the RocksDB cache.",
     )
     worker_rocksdb_cache_mib: int = Field(
-        16,
-        ge=1,
-        description="Per table partition: RocksDB block cache (MiB). Faust's default is 2 GiB.",
+        64,
+        ge=2,
+        description="RocksDB memory of one worker process (MiB): one block cache shared "
+        "by its table partitions, holding index and filter blocks and charged for the "
+        "memtables. Faust's default: 2 GiB of cache per partition, index and filters outside.",
     )
     reassembly_timeout: float = Field(
         1800.0, gt=0, description="Seconds without a new part before a long reply expires."

@@ -63,7 +63,7 @@ async def wait_caught_up(settings: Settings, timeout: float = 90) -> None:
 
 
 def assert_bounded_rocksdb(settings: Settings) -> None:
-    """Each table partition's RocksDB runs with our memtable bounds, not Faust's defaults."""
+    """Each table partition's RocksDB runs with our memory bounds, not Faust's defaults."""
     options = sorted(settings.worker_state_dir.rglob("OPTIONS-*"))
     assert options, "no RocksDB database under the worker's state directory"
     write_buffer = settings.worker_rocksdb_write_buffer_mib * 1024 * 1024
@@ -71,6 +71,9 @@ def assert_bounded_rocksdb(settings: Settings) -> None:
         text = path.read_text()
         assert f"write_buffer_size={write_buffer}\n" in text, path
         assert "max_write_buffer_number=2\n" in text, path
+        # Index and filter blocks in the (shared) block cache, not beside it (streams.rocksdb).
+        assert "cache_index_and_filter_blocks=true\n" in text, path
+        assert "pin_l0_filter_and_index_blocks_in_cache=true\n" in text, path
 
 
 @pytest.mark.timeout(240)

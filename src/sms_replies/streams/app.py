@@ -38,7 +38,7 @@ from sms_replies.streams.handler import (
     dead_letter_record,
 )
 from sms_replies.streams.holes import refetch_holes
-from sms_replies.streams.rocksdb import export_memory
+from sms_replies.streams.rocksdb import bound_store, export_memory
 
 #: Raw records handled per batch, and the longest wait to fill one (added latency
 #: when traffic is low). See benchmarks/reassembly.py for what batching buys.
@@ -48,7 +48,8 @@ BATCH_WITHIN_S = 0.02
 
 
 def rocksdb_options(settings: Settings) -> dict[str, int]:
-    """Bounded memory per table partition: its memtables and its block cache."""
+    """Bounded memory: the block cache is the process's, shared by the table partitions
+    and charged for their memtables (streams.rocksdb.BoundedRocksDBOptions)."""
     return {
         "write_buffer_size": settings.worker_rocksdb_write_buffer_mib * MIB,
         "max_write_buffer_number": 2,
@@ -140,6 +141,7 @@ def create_app(
     )
     store = pending.data
     if isinstance(store, RocksDBStore):  # tests may run the worker on a memory store
+        bound_store(store)  # one cache for the process's partitions (streams.rocksdb)
         export_memory(store)
     changelog_topic = pending.changelog_topic.get_topic_name()
 
