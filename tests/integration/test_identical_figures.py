@@ -43,6 +43,7 @@ from pydantic import SecretStr
 from sms_replies.analytics.api import create_api_app
 from sms_replies.analytics.campaigns import Campaign, declare_campaign
 from sms_replies.analytics.guard import ApiAccess
+from sms_replies.analytics.queries import CLICKHOUSE_MASK_CAMPAIGNS
 from sms_replies.cli import main
 from sms_replies.optout import (
     DEFAULT_RESUBSCRIBE_KEYWORDS,
@@ -686,3 +687,52 @@ def test_clickhouse_figures_with_duplicates_and_once_merged(
     finally:
         client.execute(f"DROP DATABASE IF EXISTS `{copy}`")
         client.disconnect()
+
+
+def test_campaign_figures_beyond_the_clickhouse_bitmask(
+    clickhouse_server: LocalServer, tmp_path: Path
+) -> None:
+    """More declared campaigns than ClickHouse's one-UInt64 membership holds: the array
+    path, and a summary by campaign, give DuckDB's figures."""
+    many = len(CAMPAIGNS) + CLICKHOUSE_MASK_CAMPAIGNS + 5
+    extra = [
+        Campaign.create(
+            f"wave-{index:03d}",
+            recipient=NUMBER_A if index % 2 else NUMBER_B,
+            start=utc("2025-03-27T00:00") + timedelta(hours=index),
+            end=utc("2025-03-29T00:00") + timedelta(hours=2 * index),
+        )
+        for index in range(many - len(CAMPAIGNS))
+    ]
+    name = f"many_campaigns_{uuid.uuid4().hex[:10]}"
+    path = tmp_path / "replies.duckdb"
+    ch = ClickHouseSettings(host=clickhouse_server.host, port=clickhouse_server.port, database=name)
+    asyncio.run(_write([DuckDBSink(path, serve=False), ClickHouseSink(ch)], data_set()))
+    urls = {
+        "duckdb": f"duckdb://{path}",
+        "clickhouse": f"clickhouse://{clickhouse_server.host}:{clickhouse_server.port}/{name}",
+    }
+    try:
+        outputs = {}
+        for backend, url in urls.items():
+            store = parse_store_url(url, default_duckdb=path)
+            for campaign in (*CAMPAIGNS, *extra):
+                declare_campaign(store, campaign)
+            listed = json_of(cli("campaign", "list", "--format", "json", "--store", url))
+            for item in listed["campaigns"]:
+                del item["campaign"]["created_at"]
+            grouped = json_of(
+                cli("stats", "--format", "json", "--store", url, *SPRING, "--group-by", "campaign")
+            )
+            outputs[backend] = (listed, grouped)
+        assert outputs["clickhouse"] == outputs["duckdb"]
+        listed, grouped = outputs["duckdb"]
+        assert len(listed["campaigns"]) == many > CLICKHOUSE_MASK_CAMPAIGNS
+        assert sum(1 for c in listed["campaigns"] if c["stats"]["replies"]) > 10
+        assert grouped["groups"]
+    finally:
+        client = Client(clickhouse_server.host, port=clickhouse_server.port)
+        try:
+            client.execute(f"DROP DATABASE IF EXISTS `{name}`")
+        finally:
+            client.disconnect()
