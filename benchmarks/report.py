@@ -69,7 +69,12 @@ def _table(headers: list[str], rows: list[list[Any]]) -> str:
 def _provenance(entry: dict[str, Any]) -> str:
     quick = " (quick run)" if entry.get("quick") else ""
     note = f" {entry['note']}" if entry.get("note") else ""
-    return f"Measured {entry['date']}{quick} with `{entry['command']}`, {entry['seconds']} s.{note}"
+    # Sections are re-run one at a time, on whichever machine a session had.
+    cpu = f" on {entry['machine']['cpu']}" if entry.get("machine") else ""
+    return (
+        f"Measured {entry['date']}{cpu}{quick} with `{entry['command']}`, "
+        f"{entry['seconds']} s.{note}"
+    )
 
 
 def render_markdown(saved: dict[str, Any]) -> str:
@@ -88,10 +93,12 @@ def render_markdown(saved: dict[str, Any]) -> str:
     if first:
         m = first["machine"]
         packages = ", ".join(f"{k} {v}" for k, v in m["packages"].items())
+        cpus = " or ".join(sorted({e["machine"]["cpu"] for e in saved.values() if "machine" in e}))
         out += [
             "## Machine",
             "",
-            f"- {m['cores']} cores, {m['ram_gib']} GiB RAM, CPU: {m['cpu']}",
+            f"- {m['cores']} cores, {m['ram_gib']} GiB RAM, CPU: {cpus} (each section's"
+            " last line names the one it ran on: compare figures within a section)",
             f"- Python {m['python']} on {m['platform']}",
             f"- {packages}",
             f"- broker: {m['broker']}",
