@@ -19,6 +19,7 @@ from tests.analytics_sample import NUMBER_A, NUMBER_B, SAMPLE_REPLIES, write_sam
 from sms_replies.analytics import queries
 from sms_replies.analytics.campaigns import Campaign, declare_campaign
 from sms_replies.analytics.params import (
+    Bucket,
     InvalidQueryError,
     StatsQuery,
     UnknownCampaignError,
@@ -185,6 +186,16 @@ def test_hour_buckets_counted_in_pieces_as_in_one_statement(
         totals = summary(con, dataclasses.replace(q, bucket=None)).totals
     points = results[0].series[0].points
     assert sum(p.replies for p in points) == totals.replies > 0
+
+
+@pytest.mark.parametrize("bucket", ["hour", "day"])
+def test_empty_range_has_no_points(db: Path, bucket: Bucket) -> None:
+    """since == until (the API clamps a reversed range to it): one statement, no rows
+    (hour buckets on DuckDB built a UNION ALL of no pieces: an empty statement)."""
+    q = StatsQuery(start=RANGE.end, end=RANGE.end, bucket=bucket)
+    with reading(db) as con:
+        ts = timeseries(con, q)
+    assert [p.replies for s in ts.series for p in s.points] == []
 
 
 def test_hour_buckets_in_half_hour_zone() -> None:

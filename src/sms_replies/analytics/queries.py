@@ -977,7 +977,8 @@ def _pieces(
         return [(None, None)]
     starts = bucket_starts(q.start, q.end, bucket, q.zone)[PIECE_BUCKETS::PIECE_BUCKETS]
     bounds = [q.start, *starts, q.end]
-    return [(lo, hi) for lo, hi in pairwise(bounds) if lo < hi]
+    # An empty range (since at or after until) has no piece: one statement, no rows.
+    return [(lo, hi) for lo, hi in pairwise(bounds) if lo < hi] or [(None, None)]
 
 
 def encode_cursor(received_at_us: int, reply_id: str) -> str:
