@@ -20,6 +20,8 @@ from typing import Any
 
 import orjson
 import pytest
+from benchmarks.stores_chdb import ChdbReader
+from chdb import session as chdb_session
 from tests.analytics_sample import SAMPLE_REPLIES, write_sample
 
 from sms_replies.analytics.campaigns import Campaign, campaign_stats, declare_campaign
@@ -28,44 +30,11 @@ from sms_replies.analytics.queries import ReplyFilter, list_replies, summary, ti
 from sms_replies.schema import COLUMN_NAMES, to_row
 from sms_replies.sinks.duckdb import DuckDBSink
 from sms_replies.stores.ddl import CAMPAIGNS, REPLIES, Features, clickhouse_create
-from sms_replies.stores.readers import ClickHouseReader, open_store
+from sms_replies.stores.readers import open_store
 from sms_replies.stores.url import StoreURL
-
-chdb_session = pytest.importorskip("chdb.session")
 
 DB = "modern"
 FEATURES = Features("current", True, True, True)
-
-
-def _literal(value: Any) -> str:
-    if value is None:
-        return "NULL"
-    if isinstance(value, bool):
-        return str(int(value))
-    if isinstance(value, int | float):
-        return repr(value)
-    text = str(value).replace("\\", "\\\\").replace("'", "\\'")
-    return f"'{text}'"
-
-
-class ChdbReader(ClickHouseReader):
-    """The ClickHouse reader with chdb in place of clickhouse-driver's client."""
-
-    def __init__(self, session: Any) -> None:
-        super(ClickHouseReader, self).__init__()
-        self.url = StoreURL("clickhouse", host="chdb", port=0, database=DB)
-        self.schema = DB
-        self.session = session
-
-    def _execute(self, sql: str, params: Any) -> list[tuple[Any, ...]]:
-        if params:
-            sql = sql % {k: _literal(v) for k, v in params.items()}
-        table = self.session.query(sql, "ArrowTable")
-        columns = [c.to_pylist() for c in table.columns]
-        return list(zip(*columns, strict=True)) if columns else []
-
-    def close(self) -> None:
-        pass
 
 
 def _json_row(row: tuple[Any, ...]) -> dict[str, Any]:
@@ -120,7 +89,7 @@ def stores(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Chd
     session.query(
         f"INSERT INTO {DB}.campaigns FORMAT JSONEachRow\n{orjson.dumps(campaign).decode()}"
     )
-    yield path, ChdbReader(session)
+    yield path, ChdbReader(session, DB)
     session.close()
 
 
