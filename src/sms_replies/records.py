@@ -1,6 +1,7 @@
 """The records shared by the three stages, and the topic names.
 
-``ingest`` publishes :class:`RawPart` records to ``Topics.raw``; ``streams``
+``ingest`` publishes :class:`RawPart` records to ``Topics.raw`` (several
+callbacks of one partition as one :class:`RawGroup` record); ``streams``
 reassembles them into :class:`Reply` records on ``Topics.replies``; ``sinks``
 write replies to storage. Records travel as orjson-encoded JSON objects with a
 schema version ``v`` so that consumers can reject what they do not understand.
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any, Final, Literal, TypeVar
@@ -186,12 +188,47 @@ class ExpiryTick:
         return orjson.dumps({"v": SCHEMA_VERSION, "tick_ms": self.now_ms})
 
 
-def decode_raw(data: bytes) -> RawPart | ExpiryTick:
-    """A record of the raw topic: a callback part or an expiry tick (typed, as RawPart.decode)."""
-    tick_ms = _check_version(data).tick_ms
-    if tick_ms is not None:
-        return ExpiryTick(now_ms=tick_ms)
+@dataclass(frozen=True, slots=True)
+class RawGroup:
+    """Several callbacks in one raw record, all of the partition it is written to.
+
+    The ingress groups the callbacks it accepts in the same moment, one record
+    per partition: the worker pays Faust's per-record cost once per group
+    (docs/benchmarks.md, Reassembly). Each part is the object :meth:`RawPart.encode`
+    writes, so a group is ``{"v": 1, "parts": [part, ...]}``.
+    """
+
+    parts: tuple[RawPart, ...]
+
+    @staticmethod
+    def encode_parts(encoded_parts: Sequence[bytes]) -> bytes:
+        """The group of parts already encoded by :meth:`RawPart.encode` (no second encode)."""
+        return b'{"v":%d,"parts":[%b]}' % (SCHEMA_VERSION, b",".join(encoded_parts))
+
+    def encode(self) -> bytes:
+        return self.encode_parts([part.encode() for part in self.parts])
+
+
+def decode_raw(data: bytes) -> RawPart | RawGroup | ExpiryTick:
+    """A record of the raw topic: a callback part, a group of them, or an expiry tick.
+
+    Typed, as :meth:`RawPart.decode`: one bad part makes the whole group a
+    RecordDecodeError; :func:`split_group` gives each part's bytes to tell them apart.
+    """
+    head = _check_version(data)
+    if head.tick_ms is not None:
+        return ExpiryTick(now_ms=head.tick_ms)
+    if head.parts:
+        return RawGroup(tuple(_typed(_GROUP_DECODER, data, "RawGroup").parts))
     return _typed(_RAW_PART_DECODER, data, "RawPart")
+
+
+def split_group(data: bytes) -> list[bytes] | None:
+    """The bytes of each part of a :class:`RawGroup` record; None if ``data`` is not one."""
+    try:
+        return [bytes(part) for part in _GROUP_SPLITTER.decode(data).parts]
+    except msgspec.DecodeError:  # ValidationError included
+        return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -243,6 +280,7 @@ class _Head(msgspec.Struct):
 
     v: Any = None
     tick_ms: int | None = None
+    parts: msgspec.Raw = msgspec.Raw()  # a group's parts, not decoded here
 
 
 # msgspec checks every field's type and bounds while it decodes, and is 4-7x
@@ -251,6 +289,18 @@ class _Head(msgspec.Struct):
 _HEAD_DECODER: Final = msgspec.json.Decoder(_Head)
 _RAW_PART_DECODER: Final = msgspec.json.Decoder(RawPart)
 _REPLY_DECODER: Final = msgspec.json.Decoder(Reply)
+
+
+class _Group(msgspec.Struct):
+    parts: list[RawPart]
+
+
+class _GroupSplit(msgspec.Struct):
+    parts: list[msgspec.Raw]
+
+
+_GROUP_DECODER: Final = msgspec.json.Decoder(_Group)
+_GROUP_SPLITTER: Final = msgspec.json.Decoder(_GroupSplit)
 
 
 def _check_version(data: bytes) -> _Head:

@@ -14,7 +14,7 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from sms_replies.bounds import RECORD_MARGIN, Bounds
-from sms_replies.records import Concat, ExpiryTick, RawPart, Reply
+from sms_replies.records import Concat, ExpiryTick, RawGroup, RawPart, Reply
 from sms_replies.streams.handler import ReassemblyHandler, dead_letter_record
 from sms_replies.streams.reassembly import GAP_MARKER, KeyState
 
@@ -114,6 +114,53 @@ async def test_a_bad_record_goes_to_the_dead_letters_and_the_batch_goes_on(
     w = worker()
     await w.run(b"not json", make_part(text="Oui").encode())
     assert [value for value, _ in w.dead] == [b"not json"]
+    assert [r.text for r in w.replies] == ["Oui"]
+
+
+async def test_a_group_gives_what_its_parts_give_one_record_each(
+    make_part: Callable[..., RawPart],
+) -> None:
+    second = make_part(part=2, total=2, text="b")
+    parts = [
+        make_part(text="Oui", sender="+33611111111"),
+        second,
+        make_part(part=1, total=2, text="a"),
+        second,  # the provider's retry of a part
+        make_part(text="STOP", sender="+33622222222"),
+    ]
+    alone, grouped = worker(), worker()
+    await alone.run(*(p.encode() for p in parts))
+    await grouped.run(RawGroup(tuple(parts)).encode())
+    assert grouped.replies == alone.replies
+    assert [r.text for r in grouped.replies] == [
+        "Oui",
+        "ab",
+        "ab",
+        "STOP",
+    ]  # the retry publishes the reply again (same reply_id)
+    assert grouped.batch.table == alone.batch.table
+    assert grouped.dead == alone.dead == []
+
+
+async def test_a_bad_part_of_a_group_goes_to_the_dead_letters_alone(
+    make_part: Callable[..., RawPart],
+) -> None:
+    good, bad = make_part(text="Oui"), make_part(text="Non")
+    broken = bad.encode().replace(b'"channel":"long_number"', b'"channel":7')
+    within_bounds = dataclasses.replace(make_part(text="Si"), message_type="x" * 10_000)
+    w = worker()
+    await w.run(RawGroup.encode_parts([good.encode(), broken, within_bounds.encode()]))
+    assert [r.text for r in w.replies] == ["Oui"]
+    assert [value for value, _ in w.dead] == [broken, within_bounds.encode()]
+
+
+async def test_a_group_that_is_not_one_goes_to_the_dead_letters_whole(
+    make_part: Callable[..., RawPart],
+) -> None:
+    record = b'{"v":1,"parts":{"not":"a list"}}'
+    w = worker()
+    await w.run(record, make_part(text="Oui").encode())
+    assert [value for value, _ in w.dead] == [record]
     assert [r.text for r in w.replies] == ["Oui"]
 
 

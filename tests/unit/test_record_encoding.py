@@ -6,10 +6,20 @@ import dataclasses
 from typing import Any
 
 import orjson
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sms_replies.records import SCHEMA_VERSION, Concat, RawPart, Reply
+from sms_replies.records import (
+    SCHEMA_VERSION,
+    Concat,
+    RawGroup,
+    RawPart,
+    RecordDecodeError,
+    Reply,
+    decode_raw,
+    split_group,
+)
 from sms_replies.streams.reassembly import KeyState, accept, expire_due
 
 
@@ -49,3 +59,29 @@ def test_raw_parts_and_replies_encode_as_their_fields(
     assert Reply.decode(reply.encode()) == reply
     if step.pending is not None:
         assert KeyState.decode(step.pending.encode()) == step.pending
+
+
+@given(texts=st.lists(texts, min_size=1, max_size=5))
+def test_a_group_is_its_parts_objects_under_parts(texts: list[str]) -> None:
+    parts = tuple(
+        RawPart("long_number", "+33612345678", None, text, f"id{n}", "text", 1_700_000_000_000)
+        for n, text in enumerate(texts)
+    )
+    encoded = RawGroup(parts).encode()
+    assert orjson.loads(encoded) == {
+        "v": SCHEMA_VERSION,
+        "parts": [orjson.loads(_versioned(p)) for p in parts],
+    }
+    assert decode_raw(encoded) == RawGroup(parts)
+    assert split_group(encoded) == [p.encode() for p in parts]
+    assert split_group(parts[0].encode()) is None
+    assert decode_raw(parts[0].encode()) == parts[0]
+
+
+def test_a_group_with_a_bad_part_does_not_decode_but_splits() -> None:
+    good = RawPart("long_number", "+33612345678", None, "Oui", "id1", "text", 1)
+    bad = good.encode().replace(b'"received_at_ms":1', b'"received_at_ms":-1')
+    record = RawGroup.encode_parts([good.encode(), bad])
+    with pytest.raises(RecordDecodeError, match="RawGroup"):
+        decode_raw(record)
+    assert split_group(record) == [good.encode(), bad]

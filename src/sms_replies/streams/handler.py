@@ -18,7 +18,14 @@ import orjson
 from sms_replies import metrics
 from sms_replies.bounds import Bounds, check_part
 from sms_replies.erasures import ErasureList
-from sms_replies.records import ExpiryTick, RawPart, Reply, decode_raw
+from sms_replies.records import (
+    ExpiryTick,
+    RawGroup,
+    RawPart,
+    Reply,
+    decode_raw,
+    split_group,
+)
 from sms_replies.streams.expiry import ExpiryIndex
 from sms_replies.streams.reassembly import (
     Closed,
@@ -119,16 +126,43 @@ class ReassemblyHandler:
             if isinstance(record, RawPart):
                 check_part(record, self._bounds)
         except Exception as exc:
-            await self._reject(value, exc)
+            pieces = split_group(value) if isinstance(value, bytes) else None
+            if pieces is None:
+                await self._reject(value, exc)
+            else:  # a group with bad parts: those go to the dead-letter topic, alone
+                for piece in pieces:
+                    await self.on_group_piece(batch, event, piece)
             return
         if isinstance(record, ExpiryTick):
             # The index is rebuilt from the table itself: let it see this batch.
             await batch.flush()
             await self.on_tick(batch, event, record)
+        elif isinstance(record, RawGroup):
+            for part in record.parts:
+                try:
+                    check_part(part, self._bounds)
+                except Exception as exc:
+                    await self._reject(part.encode(), exc)
+                    continue
+                await self.on_part(batch, event, part, None)
         else:
-            await self.on_part(batch, event, record)
+            await self.on_part(batch, event, record, value)
 
-    async def on_part(self, batch: Batch, event: Any, part: RawPart) -> None:
+    async def on_group_piece(self, batch: Batch, event: Any, value: bytes) -> None:
+        """One part of a group that did not decode as a whole."""
+        try:
+            part = RawPart.decode(value)
+            check_part(part, self._bounds)
+        except Exception as exc:
+            await self._reject(value, exc)
+            return
+        await self.on_part(batch, event, part, value)
+
+    async def on_part(
+        self, batch: Batch, event: Any, part: RawPart, value: bytes | None = None
+    ) -> None:
+        """``part`` of ``event``'s partition; ``value``: its record, for a dead letter
+        (None: encoded again if needed, the part came in a group)."""
         if self._is_erased(part.sender):
             self._drop_erased(batch, event, part.partition_key if part.concat else None)
             return
@@ -143,7 +177,7 @@ class ReassemblyHandler:
             step = accept(before, part)
             fitted = None if step.duplicate else fit_state(step, self._bounds.max_value_bytes)
         except Exception as exc:  # a state we cannot read, or a bug: data, not a crash
-            await self._reject(event.value, exc)
+            await self._reject(part.encode() if value is None else value, exc)
             return
         if fitted is None:
             # No state change; a reply it belongs to is published again (replay-safe),
