@@ -51,6 +51,14 @@ class Settings(BaseSettings):
     publish_timeout: float = Field(
         5.0, gt=0, description="Seconds to wait for the broker's ack before answering 503."
     )
+    publish_group_wait: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="Seconds the ingress waits to group callbacks into one raw record per "
+        "partition (0: those accepted in the same turn of its event loop). A wait makes "
+        "records larger and the worker cheaper per callback, and each answer that much later.",
+    )
     max_body_bytes: int = Field(65536, gt=0, description="Largest callback body accepted.")
     max_query_bytes: int = Field(
         8192, gt=0, description="Longest query string of a callback accepted (else 414)."

@@ -9,11 +9,13 @@ from collections.abc import AsyncIterator
 import orjson
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
+from aiokafka import AIOKafkaConsumer
+from aiokafka.partitioner import murmur2 as aiokafka_murmur2
 
 from sms_replies.broker.admin import ensure_topics
 from sms_replies.broker.embedded import EmbeddedBroker
 from sms_replies.ingest.app import CALLBACK_PATH, create_app
-from sms_replies.records import RawPart
+from sms_replies.records import ExpiryTick, RawGroup, RawPart, decode_raw
 from sms_replies.settings import Settings
 from tests.integration.conftest import consume
 
@@ -143,3 +145,52 @@ async def test_broker_outage_gives_503_then_recovers_without_restart(
         assert {RawPart.decode(v).provider_message_id for v in values} == {"m-1"}
     finally:
         own.stop()
+
+
+async def test_callbacks_accepted_together_travel_as_one_record_per_partition(
+    client: TestClient[web.Request, web.Application], settings: Settings
+) -> None:
+    senders = [f"3361234{n:04d}" for n in range(40)]
+    responses = await asyncio.gather(
+        *(
+            client.get(CALLBACK_PATH, params={**CALLBACK, "msisdn": s, "messageId": f"m-{s}"})
+            for s in senders
+        )
+    )
+    assert [r.status for r in responses] == [200] * len(senders)
+    records = await _records(settings, settings.topics.raw, len(senders))
+    parts = [
+        (partition, part) for partition, value in records for part in _parts(decode_raw(value))
+    ]
+    assert sorted(p.sender for _, p in parts) == sorted(f"+{s}" for s in senders)
+    # Fewer records than callbacks, each part on the partition its key gives alone.
+    assert len(records) < len(senders)
+    count = settings.topic_partitions
+    assert all(partition == murmur2_partition(p.partition_key, count) for partition, p in parts)
+
+
+def _parts(record: RawPart | RawGroup | ExpiryTick) -> tuple[RawPart, ...]:
+    assert not isinstance(record, ExpiryTick)
+    return record.parts if isinstance(record, RawGroup) else (record,)
+
+
+def murmur2_partition(key: bytes, partitions: int) -> int:
+    # aiokafka's own partitioner, not ours: where a client would put the part alone.
+    return (aiokafka_murmur2(key) & 0x7FFFFFFF) % partitions
+
+
+async def _records(settings: Settings, topic: str, parts: int) -> list[tuple[int, bytes]]:
+    """(partition, value) of the topic's records until they hold ``parts`` parts."""
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=settings.bootstrap, auto_offset_reset="earliest", group_id=None
+    )
+    await consumer.start()
+    records: list[tuple[int, bytes]] = []
+    try:
+        async with asyncio.timeout(20):
+            while sum(len(_parts(decode_raw(v))) for _, v in records) < parts:
+                batch = await consumer.getmany(timeout_ms=200)
+                records += [(r.partition, r.value) for rs in batch.values() for r in rs if r.value]
+    finally:
+        await consumer.stop()
+    return records

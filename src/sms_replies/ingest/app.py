@@ -90,7 +90,11 @@ def create_app(settings: Settings, publisher: Publisher | None = None) -> web.Ap
     if pseudonymize_key is not None:
         app[PSEUDONYMIZE_KEY] = pseudonymize_key
     app[PUBLISHER] = publisher or Publisher(
-        settings.bootstrap, settings.topics, timeout=settings.publish_timeout
+        settings.bootstrap,
+        settings.topics,
+        timeout=settings.publish_timeout,
+        group_wait=settings.publish_group_wait,
+        max_record_bytes=app[BOUNDS].max_value_bytes,
     )
     app[UNKNOWN_PATH_AUDITS] = TokenBucket(
         settings.audit_unknown_path_rate, settings.audit_unknown_path_burst
