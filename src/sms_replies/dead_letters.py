@@ -23,7 +23,7 @@ from typing import Any
 import orjson
 
 from sms_replies.errors import SmsRepliesError
-from sms_replies.records import RawPart, RecordDecodeError, Topics
+from sms_replies.records import ExpiryTick, RawGroup, RecordDecodeError, Topics, decode_raw
 
 
 def envelope(
@@ -158,9 +158,14 @@ def _derived_key(value: bytes | None, topic: str | None, topics: Topics) -> byte
         return reply_id.encode() if isinstance(reply_id, str) else None
     if topic == topics.raw:
         try:
-            return RawPart.decode(value).partition_key
+            record = decode_raw(value)
         except RecordDecodeError:
             return None
+        if isinstance(record, ExpiryTick):
+            return None
+        if isinstance(record, RawGroup):  # its parts are all on its first part's partition
+            return record.parts[0].partition_key if record.parts else None
+        return record.partition_key
     return None
 
 

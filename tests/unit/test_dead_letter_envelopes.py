@@ -6,7 +6,7 @@ import orjson
 import pytest
 
 from sms_replies.dead_letters import NotReplayable, encode, envelope, parse
-from sms_replies.records import RawPart, Topics
+from sms_replies.records import RawGroup, RawPart, Topics
 from sms_replies.sinks.testing import make_reply
 from sms_replies.streams.handler import dead_letter_record
 
@@ -61,6 +61,19 @@ def test_worker_envelopes_replay_to_the_raw_topic_with_the_parts_partition_key()
     for value in (old, new):
         letter = parse(value, TOPICS, partition=0, offset=1, timestamp_ms=0)
         assert letter.replay() == (TOPICS.raw, part.partition_key, part.encode())
+
+
+def test_a_group_dead_lettered_whole_replays_with_its_first_parts_key() -> None:
+    # A group the worker of the day could not read (a newer schema, say): once
+    # replayed it must land on the partition of its parts.
+    parts = [
+        RawPart("long_number", f"+3361234567{n}", None, "Oui", f"m{n}", "text", 1_764_000_000_000)
+        for n in range(2)
+    ]
+    group = RawGroup(tuple(parts)).encode()
+    value = dead_letter_record("reassembly", group, "e", 1_000_000, topic=TOPICS.raw)
+    letter = parse(value, TOPICS, partition=0, offset=1, timestamp_ms=0)
+    assert letter.replay() == (TOPICS.raw, parts[0].partition_key, group)
 
 
 def test_cut_or_unknown_records_are_listed_but_not_replayed() -> None:
