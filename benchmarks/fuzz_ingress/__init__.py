@@ -40,6 +40,7 @@ from benchmarks.fuzz_ingress.checks import check
 from benchmarks.fuzz_ingress.client import fire
 from benchmarks.fuzz_ingress.report import (
     _count,
+    _count_parts,
     _rate_limited,
     _valid_callback,
     _wait_ready,
@@ -140,7 +141,7 @@ async def _fuzz(
         # 404/405 beyond the audit rate are counted by the ingress, not kept.
         "rate_limited": await _rate_limited(base) if alive else 0,
         "router_rejects_answered": sum(o.json and o.status in ("404", "405") for o in outcomes),
-        "accepted_on_raw_topic": await _count(settings.bootstrap, settings.topics.raw),
+        "accepted_on_raw_topic": await _count_parts(settings.bootstrap, settings.topics.raw),
         "leaks": sum(o.leak for o in outcomes),
         "ingress_alive": alive,
         "valid_after": valid_after,

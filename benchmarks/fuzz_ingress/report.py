@@ -16,6 +16,7 @@ from rich.table import Table
 
 from benchmarks.fuzz_ingress.cases import TOKEN, VALID_LONG
 from sms_replies.ingest.app import CALLBACK_PATH
+from sms_replies.records import RawGroup, decode_raw
 
 
 async def _wait_ready(url: str, ingress: subprocess.Popen[bytes]) -> None:
@@ -65,6 +66,28 @@ async def _count(bootstrap: str, topic: str) -> int:
         return int(sum(ends.values()))
     finally:
         await consumer.stop()
+
+
+async def _count_parts(bootstrap: str, topic: str) -> int:
+    """Callbacks in the raw topic: a group record holds several (records.RawGroup)."""
+    expected = await _count(bootstrap, topic)
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest"
+    )
+    await consumer.start()
+    parts = seen = 0
+    try:
+        async with asyncio.timeout(30):
+            while seen < expected:
+                batch = await consumer.getmany(timeout_ms=200)
+                for records in batch.values():
+                    for record in records:
+                        seen += 1
+                        decoded = decode_raw(record.value or b"")
+                        parts += len(decoded.parts) if isinstance(decoded, RawGroup) else 1
+    finally:
+        await consumer.stop()
+    return parts
 
 
 def print_summary(figures: dict[str, Any], console: Console) -> None:
