@@ -3,7 +3,7 @@
 Where to look:
 
 - ``ingest/``: the HTTP ingress (``app.py`` the routes, ``parsing.py`` the two
-  callback shapes, ``signature.py``, ``publisher.py`` to the raw topic).
+  callback shapes, ``signature.py``, ``publisher.py`` to the raw topic, ``grouping.py`` several callbacks a record).
 - ``streams/``: the Faust worker (``app.py`` configuration and wiring,
   ``handler.py`` each batch, ``reassembly.py`` the pure logic and ``KeyState``).
 - ``sinks/``: the stores (``base.py`` the guarantees, ``runner.py`` the consumer
@@ -23,12 +23,13 @@ from sms_replies.errors import (
     SinkWriteError,
     SmsRepliesError,
 )
-from sms_replies.records import RawPart, Reply, Topics
+from sms_replies.records import RawGroup, RawPart, Reply, Topics
 
 __all__ = [
     "BrokerUnavailable",
     "ConfigError",
     "InvalidCallback",
+    "RawGroup",
     "RawPart",
     "Reply",
     "SinkWriteError",
