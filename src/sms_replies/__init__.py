@@ -3,7 +3,8 @@
 Where to look:
 
 - ``ingest/``: the HTTP ingress (``app.py`` the routes, ``parsing.py`` the two
-  callback shapes, ``signature.py``, ``publisher.py`` to the raw topic, ``grouping.py`` several callbacks a record).
+  callback shapes, ``signature.py``, ``publisher.py`` to the raw topic,
+  ``grouping.py`` several callbacks a record).
 - ``streams/``: the Faust worker (``app.py`` configuration and wiring,
   ``handler.py`` each batch, ``reassembly.py`` the pure logic and ``KeyState``).
 - ``sinks/``: the stores (``base.py`` the guarantees, ``runner.py`` the consumer
