@@ -86,8 +86,13 @@ class Publisher:
                         producer.partitions_for(self.topics.raw), self.timeout
                     )
                 except (KafkaError, OSError, TimeoutError) as exc:
+                    partitions, error = set(), repr(exc)
+                else:
+                    error = "no partitions"
+                if not partitions:
                     await producer.stop()
-                    raise BrokerUnavailable(f"no metadata for {self.topics.raw}: {exc}") from None
+                    raise BrokerUnavailable(f"topic {self.topics.raw}: {error}")
+                # Fixed for the producer's life, as the worker's table partitions are.
                 self._raw_partitions = tuple(sorted(partitions))
                 log.info("connected to broker %s", self.bootstrap)
                 self._producer = producer
