@@ -148,3 +148,65 @@ def test_campaigns_and_rows_as_duckdb(stores: tuple[Path, ChdbReader]) -> None:
             for r in (chdb, duck)
         ]
         assert [i["reply_id"] for i in after[0].items] == [i["reply_id"] for i in after[1].items]
+
+
+def _campaign_json(c: Campaign) -> str:
+    def ms(t: datetime) -> str:
+        return t.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+
+    row = {
+        "name": c.name,
+        "channel": c.channel,
+        "recipient": c.recipient,
+        "start_at": ms(c.start),
+        "end_at": ms(c.end),
+        "delivered": c.delivered,
+        "created_at": ms(datetime.now(UTC)),
+    }
+    return orjson.dumps(row).decode()
+
+
+#: Two windows on one long number (overlapping), one on the other, one on the short number.
+WINDOWS = [
+    Campaign.create(
+        "a1", recipient="+33700000001", start=at("2025-03-29T22:00Z"), end=at("2025-03-30T10:00Z")
+    ),
+    Campaign.create(
+        "a2", recipient="+33700000001", start=at("2025-03-30T00:00Z"), end=at("2025-03-31T00:00Z")
+    ),
+    Campaign.create(
+        "b", recipient="+33700000002", start=at("2025-03-30T00:00Z"), end=at("2025-03-30T09:59Z")
+    ),
+    Campaign.create(
+        "s", short_number=True, start=at("2025-03-30T08:30Z"), end=at("2025-03-30T12:00Z")
+    ),
+]
+
+
+def test_windows_sharing_a_number_as_duckdb(
+    stores: tuple[Path, ChdbReader], tmp_path: Path
+) -> None:
+    """ClickHouse marks each reply's number once (an integer per row), then each window
+    compares it and the time: windows on one number, on the other, and on the short
+    number select the replies DuckDB's branches select."""
+    path = tmp_path / "replies.duckdb"
+    write_sample(path)
+    for c in WINDOWS:
+        declare_campaign(path, c)
+    session = stores[1].session  # one chdb engine per process: a database of its own
+    db = "windows"
+    session.query(f"CREATE DATABASE IF NOT EXISTS {db}")
+    for table in (REPLIES, CAMPAIGNS):
+        session.query(clickhouse_create(table, db, FEATURES))
+    now = datetime.now(UTC)
+    lines = "\n".join(orjson.dumps(_json_row(to_row(r, now))).decode() for r in SAMPLE_REPLIES)
+    session.query(f"INSERT INTO {db}.replies FORMAT JSONEachRow\n{lines}")
+    rows = "\n".join(_campaign_json(c) for c in WINDOWS)
+    session.query(f"INSERT INTO {db}.campaigns FORMAT JSONEachRow\n{rows}")
+    chdb = ChdbReader(session, db)
+    with open_store(StoreURL("duckdb", path=path)) as duck:
+        figures = [{s.campaign.name: s.stats for s in campaign_stats(r)} for r in (chdb, duck)]
+        grouped = dataclasses.replace(RANGE, group_by="campaign")
+        assert summary(chdb, grouped).groups == summary(duck, grouped).groups
+    assert figures[0] == figures[1]
+    assert {k: v.replies for k, v in figures[1].items()} == {"a1": 4, "a2": 2, "b": 1, "s": 1}

@@ -478,26 +478,46 @@ def _campaign_keys_clickhouse(
     if len(campaigns) > CLICKHOUSE_MASK_CAMPAIGNS:
         return _campaign_arrays_clickhouse(view, campaigns, wanted, carried, in_range, columns)
     r = view.replies()
+    if not view.attributed and not campaigns:
+        return None
+    # Each reply's number (its channel, and for a long number its recipient) as a small
+    # integer, computed once per row: each window then compares that integer and the
+    # time, instead of the Nullable strings again (18.16 evaluates every window's
+    # condition on every row: 10 M rows, 20 windows, 3.2 -> 2.4 s CPU for the mask).
+    numbers = sorted({_number(c) for c in campaigns}, key=lambda n: (n[0], n[1] or ""))
+    number: ColumnElement[Any] = literal_column("0")
+    if numbers:
+        whens: list[ColumnElement[Any]] = []
+        for j, (channel, recipient) in enumerate(numbers, start=1):
+            same = r.c.channel == channel
+            if recipient is not None:
+                same = and_(same, r.c.recipient == recipient)
+            whens += [func.ifNull(same, 0), _integer(f"number{j}", j)]
+        number = func.multiIf(*whens, literal_column("0"))
+        if view.attributed:
+            number = getattr(func, "if")(r.c.campaign.is_(None), number, literal_column("0"))
+    url_campaign = [r.c.campaign] if view.attributed else []
+    n = select(number.label("g_number"), *url_campaign, *carried).where(*in_range).subquery("n")
     bits: list[ColumnElement[Any]] = []
     if view.attributed:
-        named = r.c.campaign.is_not(None) if wanted is None else r.c.campaign == wanted
+        named = n.c.campaign.is_not(None) if wanted is None else n.c.campaign == wanted
         bits.append(func.toUInt64(func.ifNull(named, 0)))  # 18.16: conditions may be Nullable
     for i, c in enumerate(campaigns, start=1):
-        window = _window(r, c)
-        if view.attributed:
-            window = and_(r.c.campaign.is_(None), window)
+        j = numbers.index(_number(c)) + 1
+        window = and_(
+            n.c.g_number == _integer(f"number{j}", j),
+            n.c.received_at >= c.start,
+            n.c.received_at < c.end,
+        )
         bits.append(func.toUInt64(func.ifNull(window, 0)) * _integer(f"bit{i}", 1 << i))
-    if not bits:
-        return None
     mask = bits[0]
     for bit in bits[1:]:
         mask = mask + bit
-    url_campaign = [r.c.campaign] if view.attributed else []
-    k = (
-        select(func.arrayJoin(func.bitmaskToArray(mask)).label("g_bit"), *url_campaign, *carried)
-        .where(*in_range)
-        .subquery("k")
-    )
+    k_campaign = [n.c.campaign] if view.attributed else []
+    n_carried = [n.c[str(col.key)] for col in carried]
+    k = select(
+        func.arrayJoin(func.bitmaskToArray(mask)).label("g_bit"), *k_campaign, *n_carried
+    ).subquery("k")
     name: ColumnElement[Any] = literal_column("''")
     if campaigns:
         name = func.transform(
@@ -511,6 +531,12 @@ def _campaign_keys_clickhouse(
     kept = [k.c[str(col.key)] for col in carried]
     u = select(name.label("g_key"), *kept).subquery("u")
     return select(u.c.g_key, *columns(u))
+
+
+def _number(c: DeclaredCampaign) -> tuple[str, str | None]:
+    """The number a declared campaign's window is on: its channel, and its recipient for a
+    long number (a short-number campaign takes any reply of the short number)."""
+    return (c.channel, c.recipient if c.channel == "long_number" else None)
 
 
 def _integer(name: str, value: int) -> ColumnElement[Any]:
