@@ -5,6 +5,8 @@
     python -m benchmarks --only memory    # any of ingress,reassembly,sinks,end_to_end,memory,
                                           # stores_scale
     python -m benchmarks --only stores_scale --rows 1000000   # row counts of stores_scale
+    python -m benchmarks --only reassembly --loads mixed      # loads of reassembly (mixed:
+                                          # grouped as the ingress writes it, one per record)
 
 Figures are kept in docs/benchmarks.json, one entry per benchmark with the
 command and the machine that produced it; a partial run updates its entries
@@ -32,11 +34,16 @@ ALL = ("ingress", "reassembly", "sinks", "end_to_end", "memory", "stores_scale")
 DOCS = Path("docs")
 
 
-def _benchmarks(quick: bool, rows: list[int] | None = None) -> dict[str, Callable[[], Any]]:
+def _benchmarks(
+    quick: bool, rows: list[int] | None = None, loads: tuple[str, ...] | None = None
+) -> dict[str, Callable[[], Any]]:
     scale_rows = rows or (stores_scale.QUICK_ROWS if quick else stores_scale.ROWS)
     return {
         "ingress": lambda: ingress.run(duration=3 if quick else 10),
-        "reassembly": lambda: reassembly.run(50_000 if quick else 200_000),
+        "reassembly": lambda: reassembly.run(
+            50_000 if quick else 200_000,
+            loads=tuple(reassembly.select_loads(loads) if loads else reassembly.LOADS),
+        ),
         "sinks": lambda: sinks.run(rows_per_run=20_000 if quick else 50_000),
         "end_to_end": lambda: end_to_end.run(
             end_to_end.QUICK_RATES if quick else end_to_end.RATES,
@@ -59,6 +66,13 @@ def main() -> None:
         type=stores_scale.parse_rows,
         help="stores_scale row counts, comma-separated (default 1000000,10000000; quick 100000)",
     )
+    parser.add_argument(
+        "--loads",
+        type=_loads,
+        help="reassembly loads or workloads, comma-separated (default: "
+        + ", ".join(f"'{name}'" for name in reassembly.LOADS)
+        + "; 'mixed' = both mixed loads)",
+    )
     args = parser.parse_args()
     wanted = [name.strip() for name in args.only.split(",") if name.strip()]
     unknown = set(wanted) - set(ALL)
@@ -68,7 +82,7 @@ def main() -> None:
     store = args.docs / "benchmarks.json"
     saved: dict[str, Any] = json.loads(store.read_text()) if store.exists() else {}
     command = "python -m benchmarks " + shlex.join(sys.argv[1:])
-    runners = _benchmarks(args.quick, args.rows)
+    runners = _benchmarks(args.quick, args.rows, args.loads)
     for name in wanted:
         console.rule(name)
         started = time.monotonic()
@@ -88,6 +102,15 @@ def main() -> None:
 
     write_report(saved, args.docs)
     console.print(f"report: {args.docs / 'benchmarks.md'}")
+
+
+def _loads(text: str) -> tuple[str, ...]:
+    names = tuple(name.strip() for name in text.split(",") if name.strip())
+    try:
+        reassembly.select_loads(names)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return names
 
 
 def _render(name: str, results: Any) -> Any:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 import platform
 import random
@@ -15,15 +16,16 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import psutil
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from sms_replies.broker.embedded import EmbeddedBroker, free_port
 from sms_replies.broker.tansu import end_offsets
+from sms_replies.ingest.publisher import MAX_RECORD_BYTES, Publisher
 from sms_replies.procs import spawn, terminate
-from sms_replies.records import Concat, RawPart
+from sms_replies.records import Concat, RawPart, Topics
 from sms_replies.settings import Settings
 
 LONG_NUMBER = "+33756781234"
@@ -107,11 +109,61 @@ def _words(rng: random.Random, length: int) -> str:
     return text[:length]
 
 
-async def produce_parts(bootstrap: str, topic: str, parts: list[RawPart]) -> float:
-    """Load ``parts`` with a plain aiokafka producer (acks=all, default batching); seconds."""
+#: How a benchmark fills its raw topic: as the ingress writes it (its Publisher:
+#: callbacks published together travel as one record per partition), or one part
+#: per record (a plain aiokafka producer, what the ingress wrote before e12f55c).
+Via = Literal["ingress", "producer"]
+
+#: Callbacks in flight at the ingress while a topic is filled ``via="ingress"``: the
+#: end-to-end benchmark's client (benchmarks/end_to_end.py, an aiohttp connector
+#: limited to 512 connections; open loop, so it has that many in flight once the
+#: ingress falls behind its rate).
+INGRESS_CONCURRENCY = 512
+
+
+@dataclass(frozen=True, slots=True)
+class Filled:
+    """What a raw topic was loaded with: parts, the records holding them, seconds."""
+
+    parts: int
+    records: int
+    seconds: float
+
+    @property
+    def parts_per_record(self) -> float:
+        return self.parts / self.records if self.records else 0.0
+
+
+async def produce_parts(
+    bootstrap: str,
+    topic: str,
+    parts: list[RawPart],
+    *,
+    via: Via = "producer",
+    concurrency: int = INGRESS_CONCURRENCY,
+    max_record_bytes: int = MAX_RECORD_BYTES,
+) -> Filled:
+    """Load ``parts`` into ``topic``, empty until now, and count the records it then holds.
+
+    ``via="producer"``: a plain aiokafka producer (acks=all, default batching), one
+    part per record. ``via="ingress"``: the ingress's own
+    :class:`~sms_replies.ingest.publisher.Publisher` (acks=all, group wait 0, the
+    ingress default), ``concurrency`` coroutines each publishing its share of the
+    parts one after another, each call returning once its record is acknowledged,
+    as ``concurrency`` callbacks in flight at the ingress would.
+    """
+    started = time.perf_counter()
+    if via == "ingress":
+        await _publish_parts(bootstrap, topic, parts, concurrency, max_record_bytes)
+    else:
+        await _produce_parts(bootstrap, topic, parts)
+    seconds = time.perf_counter() - started
+    return Filled(len(parts), await records_in(bootstrap, topic), seconds)
+
+
+async def _produce_parts(bootstrap: str, topic: str, parts: list[RawPart]) -> None:
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
     await producer.start()
-    started = time.perf_counter()
     try:
         window: list[asyncio.Future[Any]] = []
         for part in parts:
@@ -122,7 +174,44 @@ async def produce_parts(bootstrap: str, topic: str, parts: list[RawPart]) -> flo
         await asyncio.gather(*window)
     finally:
         await producer.stop()
-    return time.perf_counter() - started
+
+
+async def _publish_parts(
+    bootstrap: str, topic: str, parts: list[RawPart], concurrency: int, max_record_bytes: int
+) -> None:
+    topics = dataclasses.replace(Topics.with_prefix(f"{topic}.unused"), raw=topic)
+    publisher = Publisher(
+        bootstrap,
+        topics,
+        timeout=Settings.model_fields["publish_timeout"].default,
+        group_wait=0.0,
+        max_record_bytes=max_record_bytes,
+    )
+    await publisher.connect()
+
+    async def one_after_another(share: list[RawPart]) -> None:
+        for part in share:
+            await publisher.publish(part)
+
+    try:
+        await asyncio.gather(
+            *(one_after_another(parts[i::concurrency]) for i in range(concurrency))
+        )
+    finally:
+        await publisher.stop()
+
+
+async def records_in(bootstrap: str, topic: str) -> int:
+    """Records in ``topic`` now (the sum of its partitions' end offsets)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        await consumer.topics()  # metadata of every topic, this one's partitions with it
+        partitions = consumer.partitions_for_topic(topic) or set()
+        ends = await end_offsets(consumer, [TopicPartition(topic, p) for p in partitions])
+    finally:
+        await consumer.stop()
+    return sum(ends.values())
 
 
 async def count_records(

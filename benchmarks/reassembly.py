@@ -1,13 +1,19 @@
 """Parts per second through the reassembly stage, against a raw aiokafka loop.
 
-A raw topic (8 partitions) is pre-loaded with shuffled, realistic RawPart
-records (90 % two-part messages, 10 % three or four parts) by a plain aiokafka
-producer with normal batching. Each processor then reads it from the start, as
-one process and as two sharing the partitions (``x2``), one after the other:
+A raw topic (8 partitions) is pre-loaded with shuffled, realistic callbacks
+(``multipart``: 90 % two-part messages, 10 % three or four parts; ``mixed``: 80 %
+single replies, the rest parts of long replies) as the ingress writes them: its
+own Publisher, with as many callbacks in flight as the end-to-end benchmark's
+client (benchmarks.common.INGRESS_CONCURRENCY), so callbacks published together
+travel as one record per partition. ``mixed (one per record)`` is the mixed load
+written one part per record by a plain aiokafka producer, as before the ingress
+grouped callbacks. Each processor then reads it from the start, as one process
+and as two sharing the partitions (``x2``, multipart only), one after the other:
 
 * ``raw loop``: aiokafka ``getmany`` -> the same pure ``accept`` logic over a
-  plain dict -> an aiokafka producer. No durable state, no commits: the floor
-  of what any Python processor costs here.
+  plain dict, for each part of a record -> an aiokafka producer. No durable
+  state, no commits: the floor of what any Python processor costs here.
+* ``quix-streams``: the peer, benchmarks.quix_peer.
 * ``faust worker``: the production worker, ``python -m sms_replies worker``
   (RocksDB table with its changelog, the embedded-broker settings).
 
@@ -27,6 +33,7 @@ import sys
 import tempfile
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +43,8 @@ from rich.console import Console
 from rich.table import Table
 
 from benchmarks.common import (
+    INGRESS_CONCURRENCY,
+    Via,
     broker_at,
     count_records,
     cpu_seconds,
@@ -46,16 +55,32 @@ from benchmarks.common import (
     start_component,
     stop,
 )
+from sms_replies.bounds import Bounds
 from sms_replies.broker.admin import ensure_topics
 from sms_replies.broker.embedded import free_port
-from sms_replies.records import ExpiryTick, RawPart, decode_raw
+from sms_replies.records import ExpiryTick, RawGroup, decode_raw
 from sms_replies.settings import Settings
 from sms_replies.streams.reassembly import KeyState, accept
 
 PARTITIONS = 8
 DEFAULT_PARTS = 200_000
-#: The two workloads: all parts of long replies, and 80 % single replies (real traffic).
-LOADS = ("multipart", "mixed")
+
+
+@dataclass(frozen=True, slots=True)
+class LoadKind:
+    """A workload and how the raw topic is filled with it (benchmarks.common.produce_parts)."""
+
+    workload: str  # "multipart": all parts of long replies; "mixed": 80 % single replies
+    via: Via
+
+
+#: The loads, by name: each workload as the ingress writes it, and the mixed one also
+#: one part per record (before the ingress grouped callbacks) for comparison.
+LOADS = {
+    "multipart": LoadKind("multipart", "ingress"),
+    "mixed": LoadKind("mixed", "ingress"),
+    "mixed (one per record)": LoadKind("mixed", "producer"),
+}
 #: Each processor as one process, then as two sharing the partitions (2 cores here).
 PROCESSORS = (
     "raw loop",
@@ -75,14 +100,24 @@ def run(
     bootstrap: str | None = None,
     profile: Path | None = None,
     processors: tuple[str, ...] = PROCESSORS,
-    loads: tuple[str, ...] = LOADS,
+    loads: tuple[str, ...] = tuple(LOADS),
+    concurrency: int = INGRESS_CONCURRENCY,
 ) -> list[dict[str, Any]]:
+    """``loads``: names of :data:`LOADS` (see :func:`select_loads` for workloads)."""
     with broker_at(bootstrap) as address:
         results: list[dict[str, Any]] = []
         for load in loads:
-            wanted = processors if load == "multipart" else _mixed(processors)
-            results += asyncio.run(_run(address, load, parts, profile, wanted))
+            wanted = processors if LOADS[load].workload == "multipart" else _mixed(processors)
+            results += asyncio.run(_run(address, load, parts, profile, wanted, concurrency))
         return results
+
+
+def select_loads(names: tuple[str, ...]) -> list[str]:
+    """The loads named, or of the workloads named, in :data:`LOADS`' order."""
+    unknown = set(names) - set(LOADS) - {kind.workload for kind in LOADS.values()}
+    if unknown:
+        raise ValueError(f"unknown loads: {', '.join(sorted(unknown))}")
+    return [name for name, kind in LOADS.items() if name in names or kind.workload in names]
 
 
 def _mixed(processors: tuple[str, ...]) -> tuple[str, ...]:
@@ -90,18 +125,41 @@ def _mixed(processors: tuple[str, ...]) -> tuple[str, ...]:
 
 
 async def _run(
-    bootstrap: str, load_name: str, parts: int, profile: Path | None, processors: tuple[str, ...]
+    bootstrap: str,
+    load_name: str,
+    parts: int,
+    profile: Path | None,
+    processors: tuple[str, ...],
+    concurrency: int,
 ) -> list[dict[str, Any]]:
-    load = multipart_load(parts) if load_name == "multipart" else mixed_load(parts)
+    kind = LOADS[load_name]
+    load = multipart_load(parts) if kind.workload == "multipart" else mixed_load(parts)
     prefix = f"bench-{uuid.uuid4().hex[:8]}"
     settings = Settings.load(topic_prefix=prefix, topic_partitions=PARTITIONS)
     await ensure_topics(bootstrap, settings.topics, partitions=PARTITIONS)
-    load_s = await produce_parts(bootstrap, settings.topics.raw, load.parts)
+    filled = await produce_parts(
+        bootstrap,
+        settings.topics.raw,
+        load.parts,
+        via=kind.via,
+        concurrency=concurrency,
+        max_record_bytes=Bounds.of(settings).max_value_bytes,  # the ingress's bound
+    )
+    # The worker profiled on the mixed loads, each to its own file.
+    spy_output = None
+    if profile is not None and kind.workload == "mixed":
+        spy_output = profile if kind.via == "ingress" else profile.with_stem(f"{profile.stem}-1")
+    if kind.via == "ingress" and concurrency != INGRESS_CONCURRENCY:
+        load_name = f"{load_name}, {concurrency} in flight"
     common = {
         "load": load_name,
         "parts": len(load.parts),
         "messages": load.messages,
-        "load_s": round(load_s, 1),
+        "fill": kind.via,
+        **({"in_flight": concurrency} if kind.via == "ingress" else {}),
+        "records": filled.records,
+        "parts_per_record": round(filled.parts_per_record, 2),
+        "load_s": round(filled.seconds, 1),
     }
     results = []
     with tempfile.TemporaryDirectory(prefix="reassembly-bench-") as scratch:
@@ -122,7 +180,7 @@ async def _run(
                     load.messages,
                     len(load.parts),
                     Path(scratch),
-                    profile if count == 1 and load_name == "mixed" else None,
+                    spy_output if count == 1 else None,
                     count,
                     standby=0 if "no standby" in name else 1,
                 )
@@ -331,17 +389,20 @@ async def raw_loop(bootstrap: str, source: str, sink: str, partitions: list[int]
                     decoded = decode_raw(record.value)
                     if isinstance(decoded, ExpiryTick):
                         continue
-                    part: RawPart = decoded
-                    key = part.partition_key
-                    step = accept(state.get(key), part)
-                    if step.pending is None:
-                        state.pop(key, None)
-                    else:
-                        state[key] = step.pending
-                    for reply in step.replies:
-                        futures.append(
-                            await producer.send(sink, reply.encode(), key=reply.reply_id.encode())
-                        )
+                    parts = decoded.parts if isinstance(decoded, RawGroup) else (decoded,)
+                    for part in parts:
+                        key = part.partition_key
+                        step = accept(state.get(key), part)
+                        if step.pending is None:
+                            state.pop(key, None)
+                        else:
+                            state[key] = step.pending
+                        for reply in step.replies:
+                            futures.append(
+                                await producer.send(
+                                    sink, reply.encode(), key=reply.reply_id.encode()
+                                )
+                            )
             await asyncio.gather(*futures)
     finally:
         await producer.stop()
@@ -354,6 +415,7 @@ def render(results: list[dict[str, Any]]) -> Table:
         "load",
         "processor",
         "callbacks",
+        "parts/record",
         "replies",
         "window s",
         "callbacks/s",
@@ -370,6 +432,7 @@ def render(results: list[dict[str, Any]]) -> Table:
             r.get("load", "multipart"),
             r["processor"],
             f"{r['parts']:,}",
+            str(r.get("parts_per_record", 1.0)),
             f"{r['replies']:,}",
             str(r.get("window_s", "-")),
             f"{r['parts_per_s']:,}" if r.get("parts_per_s") else "-",
@@ -409,7 +472,13 @@ def main() -> None:
     parser.add_argument("--bootstrap", help="an already running broker (default: embedded)")
     parser.add_argument("--profile", type=Path, help="py-spy raw output for the worker")
     parser.add_argument("--only", choices=PROCESSORS, action="append")
-    parser.add_argument("--load", choices=LOADS, action="append")
+    parser.add_argument("--load", choices=LOADS, action="append", help="default: all")
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        default=INGRESS_CONCURRENCY,
+        help="callbacks in flight at the ingress while the topic is filled",
+    )
     parser.add_argument("--raw-loop", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.raw_loop:
@@ -417,18 +486,21 @@ def main() -> None:
         asyncio.run(raw_loop(bootstrap, source, sink, [int(p) for p in partitions.split(",")]))
         return
     processors = tuple(args.only) if args.only else PROCESSORS
-    loads = tuple(args.load) if args.load else LOADS
+    loads = tuple(args.load) if args.load else tuple(LOADS)
     results = run(
         args.parts,
         bootstrap=args.bootstrap,
         profile=args.profile,
         processors=processors,
         loads=loads,
+        concurrency=args.concurrency,
     )
     Console(width=120).print(render(results))
-    if args.profile and args.profile.exists():
-        for frame, own, incl in summarize_profile(args.profile):
-            print(f"{own:5.1f} {incl:5.1f}  {frame}")
+    for path in (args.profile, args.profile and args.profile.with_stem(f"{args.profile.stem}-1")):
+        if path and path.exists():
+            print(path)
+            for frame, own, incl in summarize_profile(path):
+                print(f"{own:5.1f} {incl:5.1f}  {frame}")
 
 
 if __name__ == "__main__":
