@@ -1,4 +1,5 @@
-"""The ingress's murmur2 partitioner puts every key where aiokafka's (and Java's) does."""
+"""The murmur2 partitioner of the ingress and the worker's producer puts every key where
+aiokafka's (and Java's) does."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sms_replies.broker.partitioner import default_partitioner, murmur2
+from sms_replies.settings import Settings
+from sms_replies.streams.app import faust_settings
 
 
 @settings(max_examples=2000)
@@ -43,3 +46,11 @@ def test_the_java_client_s_values() -> None:
 def test_no_key_picks_an_available_partition() -> None:
     assert default_partitioner(None, [0, 1, 2], [2]) == 2
     assert default_partitioner(None, [0, 1, 2], []) in (0, 1, 2)
+
+
+def test_the_worker_s_producer_partitions_with_it() -> None:
+    """Replies keyed by reply_id land where aiokafka's default partitioner put them."""
+    assert (
+        faust_settings(Settings.load(kafka_bootstrap="localhost:9092"))["producer_partitioner"]
+        is default_partitioner
+    )
