@@ -29,12 +29,14 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from rich.console import Console
 from rich.table import Table
 
 from benchmarks.common import broker_at, start_component, stop
 from sms_replies.broker.admin import ensure_topics
 from sms_replies.broker.embedded import free_port
+from sms_replies.broker.tansu import end_offsets
 from sms_replies.procs import spawn
 from sms_replies.settings import Settings
 
@@ -111,12 +113,19 @@ def run(
                 for encoding in ENCODINGS:
                     url = f"http://127.0.0.1:{port}{PATH}"
                     _wrk(url, scratch / f"{encoding}.lua", 1.0, connections)  # warm-up
+                    records_before = _raw_records(address, settings) if workers else 0
                     cpu_before = _tree_cpu(process.pid)
                     figures = _wrk(url, scratch / f"{encoding}.lua", duration, connections)
                     cpu = _tree_cpu(process.pid) - cpu_before
                     requests = figures.pop("requests")
                     figures["cpu_us_per_request"] = round(cpu / max(requests, 1) * 1e6)
+                    if workers:
+                        # Callbacks per raw record: the publisher's grouping (ingest.grouping).
+                        records = _raw_records(address, settings) - records_before
+                        figures["callbacks_per_record"] = round(requests / max(records, 1), 2)
                     figures["load_avg"] = round(os.getloadavg()[0], 2)
+                    if workers:
+                        figures["publish_group_wait_s"] = settings.publish_group_wait
                     results.append({"target": target, "encoding": encoding, **figures})
             finally:
                 stop(process)
@@ -146,6 +155,23 @@ def _start_target(
             log.close()
     target = settings.model_copy(update={"http_port": port, "ingest_workers": workers})
     return start_component("ingest", target, scratch / f"ingest-{workers}.log")
+
+
+def _raw_records(bootstrap: str, settings: Settings) -> int:
+    return asyncio.run(raw_records(bootstrap, settings))
+
+
+async def raw_records(bootstrap: str, settings: Settings) -> int:
+    """Records written so far to the raw topic, over its partitions."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        partitions = [
+            TopicPartition(settings.topics.raw, p) for p in range(settings.topic_partitions)
+        ]
+        return sum((await end_offsets(consumer, partitions)).values())
+    finally:
+        await consumer.stop()
 
 
 def _tree_cpu(pid: int) -> float:
