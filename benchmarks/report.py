@@ -117,6 +117,7 @@ def render_markdown(saved: dict[str, Any]) -> str:
                 r.get("ratio", "-"),
                 r.get("cpu_us_per_request", "-"),
                 r.get("cpu_ratio", "-"),
+                r.get("callbacks_per_record", "-"),
                 r.get("load_avg", "-"),
             ]
             for r in entry["results"]
@@ -133,6 +134,8 @@ def render_markdown(saved: dict[str, Any]) -> str:
             "`CPU us/req`: user + system CPU of the server process(es) per answered",
             "request; `x bare CPU` = bare's CPU per request / this target's, the ratio that",
             "survives a busy machine (wrk, the broker and the server share 2 cores).",
+            "`callbacks/record`: callbacks answered / records written to the raw topic",
+            "over the same seconds (the publisher's grouping, `ingest.grouping`).",
             "",
             _table(
                 [
@@ -145,6 +148,7 @@ def render_markdown(saved: dict[str, Any]) -> str:
                     "x bare",
                     "CPU us/req",
                     "x bare CPU",
+                    "callbacks/record",
                     "load avg",
                 ],
                 rows,
@@ -261,21 +265,27 @@ def render_markdown(saved: dict[str, Any]) -> str:
                 r.get("e2e_p99_ms", "-"),
                 r.get("drain_s", "-"),
                 "yes" if r["held"] else "no",
+                r.get("callbacks_per_record", "-"),
                 r.get("load_avg", "-"),
             ]
             for r in results
         ]
         knee = end_to_end.knee(results)
+        waits = {r["publish_group_wait_s"] for r in results if "publish_group_wait_s" in r}
         out += [
             "## End to end",
             "",
             "Broker, `ingest`, `worker` (RocksDB) and `sinks` (DuckDB, batch timeout 0.25 s)",
             "as `sms-replies run` starts them; an open-loop generator in its own process",
             "offers a fixed rate of GET callbacks (90 % single replies, 10 % two-part) for a",
-            "few seconds per step. End to end = `ingested_at - received_at` of the step's",
-            "rows: from the ingress accepting the callback to the sink writing the row, an",
-            'upper bound of "200 answered -> row written". A step holds when >= 95 % of the',
-            "offered rate is answered 200 and its rows' p99 is under 1 s.",
+            "few seconds per step, over keep-alive connections (one request at a time each,",
+            "up to 512; HTTP/1.1 on asyncio's transports, 35-70 us of CPU per callback",
+            "where aiohttp's client took 290-340). End to end = `ingested_at - received_at`",
+            "of the step's rows: from the ingress accepting the callback to the sink writing",
+            'the row, an upper bound of "200 answered -> row written". A step holds when',
+            ">= 95 % of the offered rate is answered 200 and its rows' p99 is under 1 s.",
+            "`callbacks/record`: callbacks answered / records the ingress wrote to the raw",
+            "topic during the step (one worker event per record).",
             "",
             _table(
                 [
@@ -289,12 +299,18 @@ def render_markdown(saved: dict[str, Any]) -> str:
                     "e2e p99 ms",
                     "drain s",
                     "held",
+                    "callbacks/record",
                     "load avg",
                 ],
                 rows,
             ),
             "",
             f"Knee: **{knee:,} callbacks/s**." if knee else "Knee: no step held.",
+            *(
+                [f"Publish group wait: {', '.join(f'{w:g} s' for w in sorted(waits))}."]
+                if waits
+                else []
+            ),
             "Target: 5,000 callbacks/s.",
             "",
             _cpu_table(results),
@@ -461,50 +477,114 @@ development and test broker: at 1,500 parts/s it fills this 23.5 GiB machine in
 
 
 E2E_FINDINGS = """\
-### Where the knee is, and why not 5,000/s here
+### Where the knee is, and why not 5,000/s here (2026-12-02, grouped publishing)
 
-On a quiet machine (2026-11-25, load average under 2) the knee was 2,000
-callbacks/s. With the four other engineers' test suites on the same 2 cores
-(load average 8-12 during every run of 2026-12-02) it is far lower: every
-process of the pipeline gets a fraction of a core, so the table above says what
-this machine could do at that moment, not what the code can. The CPU table says
-what the code costs, and it moves less with the load: the whole pipeline spends
-about 900-1,000 us of CPU per callback at 1,000-3,000 offered/s (ingress
-300-340, worker 250-300, sinks 115-160, broker 200-220; more per callback at
-the lowest rates, where fixed costs such as polling and ticks are shared by
-fewer callbacks), plus 320-370 us for the Python load generator, which shares
-the machine. 5,000 callbacks/s is then about 4.5-5 cores of CPU without the
-generator (6-7 with it), on this machine's cores under this load: more than
-twice what it has, before anyone else runs anything. No setting of
-`make run` gets there on 2 cores; what it takes is cores (the ingress and the
-worker both scale out: `--ingest-workers N`, `SMS_REPLIES_WORKER_PROCESSES=N`
-without standbys, see Reassembly and docs/configuration.md) or less CPU per
-callback in the worker (Faust's floor of 90-110 us per event, Reassembly above)
-and the ingress (aiohttp and aiokafka, Ingress above). Latency is not the limit
-below the knee: end-to-end p50 is 250-300 ms (the worker's 50 ms fetch wait, its
-20 ms batch window, the producer's 50 ms linger, the sink's 0.25 s batch).
+The table above: `python -m benchmarks --only end_to_end` at main e12f55c
+(the ingress groups callbacks per partition, group wait 0, `make run`'s
+default), 08:45-08:48 UTC, load average 4.0-6.2: **knee 3,000 callbacks/s**,
+end-to-end p99 895 ms (p50 467), HTTP p99 492 ms. At 4,000 offered the
+ingress answered 3,412/s and its answers queued (HTTP p99 1.7 s), at 5,000 it
+answered 3,908/s; the rows it accepted still reached DuckDB within 1 s (p99
+796 and 902 ms). Before grouping and this generator: 2,000/s on a quiet
+machine (2026-11-25), no step held at load 9-10 (2026-12-02 02:00 UTC).
 
-Side by side with main before this session's changes (b17ce77), same harness,
-`python -m benchmarks.end_to_end --rates 250,500,1000 --seconds 5`, load average
-5.6-6.6, 2026-12-02 02:05 UTC: the ingress went from 482 to 356 us of CPU per
-callback at 1,000 offered/s (608 to 472 at 500/s); the worker 264 -> 300 and
-400 -> 444 us, within the noise of this machine (the reassembly benchmark, mixed
-load, 100,000 callbacks, `--only "faust worker"`, twice each: 28.9 and 30.3 CPU s
-before, 24.8 and 38.5 after); the knee at that load was 250/s before, 500/s
-after."""
+Other runs of today, same benchmark (`python -m benchmarks.end_to_end --rates
+1000,2000,3000,4000,5000,6000`, or `2000,3000,4000`, 10 s steps), knee by group
+wait and load average: wait 0: 3,000 (load 5.7-9.3), 4,000 (2.7-3.0), 3,000
+(2.0-2.8); 2 ms: 2,000 (6.1-8.2); 5 ms: 2,000 (4.2-5.3); 10 ms: 2,000 (3.5-6.7),
+4,000 (1.2-1.9); 20 ms: 4,000 (2.4-2.9, 5,000 offered -> 3,986 answered). No
+wait held 5,000; the knee follows the machine's load more than the wait.
+
+**Callbacks per record** grow with the rate at wait 0: 1.0-1.2 up to 1,000/s,
+1.4-2.1 at 2,000, 2.6-2.9 at 3,000 (7.4 in the run above, where the ingress
+briefly fell behind), 5.9 at 4,000, 17-24 once the ingress is behind (its loop
+accepts more callbacks per turn). A 10 ms wait gave 3.0, 4.9 and 8.2 at
+2,000, 3,000 and 4,000/s. The worker's CPU per callback follows: 300 us at
+1,000/s, 145-205 at 2,000, 90-130 at 3,000-4,000 (250-300 before grouping).
+0 and 10 ms side by side (`--rates 2000,3000,4000`, alternating, twice, load
+1.2-3.5, 08:37-08:49 UTC), pipeline CPU per callback without the generator:
+at 2,000/s 732 and 757 us at 0 against 588 and 613 at 10 ms (worker, ingress
+and broker all lower), at 3,000/s 555 and 557 against 533 and 491, at 4,000/s
+410 and 427 against 422 and 380; 10 ms held 4,000/s both times, 0 once. A wait
+helps at middle rates and costs every answer up to the wait, and it caps a
+sender with few connections (Ingress above): the default stays 0 and
+docs/configuration.md (The ingress under high volume) gives 10 ms as the
+setting for high volume.
+
+**Why not 5,000/s on these 2 cores.** At 4,000-5,000/s the pipeline spends
+about 416-475 us of CPU per callback (table above: ingress 157-181, broker
+134-156, worker 79-91, sinks 46-47) plus 35-40 for the generator: 5,000/s is
+2.3-2.6 cores, more than the machine has before anyone else runs anything.
+The ingress is the first to fall behind: one process, 160-200 us per
+callback, sharing the 2 cores with the four others. `--ingest-workers 2` did
+not help here (08:44 UTC, load 2.7-5.5, wait 0: no step held at 3,000-6,000/s,
+end-to-end p99 0.97-1.3 s): its second process competes for the same cores.
+What 5,000/s takes is a third core, or less CPU per callback in the ingress
+(aiohttp and aiokafka, Ingress above) and in the broker, whose CPU per
+callback (106-300 us at 2,000-5,000/s today) now exceeds the worker's.
+
+The generator matters: with aiohttp's client (276-344 us of CPU per callback,
+the ingress's own order) the same code held only 1,000/s (08:06 UTC, load
+4.5-7.1; 2,000 offered -> 1,472 answered, HTTP p50 3.6 s). Since 08:10 it
+writes its requests on asyncio's transports (35-70 us per callback)."""
 
 
 INGRESS_FINDINGS = """\
-### What the ingress spends (py-spy, `cProfile` with a CPU clock)
+### Grouped publishing (issue 15), 2026-12-02 08:42 UTC
 
-The table above: `python -m benchmarks --only ingress` at main 63e2bf4, on 2 cores
-(AMD EPYC), load average 8.3-9.5 (12.9 by the end of the x2 rows). Issue 15
-asks for `ingress x1` at 0.5x bare or better in each encoding: form 0.64x and
-JSON 0.51x are there, GET is at 0.46x (334 against bare's 154 us of CPU per
-request; 0.5x needs 308). GET is the hardest: bare GET only decodes the query,
-the cheapest request aiohttp serves, so our fixed cost per callback weighs most.
+The table above: `python -m benchmarks --only ingress` at main e12f55c (callbacks
+accepted together travel as one raw record per partition, `ingest.grouping`;
+`SMS_REPLIES_PUBLISH_GROUP_WAIT` 0, the default), on 2 cores (AMD EPYC), load
+average 1.4-1.9. `ingress x1` is at 0.39x bare's CPU per request for GET (161
+against 63 us), 0.49x for form (179 / 87) and 0.45x for JSON (179 / 80), with
+3.4-3.7 callbacks per raw record: issue 15's 0.5x is not reached in this run.
+The run of 05:24 UTC below (before grouping, load 8.3-9.5) measured 0.46x,
+0.64x and 0.51x: on a busy machine both targets slow down, bare more, so the
+ratio looks better the busier the machine; compare ratios within a run.
 
-**Profile of `ingress x1`, GET, after this work** (py-spy `--nonblocking` at
+**What grouping changed in the ingress.** Same harness, one process per code,
+alternating (bare, grouped e12f55c, one record per callback 63e2bf4; 3 rounds of
+6 s, load 3.9-6.1, 08:27-08:30 UTC), medians of CPU per request: GET 149
+against 152 us, form 164 against 184, JSON 163 against 151 (bare 66, 98, 79),
+2.5-3.3 callbacks per record against 1. Within this machine's noise: wrk's 32
+connections over the raw topic's 8 partitions make at most 4 callbacks per
+record in a closed loop, and what a group saves in aiokafka (its share of the
+on-CPU samples 22 % -> 15 %) the grouping spends again in our code (publisher,
+grouping and record 7 % -> 11 %). Grouping pays where many callbacks arrive
+at once, in the worker and under open-loop load (End to end below).
+
+**`SMS_REPLIES_PUBLISH_GROUP_WAIT` under wrk** (0, 1, 2, 5 ms; 2 rounds of 6 s,
+load 5.7-8.3, 08:17-08:21 UTC): 2.7, 3.2, 3.5, 4.0 callbacks per record, CPU per
+GET request 181-188, 165-179, 170-175, 174-188 us (bare 71-75): no saving a
+closed loop can show (a group is capped by the requests in flight) and every
+answer waits that much longer (GET 3,315-3,429 -> 2,012-2,502 requests/s at
+5 ms). The default stays 0.
+
+**Profile of `ingress x1`, GET, grouped** (py-spy `--nonblocking` at 200 Hz for
+15 s under the same wrk load, e12f55c, load 5.4-5.7, 151 us per request): 23 %
+of the samples in `_SelectorSocketTransport.write` (left out, as below); of
+the on-CPU samples, aiohttp 36 %, the event loop 21 %, aiokafka 15 %, ours
+23 % (publisher, grouping, record encoding and murmur2 11 %, the handler 6 %,
+parsing 6 %), prometheus 1 %. Nothing of ours above 2 % is work that could go:
+the largest are the resumption of the callback at its acknowledgement, the
+record's encoding (`RawPart.encode`, 1.3 %), its partition (murmur2, 1.3 %)
+and its place in a group (1.2 %); no change was made. 0.5x for GET needs
+about 35 us less per request, about all of our code: what is left is aiohttp
+(the same work as bare's), the extra wake-up of each callback by its
+acknowledgement, and aiokafka's pure-Python producer path. Going under it
+takes an event loop in C (uvloop: a new dependency, and bare would get it too)
+or a producer with a C protocol path; neither was tried.
+
+### What the ingress spent before grouping (py-spy, `cProfile` with a CPU clock)
+
+The run of 2026-12-02 05:24 UTC, `python -m benchmarks --only ingress` at main
+63e2bf4, on 2 cores (AMD EPYC), load average 8.3-9.5 (12.9 by the end of the
+x2 rows): `ingress x1` at 0.46x bare (GET, 334 against 154 us of CPU per
+request; 0.5x needed 308), 0.64x (form), 0.51x (JSON). GET is the hardest:
+bare GET only decodes the query, the cheapest request aiohttp serves, so our
+fixed cost per callback weighs most.
+
+**Profile of `ingress x1`, GET, at 63e2bf4** (py-spy `--nonblocking` at
 200 Hz for 20 s under the same wrk load, load 13, 63e2bf4). 28 % of the samples
 sat in `_SelectorSocketTransport.write` itself: the process waiting for the CPU
 after each socket write woke wrk or the broker (its system CPU is only 7-10 % of
@@ -576,7 +656,7 @@ medians of 3-5 runs of 4-6 s, alternating; bare in the same run):
 
 Altogether, against bare in the same runs: from 0.35x (GET), 0.44x (form),
 0.43x (JSON) at the start of this work (load 5.6-7.2) to 0.46x, 0.64x, 0.51x in
-the table above.
+the 05:24 UTC run.
 
 Not kept: `linger_ms` 3 or 5 instead of 1 (GET 314 / 348 / 312 us, JSON
 319 / 326 / 349 for 1 / 3 / 5, load 8.6-9.1: no less CPU, more latency);
@@ -585,7 +665,7 @@ us, load 10.6); publishing in groups (one aiokafka `BatchBuilder` per partition 
 loop tick) measured no better than aiokafka's own batching in a publish-only loop
 (48-110 us against 51-67 us per record, load 10-12).
 
-**What is left for GET** (26 us a request, 8 %): nothing big remains in our
+**What was left for GET then** (26 us a request, 8 %): nothing big remained in our
 code (45-85 us, a part of it the record and the metrics, which must stay).
 The rest is the publish: aiokafka's Python per record (`send` with its metadata
 wait, partition sets and `TopicPartition`, the batch append and future, the
