@@ -16,7 +16,6 @@ import duckdb
 import pytest
 from tests.analytics_sample import NUMBER_A, NUMBER_B, SAMPLE_REPLIES, write_sample
 
-from sms_replies.analytics import queries
 from sms_replies.analytics.campaigns import Campaign, declare_campaign
 from sms_replies.analytics.params import (
     Bucket,
@@ -28,6 +27,7 @@ from sms_replies.analytics.params import (
 )
 from sms_replies.analytics.queries import (
     ReplyFilter,
+    _timeseries,
     bucket_starts,
     list_replies,
     summary,
@@ -173,12 +173,13 @@ def test_hour_buckets_across_spring_forward(db: Path) -> None:
 def test_hour_buckets_counted_in_pieces_as_in_one_statement(
     db: Path, tz: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """DuckDB counts hour buckets a day at a time (queries._pieces): with pieces of one
-    bucket, of two, or one statement, every point is the same (a DST change inside)."""
+    """DuckDB counts hour buckets a day at a time (queries._timeseries._pieces): with
+    pieces of one bucket, of two, or one statement, every point is the same (a DST change
+    inside)."""
     q = dataclasses.replace(RANGE, bucket="hour", tz=tz)
     results = []
     for size in (1, 2, 10**6):
-        monkeypatch.setattr(queries, "PIECE_BUCKETS", size)
+        monkeypatch.setattr(_timeseries, "PIECE_BUCKETS", size)
         with reading(db) as con:
             results.append(timeseries(con, q))
     assert results[0] == results[1] == results[2]
