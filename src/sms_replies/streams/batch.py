@@ -56,8 +56,13 @@ class TableBatch:
     def get(self, key: bytes, event: Any) -> bytes | None:
         if key in self._staged:
             return self._staged[key][1]
-        with in_event(event):
+        # in_event(event) without the generator context manager: a read per part
+        # of a long reply, and the context manager cost as much as the read (py-spy).
+        token = _current_event.set(weakref.ref(event))
+        try:
             value: bytes | None = self._table.data.get(key)
+        finally:
+            _current_event.reset(token)
         return value or None
 
     def set(self, key: bytes, value: bytes | None, event: Any) -> None:
@@ -70,11 +75,14 @@ class TableBatch:
         last_sent: dict[int, asyncio.Future[Any]] = {}
         for key, (event, value) in self._staged.items():
             partition: int = event.message.partition
-            with in_event(event):
+            token = _current_event.set(weakref.ref(event))  # in_event(event), inlined
+            try:
                 if value is None:
                     store.pop(key, None)
                 else:
                     store[key] = value
+            finally:
+                _current_event.reset(token)
             last_sent[partition] = await self._send_changelog(partition, key, value)
         topic = self._table.changelog_topic.get_topic_name()
         for partition, future in last_sent.items():
