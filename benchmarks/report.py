@@ -697,11 +697,18 @@ on a quiet machine (load average 0.9-2.5):
 Grouping halved the worker's CPU per callback, and quix-streams' too (its own
 per-message costs, librdkafka's and its pipeline's, are paid once per record
 as well): the rate ratio went from 0.26x to 0.46x, in CPU from 0.27x to 0.35x.
-The issue's 0.5x is not reached; its 0.25x floor is passed on both loads. The
-same command earlier the same morning (08:13 UTC, load average 5-7, before the
-producer partitioner below) measured 0.29x grouped (32.8 parts/record; worker
-102 us, quix 28 us per callback) and 0.17x one per record (196 and 54 us): the
-rates move with the other work on these 2 cores, CPU per callback less.
+The rates move with the other work on these 2 cores (the worker's more than
+quix-streams'), CPU per callback less. Two other runs the same morning: 08:13
+UTC, the same command, load average 5-7, before the producer partitioner below:
+0.29x grouped (32.8 parts/record; worker 102 us, quix 28 us per callback) and
+0.17x one per record (196 and 54 us); 08:53 UTC, the landed code (5ab406f),
+`python -m benchmarks.reassembly --load mixed --load "mixed (one per record)"
+--only quix-streams --only "faust worker"`, load average 2.7-4.4: 0.23x grouped
+(33.3 parts/record; worker 102 us, quix 32 us; 0.32x in CPU) and 0.21x one per
+record (204 and 47 us; 0.23x). Grouped, the worker is at 0.23-0.46x of
+quix-streams in rate and 0.32-0.35x in CPU on this machine: at best just short
+of the issue's 0.5x, at worst under its 0.25x floor; one part per record
+0.17-0.26x. Not done.
 
 **Group size.** A record holds the callbacks published in the same turn of the
 ingress's event loop for one partition, so its size is about (callbacks
@@ -747,7 +754,15 @@ samples one part per record, is gone from the picture; what is left is Python
 per callback, ours and aiokafka's per produced record (quix-streams hands its
 records to librdkafka, C). Changed on that evidence: the worker's producer
 partitions with `sms_replies.broker.partitioner.default_partitioner` (the
-ingress's, same partition for every key as aiokafka's: tests/unit/test_partitioner.py).
+ingress's, same partition for every key as aiokafka's: tests/unit/test_partitioner.py);
+the table's reads and writes set Faust's current event without a generator
+context manager (`TableBatch.get`: 2.5 -> 0.6 us a read in a micro-benchmark
+over a dict store; a read and a write per long-reply part, 1-2 % of the
+worker's CPU here, within the noise of these runs, not in the figures above).
+Measured and left: the provider timestamp parsed twice per part (bounds check,
+then the reply), 5 % of the samples, and the keyword fold of texts not in its
+cache, 5 %; then aiokafka's per-record produce path (accumulator, futures,
+delivery callbacks), which only a producer with a C path would remove.
 
 Faust's floor with groups: `python -m benchmarks.faust_floor --load mixed` now
 fills its topic through the ingress too (an event is a record, one callback or
