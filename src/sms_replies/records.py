@@ -10,6 +10,7 @@ schema version ``v`` so that consumers can reject what they do not understand.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -36,6 +37,9 @@ PROVIDER_TIMESTAMP_FORMAT: Final = "%Y-%m-%d %H:%M:%S"
 _PROVIDER_TIMESTAMP_SHAPE: Final = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}(:[0-9]{2}){2}")
 
 
+# Read twice a part in the worker (bounds, then the reply); callbacks of the same
+# second share their timestamp. Errors are not cached (lru_cache caches returns only).
+@functools.lru_cache(maxsize=4096)
 def provider_time_ms(value: str) -> int:
     """``'2016-03-09 16:00:30'`` (UTC) as epoch milliseconds.
 
