@@ -29,7 +29,7 @@ The whole tree (classes defined next to the code that raises them say where)::
     │   ├── StoreUnavailableError   the server is unreachable or failed (retriable)
     │   ├── StoreDataError          the store rejects the data itself
     │   └── PrivacyStoreError       stores/selection.py: erase/retention failed
-    └── ApiError                    analytics/api.py: an API answer (status, error)
+    └── ApiError                    analytics/api/_http.py: an API answer (status, error)
         └── _InvalidParametersError
 
 A test (tests/unit/test_errors.py) checks that every exception class the
