@@ -115,9 +115,8 @@ def _words(rng: random.Random, length: int) -> str:
 Via = Literal["ingress", "producer"]
 
 #: Callbacks in flight at the ingress while a topic is filled ``via="ingress"``: the
-#: end-to-end benchmark's client (benchmarks/end_to_end.py, an aiohttp connector
-#: limited to 512 connections; open loop, so it has that many in flight once the
-#: ingress falls behind its rate).
+#: most connections the end-to-end benchmark's client opens (end_to_end.MAX_CONNECTIONS;
+#: open loop, so it has that many in flight once the ingress falls behind its rate).
 INGRESS_CONCURRENCY = 512
 
 
