@@ -46,6 +46,8 @@ _NON_WORD = re.compile(r"[^A-Z0-9]+")
 
 def _fold(text: str) -> str:
     """Uppercase, strip accents and turn punctuation into spaces."""
+    if text.isascii():  # NFKD leaves ASCII as it is, and it has no combining marks
+        return _NON_WORD.sub(" ", text.upper()).strip()
     decomposed = unicodedata.normalize("NFKD", text)
     ascii_only = "".join(ch for ch in decomposed if not unicodedata.combining(ch))
     return _NON_WORD.sub(" ", ascii_only.upper()).strip()

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import gc
+import re
 import tracemalloc
+import unicodedata
 
 import pytest
 from hypothesis import given
@@ -60,6 +62,17 @@ def test_keyword_from_the_head_of_the_text_is_the_keyword_of_the_whole_text(text
 @given(st.text(alphabet="aéE\u0301 .!-ﬁ①\u00a0x", min_size=60, max_size=70))
 def test_keyword_when_the_head_ends_inside_or_next_to_a_word(text: str) -> None:
     assert keyword_of(text) == _keyword_of_whole_text(text)
+
+
+def _fold_by_decomposition(text: str) -> str:
+    decomposed = unicodedata.normalize("NFKD", text)
+    ascii_only = "".join(ch for ch in decomposed if not unicodedata.combining(ch))
+    return re.sub(r"[^A-Z0-9]+", " ", ascii_only.upper()).strip()
+
+
+@given(st.text(alphabet=st.characters(max_codepoint=127), max_size=100) | st.text(max_size=100))
+def test_the_ascii_fold_is_the_fold_by_decomposition(text: str) -> None:
+    assert _fold(text) == _fold_by_decomposition(text)
 
 
 def test_the_keyword_cache_holds_heads_not_whole_texts() -> None:
