@@ -86,7 +86,14 @@ def stop_source(text: str, message_type: str) -> StopSource | None:
     """Why this reply is an opt-out: the provider said so, or the text says so; None if not."""
     if message_type == "stop":
         return "provider"
-    if keyword_of(text) in STOP_KEYWORDS:
+    return stop_source_of_keyword(keyword_of(text), message_type)
+
+
+def stop_source_of_keyword(keyword: str, message_type: str) -> StopSource | None:
+    """:func:`stop_source` of a text whose :func:`keyword_of` is ``keyword`` (folded once)."""
+    if message_type == "stop":
+        return "provider"
+    if keyword in STOP_KEYWORDS:
         return "text"
     return None
 

@@ -14,9 +14,11 @@ from sms_replies.streams.reassembly import (
     GAP_MARKER,
     KeyState,
     accept,
+    assemble,
     expire,
     expire_due,
     recovery_deadline,
+    single_reply,
 )
 
 MakePart = Callable[..., RawPart]
@@ -160,6 +162,28 @@ def test_single_message_passes_through_and_leaves_state_alone(make_part: MakePar
     step = accept(None, single)
     assert step.pending is None
     assert [(r.text, r.parts_expected, r.complete) for r in step.replies] == [("Oui", 1, True)]
+
+
+@given(
+    st.builds(
+        RawPart,
+        channel=st.sampled_from(["long_number", "short_number"]),
+        sender=st.sampled_from(["+33612345678", "h:" + "ab" * 32]),
+        recipient=st.sampled_from(["+33756781234", None]),
+        text=st.sampled_from(["", "Oui", "STOP", "stop merci", "Arrêt!"]) | st.text(max_size=80),
+        provider_message_id=st.text(max_size=20),
+        message_type=st.sampled_from(["text", "unicode", "stop", "binary"]),
+        received_at_ms=st.integers(0, 253_402_300_799_999),
+        concat=st.none(),
+        provider_timestamp=st.sampled_from([None, "2026-11-25 09:51:46", "2016-02-30 00:00:00"])
+        | st.text(max_size=20),
+        campaign=st.sampled_from([None, "spring"]),
+        tag=st.sampled_from([None, "a b"]),
+    )
+)
+def test_a_single_reply_is_the_reply_assembled_of_its_one_part(part: RawPart) -> None:
+    assert single_reply(part) == assemble([part], total=1)
+    assert single_reply(part).encode() == assemble([part], total=1).encode()
 
 
 def test_reply_id_is_deterministic_and_distinct(make_part: MakePart) -> None:
