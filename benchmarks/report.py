@@ -572,9 +572,21 @@ record's encoding (`RawPart.encode`, 1.3 %), its partition (murmur2, 1.3 %)
 and its place in a group (1.2 %); no change was made. 0.5x for GET needs
 about 35 us less per request, about all of our code: what is left is aiohttp
 (the same work as bare's), the extra wake-up of each callback by its
-acknowledgement, and aiokafka's pure-Python producer path. Going under it
-takes an event loop in C (uvloop: a new dependency, and bare would get it too)
-or a producer with a C protocol path; neither was tried.
+acknowledgement, and aiokafka's pure-Python producer path.
+
+**uvloop, measured and left** (09:08-09:33 UTC, load 1.5-3.6, the clean-clone CI
+running part of the time): `sms-replies ingest` under the same wrk scripts
+(32 connections, 10 s per encoding), asyncio's loop and uvloop 0.23 alternating
+with the order swapped every round, 11 rounds x 3 encodings: 147.5 against
+137.6 us of CPU per request, **0.93x** (bootstrap 95 % interval 0.88-0.99;
+median of the 33 pairs 0.96, uvloop lower in 20 of them); the bare handler
+gained nothing (67.0 against 67.6 us). Against bare, the ingress went from 0.45x
+to 0.49x in CPU. py-spy: asyncio's Python loop code, 19-22 % of the ingress's
+samples, becomes 5-7 % in uvloop plus about 5 % of asyncio code left; the
+socket writes stay. About 10-12 us a callback, 2.5 % of the pipeline's 416-475
+us at 4,000-5,000/s (End to end below): under the 10 % that would justify a
+new dependency and a second event loop to test, so it did not land. Left: a
+producer with a C protocol path.
 
 ### What the ingress spent before grouping (py-spy, `cProfile` with a CPU clock)
 
