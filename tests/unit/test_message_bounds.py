@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pydantic import ValidationError
 from tests.unit.test_ingress_security import MemoryPublisher, make_settings
 
@@ -16,12 +19,14 @@ from sms_replies.bounds import (
     MAX_SENDER,
     MAX_TIMESTAMP,
     Bounds,
+    check_decoded_part,
+    check_part,
     worst_state_bytes,
 )
 from sms_replies.errors import InvalidCallback
 from sms_replies.ingest.app import CALLBACK_PATH, create_app
 from sms_replies.ingest.parsing import parse_callback
-from sms_replies.records import Concat, RawPart
+from sms_replies.records import Concat, RawPart, RecordDecodeError
 from sms_replies.settings import Settings
 from sms_replies.streams.reassembly import Closed, KeyState
 
@@ -137,3 +142,74 @@ async def test_the_reproduced_requests_are_answered_400_and_nothing_is_published
     finally:
         await client.close()
     assert publisher.parts == []
+
+
+def _around(limit: int) -> st.SearchStrategy[str]:
+    """Strings just within and just beyond ``limit`` characters, or any short text."""
+    return st.integers(max(0, limit - 1), limit + 1).map(lambda n: "x" * n) | st.text(max_size=8)
+
+
+_VALID_PART = {
+    "v": 1,
+    "channel": "long_number",
+    "sender": "+33612345678",
+    "recipient": "+33756781234",
+    "text": "Oui",
+    "provider_message_id": "m-1",
+    "message_type": "text",
+    "received_at_ms": NOW,
+    "concat": {"ref": 7, "total": 3, "part": 1},
+    "provider_timestamp": "2026-11-25 09:51:46",
+    "campaign": "spring-A",
+    "tag": None,
+}
+#: Values at and beyond each field's bounds (and of the wrong type: msgspec's to refuse).
+_EDGES: dict[str, st.SearchStrategy[Any]] = {
+    "channel": st.sampled_from(["short_number", "other", 7]),
+    "sender": _around(MAX_SENDER),
+    "recipient": st.none() | _around(MAX_PHONE),
+    "text": st.sampled_from([0, 4, 5, 6, 319, 320, 321, 2000, 2001]).map(lambda n: "é" * n),
+    "provider_message_id": _around(MAX_ID),
+    "message_type": _around(16),
+    "received_at_ms": st.sampled_from([0, -1, 253_402_300_799_999, 2**63, True]),
+    "concat": st.none()
+    | st.fixed_dictionaries(
+        {
+            "ref": st.sampled_from([0, 7, 65535, 65536, -1, True]),
+            "total": st.sampled_from([0, 1, 3, 4, 64, 65]),
+            "part": st.sampled_from([0, 1, 3, 4]),
+        }
+    ),
+    "provider_timestamp": st.none()
+    | st.sampled_from(["2016-02-30 00:00:00", "1969-12-31 23:59:59", "2026-11-25 9:51:46"])
+    | _around(MAX_TIMESTAMP),
+    "campaign": st.none() | st.sampled_from(["", "a\tb", "é", "~" * 64, "x" * 65]),
+    "tag": st.sampled_from(["", "x", "\x7f", "x" * 65]),
+}
+_one_edge = st.one_of([st.builds(lambda v, k=k: {k: v}, edge) for k, edge in _EDGES.items()])
+_decodable = st.builds(
+    lambda edges: {**_VALID_PART, **edges},
+    _one_edge | st.fixed_dictionaries({}, optional=_EDGES),
+)
+
+
+@settings(max_examples=500)
+@given(_decodable, st.sampled_from([Bounds(), Bounds(max_part_text=5, max_parts=3)]))
+def test_a_decoded_part_is_checked_as_check_part_checks_it(
+    fields: dict[str, Any], bounds: Bounds
+) -> None:
+    """check_decoded_part (the worker's, after msgspec) refuses what check_part refuses,
+    with its error; it accepts what check_part accepts."""
+    try:
+        part = RawPart.decode(orjson.dumps(fields))
+    except RecordDecodeError:
+        return  # msgspec refused it: the worker never checks it
+    assert _error_of(check_decoded_part, part, bounds) == _error_of(check_part, part, bounds)
+
+
+def _error_of(check: Any, part: RawPart, bounds: Bounds) -> str | None:
+    try:
+        check(part, bounds)
+    except RecordDecodeError as exc:
+        return str(exc)
+    return None

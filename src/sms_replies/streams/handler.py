@@ -16,7 +16,7 @@ from typing import Any, Final, Protocol
 import orjson
 
 from sms_replies import metrics
-from sms_replies.bounds import Bounds, check_part
+from sms_replies.bounds import Bounds, check_decoded_part
 from sms_replies.erasures import ErasureList
 from sms_replies.records import (
     ExpiryTick,
@@ -124,7 +124,7 @@ class ReassemblyHandler:
                 raise TypeError(f"a raw record is bytes, not {type(value).__name__}")
             record = decode_raw(value)
             if isinstance(record, RawPart):
-                check_part(record, self._bounds)
+                check_decoded_part(record, self._bounds)
         except Exception as exc:
             pieces = split_group(value) if isinstance(value, bytes) else None
             if pieces is None:
@@ -140,7 +140,7 @@ class ReassemblyHandler:
         elif isinstance(record, RawGroup):
             for part in record.parts:
                 try:
-                    check_part(part, self._bounds)
+                    check_decoded_part(part, self._bounds)
                 except Exception as exc:
                     await self._reject(part.encode(), exc)
                     continue
@@ -152,7 +152,7 @@ class ReassemblyHandler:
         """One part of a group that did not decode as a whole."""
         try:
             part = RawPart.decode(value)
-            check_part(part, self._bounds)
+            check_decoded_part(part, self._bounds)
         except Exception as exc:
             await self._reject(value, exc)
             return
