@@ -61,6 +61,38 @@ def test_raw_parts_and_replies_encode_as_their_fields(
         assert KeyState.decode(step.pending.encode()) == step.pending
 
 
+_strings = st.text(max_size=30) | st.text(alphabet='\x00\x01\x08\t\n\x0c\r\x1f\x7f"\\/\u2028<é😀')
+_ints = st.integers(-(2**63), 2**64 - 1)  # what orjson writes
+
+
+@given(
+    st.builds(
+        Reply,
+        reply_id=_strings,
+        channel=st.sampled_from(["long_number", "short_number"]),
+        sender=_strings,
+        recipient=st.none() | _strings,
+        text=_strings,
+        keyword=_strings,
+        is_stop=st.booleans(),
+        stop_source=st.sampled_from([None, "text", "provider"]),
+        parts_expected=_ints,
+        parts_received=_ints,
+        complete=st.booleans(),
+        received_at_ms=_ints,
+        provider_message_ids=st.lists(_strings, max_size=3).map(tuple),
+        last_part_at_ms=st.none() | _ints,
+        late=st.booleans(),
+        provider_sent_at_ms=st.none() | _ints,
+        campaign=st.none() | _strings,
+        tag=st.none() | _strings,
+    )
+)
+def test_a_reply_encodes_as_orjson_writes_its_fields(reply: Reply) -> None:
+    """Reply.encode (msgspec) writes the bytes orjson writes, escapes and all."""
+    assert reply.encode() == _versioned(reply)
+
+
 @given(texts=st.lists(texts, min_size=1, max_size=5))
 def test_a_group_is_its_parts_objects_under_parts(texts: list[str]) -> None:
     parts = tuple(
