@@ -12,6 +12,7 @@ import orjson
 import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
+from prometheus_client import REGISTRY
 
 from sms_replies.bounds import RECORD_MARGIN, Bounds
 from sms_replies.records import Concat, ExpiryTick, RawGroup, RawPart, Reply
@@ -106,6 +107,53 @@ async def test_parts_of_one_batch_make_one_reply_and_one_write(
     assert value is not None
     assert KeyState.decode(value).closed is not None
     assert w.batch.table == {key: value}
+
+
+def _counted() -> dict[tuple[str, str], float]:
+    return {
+        (name, label): REGISTRY.get_sample_value(name, {key: label}) or 0.0
+        for name, key, labels in (
+            ("sms_replies_parts_processed_total", "result", ("single", "part", "duplicate")),
+            ("sms_replies_parts_processed_total", "result", ("dead_letter",)),
+            ("sms_replies_replies_emitted_total", "complete", ("true", "false")),
+        )
+        for label in labels
+    }
+
+
+async def test_the_metrics_count_each_batch_as_it_was_handled(
+    make_part: Callable[..., RawPart],
+) -> None:
+    w = worker()
+    first, second = make_part(part=1, total=2, text="a"), make_part(part=2, total=2, text="b")
+    before = _counted()
+    await w.run(make_part(text="Oui").encode(), first.encode(), b"not json", first.encode())
+    await w.run(second.encode(), partition=0)
+    added = {key: value - before[key] for key, value in _counted().items()}
+    assert added == {
+        ("sms_replies_parts_processed_total", "single"): 1,
+        ("sms_replies_parts_processed_total", "part"): 2,
+        ("sms_replies_parts_processed_total", "duplicate"): 1,
+        ("sms_replies_parts_processed_total", "dead_letter"): 1,
+        ("sms_replies_replies_emitted_total", "true"): 2,
+        ("sms_replies_replies_emitted_total", "false"): 0,
+    }
+
+
+async def test_what_a_failing_batch_handled_is_counted(
+    make_part: Callable[..., RawPart],
+) -> None:
+    w = worker()
+
+    async def fail(reply: Reply) -> None:
+        raise ConnectionError("the producer is gone")
+
+    w.handler._publish = fail
+    before = _counted()
+    with pytest.raises(ConnectionError):
+        await w.run(make_part(part=1, total=2).encode(), make_part(text="Oui").encode())
+    added = {key: value - before[key] for key, value in _counted().items() if value > before[key]}
+    assert added == {("sms_replies_parts_processed_total", "part"): 1}
 
 
 async def test_a_bad_record_goes_to_the_dead_letters_and_the_batch_goes_on(
