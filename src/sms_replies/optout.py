@@ -42,6 +42,8 @@ STOP_KEYWORDS = frozenset(
 )
 
 _NON_WORD = re.compile(r"[^A-Z0-9]+")
+#: A word of an ASCII text before it is uppercased (ASCII's upper() changes a-z only).
+_ASCII_WORD = re.compile(r"[A-Za-z0-9]+")
 
 
 def _fold(text: str) -> str:
@@ -78,6 +80,11 @@ def keyword_of(text: str) -> str:
 @functools.lru_cache(maxsize=1024)
 def _first_word_of_head(head: str) -> tuple[str, bool]:
     """The head's first word, and whether it is whole (a word break follows it)."""
+    if head.isascii():  # as _fold's words, without building the folded head
+        first = _ASCII_WORD.search(head)
+        if first is None:
+            return "", False
+        return first.group().upper(), _ASCII_WORD.search(head, first.end()) is not None
     folded = _fold(head)
     return (folded.split(" ", 1)[0] if folded else ""), " " in folded
 

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sms_replies.optout import MAX_KEYWORD, _fold, keyword_of, stop_source
+from sms_replies.optout import MAX_KEYWORD, _first_word_of_head, _fold, keyword_of, stop_source
 
 
 @pytest.mark.parametrize(
@@ -73,6 +73,12 @@ def _fold_by_decomposition(text: str) -> str:
 @given(st.text(alphabet=st.characters(max_codepoint=127), max_size=100) | st.text(max_size=100))
 def test_the_ascii_fold_is_the_fold_by_decomposition(text: str) -> None:
     assert _fold(text) == _fold_by_decomposition(text)
+
+
+@given(st.text(alphabet=st.characters(max_codepoint=127), max_size=70) | st.text(max_size=70))
+def test_the_first_word_of_a_head_is_the_first_word_of_its_fold(head: str) -> None:
+    folded = _fold_by_decomposition(head)
+    assert _first_word_of_head(head) == (folded.split(" ", 1)[0], " " in folded)
 
 
 def test_the_keyword_cache_holds_heads_not_whole_texts() -> None:
