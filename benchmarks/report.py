@@ -720,7 +720,22 @@ UTC, the same command, load average 5-7, before the producer partitioner below:
 record (204 and 47 us; 0.23x). Grouped, the worker is at 0.23-0.46x of
 quix-streams in rate and 0.32-0.35x in CPU on this machine: at best just short
 of the issue's 0.5x, at worst under its 0.25x floor; one part per record
-0.17-0.26x. Not done.
+0.17-0.26x.
+
+**After the worker's per-callback work** (0c10421-726a070 and e6d8622: the
+handler's own CPU per callback 21 -> 15 us in a driver over a dict table; the
+provider timestamp cached, an ASCII keyword without Unicode folding, a single
+reply built without the general assembly, a decoded part's bounds compared
+without re-checking types, `Reply.encode` by msgspec, metrics counted once a
+batch), the same command at 09:49 UTC on a quiet machine (load average
+0.4-0.7): grouped (36.1 parts/record) the worker did 17,716 callbacks/s at 66
+us of CPU each, quix-streams 28,277/s at 31 us: **0.63x** in rate, 0.47x in
+CPU; one part per record 7,486/s at 144 us against 25,654/s at 36 us: 0.29x
+(0.25x in CPU). One run, on the quietest machine of the day: with the earlier
+runs, grouped 0.23-0.63x in rate (0.32-0.47x in CPU), over the issue's 0.5x
+only when nothing else runs, and at the group sizes of 512 callbacks in
+flight; at the end-to-end benchmark's rates records hold 1-6 callbacks
+(End to end below), where the worker costs more per callback. Not done.
 
 **Group size.** A record holds the callbacks published in the same turn of the
 ingress's event loop for one partition, so its size is about (callbacks
