@@ -141,8 +141,6 @@ class ReassemblyHandler:
             if not isinstance(value, bytes):
                 raise TypeError(f"a raw record is bytes, not {type(value).__name__}")
             record = decode_raw(value)
-            if isinstance(record, RawPart):
-                check_decoded_part(record, self._bounds)
         except Exception as exc:
             pieces = split_group(value) if isinstance(value, bytes) else None
             if pieces is None:
@@ -157,22 +155,27 @@ class ReassemblyHandler:
             await self.on_tick(batch, event, record)
         elif isinstance(record, RawGroup):
             for part in record.parts:
-                try:
-                    check_decoded_part(part, self._bounds)
-                except Exception as exc:
-                    await self._reject(part.encode(), exc)
-                    continue
-                await self.on_part(batch, event, part, None)
+                await self.on_decoded_part(batch, event, part, None)
         else:
-            await self.on_part(batch, event, record, value)
+            await self.on_decoded_part(batch, event, record, value)
 
     async def on_group_piece(self, batch: Batch, event: Any, value: bytes) -> None:
         """One part of a group that did not decode as a whole."""
         try:
             part = RawPart.decode(value)
-            check_decoded_part(part, self._bounds)
         except Exception as exc:
             await self._reject(value, exc)
+            return
+        await self.on_decoded_part(batch, event, part, value)
+
+    async def on_decoded_part(
+        self, batch: Batch, event: Any, part: RawPart, value: bytes | None
+    ) -> None:
+        """A decoded part: within the bounds, handled; beyond them, a dead letter."""
+        try:
+            check_decoded_part(part, self._bounds)
+        except Exception as exc:
+            await self._reject(part.encode() if value is None else value, exc)
             return
         await self.on_part(batch, event, part, value)
 
