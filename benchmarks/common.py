@@ -25,7 +25,7 @@ from sms_replies.broker.embedded import EmbeddedBroker, free_port
 from sms_replies.broker.tansu import end_offsets
 from sms_replies.ingest.publisher import MAX_RECORD_BYTES, Publisher
 from sms_replies.procs import spawn, terminate
-from sms_replies.records import Concat, RawPart, Topics
+from sms_replies.records import Concat, RawPart, Topics, split_replies
 from sms_replies.settings import Settings
 
 LONG_NUMBER = "+33756781234"
@@ -222,8 +222,9 @@ async def count_records(
     partitions: int,
     start: dict[int, int] | None = None,
 ) -> tuple[int, float | None, float | None]:
-    """Read ``topic`` until ``expected`` records: (count, first, last) record timestamps in s.
+    """Read ``topic`` until ``expected`` replies: (count, first, last) record timestamps in s.
 
+    A record of the worker's may hold several replies (``ReplyGroup``): each counts.
     Timestamps are the producer's (CreateTime), so the window is the processor's
     own, not this reader's polling.
     """
@@ -245,7 +246,8 @@ async def count_records(
                     ts = record.timestamp / 1000
                     first = ts if first is None else min(first, ts)
                     last = ts if last is None else max(last, ts)
-                count += len(records)
+                    grouped = split_replies(record.value or b"")
+                    count += 1 if grouped is None else len(grouped)
         return count, first, last
     finally:
         await consumer.stop()

@@ -138,7 +138,7 @@ async def _steps(
             "replies_expected": expected,
             "load_avg": round(os.getloadavg()[0], 2),
             "publish_group_wait_s": settings.publish_group_wait,
-            # The ingress's grouping (ingest.grouping): one worker event per record.
+            # The ingress's grouping (sms_replies.grouping): one worker event per record.
             "callbacks_per_record": round(
                 load["accepted"]
                 / max(1, await raw_records(settings.bootstrap, settings) - records_before),

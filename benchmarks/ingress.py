@@ -120,7 +120,7 @@ def run(
                     requests = figures.pop("requests")
                     figures["cpu_us_per_request"] = round(cpu / max(requests, 1) * 1e6)
                     if workers:
-                        # Callbacks per raw record: the publisher's grouping (ingest.grouping).
+                        # Callbacks per raw record: the publisher's grouping (sms_replies.grouping).
                         records = _raw_records(address, settings) - records_before
                         figures["callbacks_per_record"] = round(requests / max(records, 1), 2)
                     figures["load_avg"] = round(os.getloadavg()[0], 2)

@@ -135,7 +135,7 @@ def render_markdown(saved: dict[str, Any]) -> str:
             "request; `x bare CPU` = bare's CPU per request / this target's, the ratio that",
             "survives a busy machine (wrk, the broker and the server share 2 cores).",
             "`callbacks/record`: callbacks answered / records written to the raw topic",
-            "over the same seconds (the publisher's grouping, `ingest.grouping`).",
+            "over the same seconds (the publisher's grouping, `sms_replies.grouping`).",
             "",
             _table(
                 [
@@ -534,7 +534,7 @@ INGRESS_FINDINGS = """\
 ### Grouped publishing (issue 15), 2026-12-02 08:42 UTC
 
 The table above: `python -m benchmarks --only ingress` at main e12f55c (callbacks
-accepted together travel as one raw record per partition, `ingest.grouping`;
+accepted together travel as one raw record per partition, `sms_replies.grouping`;
 `SMS_REPLIES_PUBLISH_GROUP_WAIT` 0, the default), on 2 cores (AMD EPYC), load
 average 1.4-1.9. `ingress x1` is at 0.39x bare's CPU per request for GET (161
 against 63 us), 0.49x for form (179 / 87) and 0.45x for JSON (179 / 80), with

@@ -238,6 +238,56 @@ def split_group(data: bytes) -> list[bytes] | None:
 
 
 @dataclass(frozen=True, slots=True)
+class ReplyGroup:
+    """Several replies in one record of the replies topic, all of the partition it is on.
+
+    The worker writes the replies of one batch that fall on the same partition
+    as one record: a producer's send and a sink's record cost paid once per
+    group (docs/benchmarks.md, Reassembly). Each reply is the object
+    :meth:`Reply.encode` writes, so a group is ``{"v": 1, "replies": [reply, ...]}``;
+    a reply alone is still its plain record.
+    """
+
+    replies: tuple[Reply, ...]
+
+    @staticmethod
+    def encode_replies(encoded_replies: Sequence[bytes]) -> bytes:
+        """The group of replies already encoded by :meth:`Reply.encode` (no second encode)."""
+        return b'{"v":%d,"replies":[%b]}' % (SCHEMA_VERSION, b",".join(encoded_replies))
+
+    def encode(self) -> bytes:
+        return self.encode_replies([reply.encode() for reply in self.replies])
+
+
+def decode_replies(data: bytes) -> list[Reply]:
+    """The replies of a record of the replies topic: a reply alone, or a group of them.
+
+    Typed, as :meth:`Reply.decode`: one bad reply makes the whole group a
+    RecordDecodeError; :func:`split_replies` gives each reply's bytes to tell them apart.
+    """
+    head = _check_version(data)
+    if head.replies:
+        return _typed(_REPLY_GROUP_DECODER, data, "ReplyGroup").replies
+    return [_typed(_REPLY_DECODER, data, "Reply")]
+
+
+def is_reply_group(data: bytes) -> bool:
+    """Whether ``data`` is a :class:`ReplyGroup` record (of any validity inside)."""
+    try:
+        return bool(_HEAD_DECODER.decode(data).replies)
+    except msgspec.DecodeError:
+        return False
+
+
+def split_replies(data: bytes) -> list[bytes] | None:
+    """The bytes of each reply of a :class:`ReplyGroup` record; None if ``data`` is not one."""
+    try:
+        return [bytes(reply) for reply in _REPLY_GROUP_SPLITTER.decode(data).replies]
+    except msgspec.DecodeError:  # ValidationError included
+        return None
+
+
+@dataclass(frozen=True, slots=True)
 class Topics:
     """Topic names, derived from one prefix so that test runs can isolate themselves."""
 
@@ -287,6 +337,7 @@ class _Head(msgspec.Struct):
     v: Any = None
     tick_ms: int | None = None
     parts: msgspec.Raw = msgspec.Raw()  # a group's parts, not decoded here
+    replies: msgspec.Raw = msgspec.Raw()  # a group's replies, the same
 
 
 # msgspec checks every field's type and bounds while it decodes, and is 4-7x
@@ -306,8 +357,18 @@ class _GroupSplit(msgspec.Struct):
     parts: list[msgspec.Raw]
 
 
+class _ReplyGroup(msgspec.Struct):
+    replies: list[Reply]
+
+
+class _ReplyGroupSplit(msgspec.Struct):
+    replies: list[msgspec.Raw]
+
+
 _GROUP_DECODER: Final = msgspec.json.Decoder(_Group)
 _GROUP_SPLITTER: Final = msgspec.json.Decoder(_GroupSplit)
+_REPLY_GROUP_DECODER: Final = msgspec.json.Decoder(_ReplyGroup)
+_REPLY_GROUP_SPLITTER: Final = msgspec.json.Decoder(_ReplyGroupSplit)
 
 
 def _check_version(data: bytes) -> _Head:

@@ -1,4 +1,4 @@
-"""Callbacks grouped per partition into raw records (ingest.grouping): no broker."""
+"""Callbacks grouped per partition into raw records (sms_replies.grouping): no broker."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sms_replies.ingest.grouping import PartitionGroups
+from sms_replies.grouping import PartitionGroups
 from sms_replies.records import RawGroup, RawPart, decode_raw
 
 

@@ -441,3 +441,40 @@ def test_batch_handling_never_raises_and_writes_only_what_fits(
 @pytest.fixture(autouse=True)
 def _no_log_noise(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level("CRITICAL", logger="sms_replies.streams.handler")
+
+
+async def test_replies_held_back_by_publish_leave_before_the_batchs_state(
+    make_part: Callable[..., RawPart],
+) -> None:
+    """The worker's outbox holds a batch's replies (streams.outbox): the handler sends
+    them at the batch's end, before the table writes, and before it returns."""
+    events: list[str] = []
+    held: list[Reply] = []
+
+    class Recording(DictBatch):
+        async def flush(self) -> None:
+            events.append(f"state {len(self.staged)}")
+
+    async def publish(reply: Reply) -> None:
+        held.append(reply)
+
+    async def flush_replies() -> None:
+        events.append(f"replies {len(held)}")
+        held.clear()
+
+    async def dead_letter(value: bytes, error: str) -> None:
+        raise AssertionError(error)
+
+    handler = ReassemblyHandler(
+        timeout_ms=TIMEOUT_MS,
+        horizon_ms=HORIZON_MS,
+        publish=publish,
+        dead_letter=dead_letter,
+        scan_partition=lambda event, partition: [],
+        flush_replies=flush_replies,
+    )
+    parts = [make_part(part=n, total=2, text=t) for n, t in ((2, "b"), (1, "a"))]
+    single = make_part(text="Oui")
+    batch = Recording()
+    await handler.handle_batch(batch, [Event(p.encode(), Message(0)) for p in (*parts, single)])
+    assert events == ["replies 2", "state 1"]

@@ -17,8 +17,12 @@ from sms_replies.records import (
     RawPart,
     RecordDecodeError,
     Reply,
+    ReplyGroup,
     decode_raw,
+    decode_replies,
+    is_reply_group,
     split_group,
+    split_replies,
 )
 from sms_replies.streams.reassembly import KeyState, accept, expire_due
 
@@ -117,3 +121,41 @@ def test_a_group_with_a_bad_part_does_not_decode_but_splits() -> None:
     with pytest.raises(RecordDecodeError, match="RawGroup"):
         decode_raw(record)
     assert split_group(record) == [good.encode(), bad]
+
+
+def _reply(text: str, n: int = 0) -> Reply:
+    step = accept(
+        None,
+        RawPart("long_number", "+33612345678", None, text, f"id{n}", "text", 1_700_000_000_000),
+    )
+    (reply,) = step.replies
+    return reply
+
+
+@given(texts=st.lists(texts, min_size=1, max_size=5))
+def test_a_reply_group_is_its_replies_objects_under_replies(texts: list[str]) -> None:
+    replies = tuple(_reply(text, n) for n, text in enumerate(texts))
+    encoded = ReplyGroup(replies).encode()
+    assert orjson.loads(encoded) == {
+        "v": SCHEMA_VERSION,
+        "replies": [orjson.loads(_versioned(r)) for r in replies],
+    }
+    assert decode_replies(encoded) == list(replies)
+    assert split_replies(encoded) == [r.encode() for r in replies]
+    assert is_reply_group(encoded)
+    # A reply alone is still the plain record every reader of the topic knows.
+    assert decode_replies(replies[0].encode()) == [replies[0]]
+    assert split_replies(replies[0].encode()) is None
+    assert not is_reply_group(replies[0].encode())
+
+
+def test_a_reply_group_with_a_bad_reply_does_not_decode_but_splits() -> None:
+    good = _reply("Oui").encode()
+    bad = good.replace(b'"parts_expected":1', b'"parts_expected":-1')
+    assert bad != good
+    record = ReplyGroup.encode_replies([good, bad])
+    with pytest.raises(RecordDecodeError, match="ReplyGroup"):
+        decode_replies(record)
+    assert split_replies(record) == [good, bad]
+    with pytest.raises(RecordDecodeError, match="Reply"):
+        Reply.decode(record)  # a reader of single replies refuses a group, loudly

@@ -24,7 +24,7 @@ from sms_replies import metrics
 from sms_replies.broker.partitioner import default_partitioner, murmur2
 from sms_replies.broker.probe import PROBE_TIMEOUT_S, metadata_round_trip
 from sms_replies.errors import BrokerUnavailable
-from sms_replies.ingest.grouping import PartitionGroups, Record
+from sms_replies.grouping import PartitionGroups, Record
 from sms_replies.records import RawPart, Topics
 
 log = logging.getLogger(__name__)

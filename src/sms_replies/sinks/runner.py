@@ -22,7 +22,14 @@ from aiokafka.errors import CommitFailedError, KafkaError
 from sms_replies import dead_letters, metrics
 from sms_replies.erasures import ErasureList
 from sms_replies.errors import SinkWriteError
-from sms_replies.records import RecordDecodeError, Reply, Topics
+from sms_replies.records import (
+    RecordDecodeError,
+    Reply,
+    Topics,
+    decode_replies,
+    is_reply_group,
+    split_replies,
+)
 from sms_replies.sinks.base import Sink
 
 log = logging.getLogger(__name__)
@@ -180,18 +187,34 @@ class SinkRunner:
         replies: list[Reply] = []
         self._sources.clear()
         for record in records:
-            try:
-                reply = Reply.decode(record.value or b"")
-            except RecordDecodeError as exc:
-                await self._dead_letter(record, str(exc))
-                continue
-            replies.append(reply)
-            self._sources[id(reply)] = record
+            for reply in await self._decode(record):
+                replies.append(reply)
+                self._sources[id(reply)] = record
         if self.erasures is not None and replies:
             replies = [r for r in replies if not self.erasures.is_erased(r.sender)]
-        if replies:
-            await self._write(replies)
+        # A record may hold several replies (a ReplyGroup): writes stay within batch_size.
+        for start in range(0, len(replies), self.batch_size):
+            await self._write(replies[start : start + self.batch_size])
         await self._commit(records)
+
+    async def _decode(self, record: ConsumerRecord[bytes, bytes]) -> list[Reply]:
+        """The record's replies; what does not decode is dead-lettered (a bad reply of a
+        group alone, the others kept)."""
+        value = record.value or b""
+        try:
+            return decode_replies(value)
+        except RecordDecodeError as exc:
+            pieces = split_replies(value)
+            if pieces is None:  # not a group, or not even its envelope: the record whole
+                await self._dead_letter(record, str(exc))
+                return []
+        replies: list[Reply] = []
+        for piece in pieces:
+            try:
+                replies.append(Reply.decode(piece))
+            except RecordDecodeError as exc:
+                await self._dead_letter(record, str(exc), value=piece, key=None)
+        return replies
 
     async def _write(self, replies: list[Reply]) -> None:
         """Write with retries; isolate and dead-letter replies the store rejects for good."""
@@ -227,7 +250,14 @@ class SinkRunner:
 
     async def _isolate_poison(self, replies: list[Reply], error: SinkWriteError) -> None:
         if len(replies) == 1:
-            await self._dead_letter(self._sources.get(id(replies[0])), str(error), replies[0])
+            reply = replies[0]
+            record = self._sources.get(id(reply))
+            if record is not None and record.value is not None and not is_reply_group(record.value):
+                await self._dead_letter(record, str(error))  # the record as it was read
+            else:  # one reply of a group: that reply alone, replayable on its own
+                await self._dead_letter(
+                    record, str(error), value=reply.encode(), key=reply.reply_id.encode()
+                )
             return
         middle = len(replies) // 2
         for half in (replies[:middle], replies[middle:]):
@@ -243,29 +273,24 @@ class SinkRunner:
         self,
         record: ConsumerRecord[bytes, bytes] | None,
         error: str,
-        reply: Reply | None = None,
+        *,
+        value: bytes | None = None,
+        key: bytes | None = None,
     ) -> None:
-        """Publish the envelope of ``record`` (or of ``reply``, re-encoded), replayable."""
-        if record is not None:
-            fields = dead_letters.envelope(
-                origin=("sink", self.sink.name),
-                error=error,
-                value=record.value or b"",
-                topic=record.topic,
-                key=record.key,
-                partition=record.partition,
-                offset=record.offset,
-            )
-        else:
-            value = reply.encode() if reply is not None else b""
-            key = reply.reply_id.encode() if reply is not None else None
-            fields = dead_letters.envelope(
-                origin=("sink", self.sink.name),
-                error=error,
-                value=value,
-                topic=self.topics.replies,
-                key=key,
-            )
+        """Publish the envelope of ``record``, or of ``value`` read from it (one reply of
+        a group, with ``key``), replayable."""
+        if value is None:
+            value = (record.value if record is not None else None) or b""
+            key = record.key if record is not None else None
+        fields = dead_letters.envelope(
+            origin=("sink", self.sink.name),
+            error=error,
+            value=value,
+            topic=record.topic if record is not None else self.topics.replies,
+            key=key,
+            partition=record.partition if record is not None else None,
+            offset=record.offset if record is not None else None,
+        )
         envelope = dead_letters.encode(fields)
         while True:
             try:

@@ -15,6 +15,7 @@ happen in the context of the partition that owns the key.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import Any, cast
 
 import faust
@@ -39,6 +40,7 @@ from sms_replies.streams.handler import (
     dead_letter_record,
 )
 from sms_replies.streams.holes import refetch_holes
+from sms_replies.streams.outbox import ReplyOutbox
 from sms_replies.streams.rocksdb import bound_store, export_memory
 
 #: Raw records handled per batch, and the longest wait to fill one (added latency
@@ -165,8 +167,18 @@ def create_app(
         delivery.add_done_callback(exit_on_send_failure)
         return delivery
 
-    async def send_reply(reply: Reply) -> None:
-        await send_or_exit(topics.replies, reply.reply_id.encode(), reply.encode())
+    async def replies_partitions() -> Sequence[int]:
+        producer = app.producer._ensure_producer()  # type: ignore[attr-defined]
+        return sorted(await producer.partitions_for(topics.replies))
+
+    async def send_replies_record(partition: int, key: bytes, value: bytes) -> None:
+        await send_or_exit(topics.replies, key, value, partition)
+
+    bounds = Bounds.of(settings)
+    # A batch's replies, one record per partition of the replies topic at its end.
+    outbox = ReplyOutbox(
+        max_bytes=bounds.max_value_bytes, partitions=replies_partitions, send=send_replies_record
+    )
 
     async def send_changelog(partition: int, key: bytes, value: bytes | None) -> Any:
         return await send_or_exit(changelog_topic, key, value, partition)
@@ -180,7 +192,7 @@ def create_app(
     pseudonymize_key = (
         settings.pseudonymize_key.get_secret_value().encode() if settings.pseudonymize_key else None
     )
-    base_publish = publish_reply or send_reply
+    base_publish = publish_reply or outbox.add
 
     async def publish(reply: Reply) -> None:
         # The one place replies leave the worker: with a key, no number in clear
@@ -197,7 +209,6 @@ def create_app(
                 if partition_of(key, partitions) == partition
             ]
 
-    bounds = Bounds.of(settings)
     handler = ReassemblyHandler(
         timeout_ms=int(settings.reassembly_timeout * 1000),
         horizon_ms=int(settings.dedup_horizon * 1000),
@@ -206,6 +217,7 @@ def create_app(
         scan_partition=scan_partition,
         bounds=bounds,
         erasures=ErasureList(settings.data_dir, key_bytes(settings.pseudonymize_key)),
+        flush_replies=None if publish_reply else outbox.flush,
     )
 
     @app.agent(raw_topic, name="reassemble")

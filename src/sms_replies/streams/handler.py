@@ -40,6 +40,8 @@ from sms_replies.streams.reassembly import (
 log = logging.getLogger(__name__)
 
 PublishReply = Callable[[Reply], Awaitable[None]]
+#: Sends what ``publish`` held back during a batch (:class:`.outbox.ReplyOutbox`).
+FlushReplies = Callable[[], Awaitable[None]]
 PublishDeadLetter = Callable[[bytes, str], Awaitable[None]]
 #: The table entries of one partition, read in the context of one of its events.
 ScanPartition = Callable[[Any, int], Iterable[tuple[bytes, bytes]]]
@@ -77,6 +79,7 @@ class ReassemblyHandler:
         scan_partition: ScanPartition,
         bounds: Bounds = DEFAULT_BOUNDS,
         erasures: ErasureList | None = None,
+        flush_replies: FlushReplies | None = None,
     ) -> None:
         self._bounds = bounds
         # Erased numbers: their parts are dropped, their held state deleted.
@@ -84,6 +87,7 @@ class ReassemblyHandler:
         self._purged: dict[int, int] = {}  # partition -> erasure list generation purged
         self._windows = {"timeout_ms": timeout_ms, "horizon_ms": horizon_ms}
         self._publish = publish
+        self._flush_replies = flush_replies
         self._dead_letter = dead_letter
         self._scan_partition = scan_partition
         self.index = ExpiryIndex()
@@ -110,6 +114,8 @@ class ReassemblyHandler:
         try:
             for event in events:
                 await self.on_event(batch, event)
+            if self._flush_replies is not None:
+                await self._flush_replies()  # what ``publish`` held back, out before the state
             await batch.flush()
         finally:
             self.count_metrics()
