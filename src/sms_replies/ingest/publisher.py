@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import logging
 import time
 from typing import Any
@@ -140,20 +141,39 @@ class Publisher:
             self._sending = asyncio.create_task(self._send_groups())
 
     async def _send_groups(self) -> None:
-        """Send what was grouped, until nothing is left (parts added meanwhile too)."""
+        """Send what was grouped, a round at a time, until nothing is left.
+
+        One round in flight: the callbacks that arrive while the broker has not yet
+        acknowledged a round group up for the next one (aiokafka would hold them
+        as well: one produce request in flight per broker).
+        """
         try:
             while records := self._groups.drain():
+                deliveries = []
                 for record in records:
-                    await self._send_record(record)
+                    delivery = await self._send_record(record)
+                    if delivery is not None:
+                        deliveries.append(delivery)
+                if deliveries:
+                    # Bounded: aiokafka fails a batch after its request timeout.
+                    await asyncio.wait(deliveries, timeout=self.timeout)
         finally:
             self._sending = None
 
-    async def _send_record(self, record: Record[asyncio.Future[None]]) -> None:
+    async def _send_record(
+        self, record: Record[asyncio.Future[None]]
+    ) -> asyncio.Future[Any] | None:
         try:
             producer = self._producer or await self.connect()
+            # The record as a batch of its own (one a partition a round): none of
+            # send()'s per-message work (serialisation, partitioner, a future and
+            # RecordMetadata per message, the accumulator's append loop).
+            batch = producer.create_batch()
+            batch.append(key=record.key, value=record.value, timestamp=None)
+            batch.close()
             # Bounded by the producer's request timeout (metadata, a full buffer).
-            delivery = await producer.send(
-                self.topics.raw, record.value, key=record.key, partition=record.partition
+            delivery: asyncio.Future[Any] = await producer.send_batch(
+                batch, self.topics.raw, partition=record.partition
             )
         except Exception as exc:  # every waiter answers 503; the sender goes on
             log.warning(
@@ -162,8 +182,9 @@ class Publisher:
             _settle_all(
                 record.waiters, exc if isinstance(exc, KafkaError) else KafkaError(repr(exc))
             )
-            return
-        delivery.add_done_callback(lambda done: _settle(record.waiters, done))
+            return None
+        delivery.add_done_callback(functools.partial(_settle, record.waiters))
+        return delivery
 
     async def publish_reject(self, record: bytes) -> None:
         """Keep a rejected request for audit (same durability as a callback)."""
