@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -74,15 +74,15 @@ def harness(data_dir: Path) -> Harness:
     async def dead_letter(value: bytes, error: str) -> None:
         raise AssertionError(error)
 
-    def scan(event: Any, partition: int) -> Iterable[tuple[bytes, bytes]]:
-        return list(batch.table.items())
+    def scan(event: Any) -> dict[int, list[tuple[bytes, bytes]]]:
+        return {event.message.partition: list(batch.table.items())}
 
     handler = ReassemblyHandler(
         timeout_ms=TIMEOUT_MS,
         horizon_ms=HORIZON_MS,
         publish=publish,
         dead_letter=dead_letter,
-        scan_partition=scan,
+        scan_table=scan,
         erasures=ErasureList(data_dir, KEY),
     )
     return Harness(batch, handler, replies)

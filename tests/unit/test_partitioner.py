@@ -54,3 +54,10 @@ def test_the_worker_s_producer_partitions_with_it() -> None:
         faust_settings(Settings.load(kafka_bootstrap="localhost:9092"))["producer_partitioner"]
         is default_partitioner
     )
+
+
+@given(st.binary(max_size=64), st.integers(1, 64))
+def test_the_worker_s_partition_of_a_key_is_aiokafka_s(key: bytes, count: int) -> None:
+    from sms_replies.streams.expiry import partition_of
+
+    assert partition_of(key, count) == (aiokafka_murmur2(key) & 0x7FFFFFFF) % count

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -82,15 +82,15 @@ def worker(bounds: Bounds | None = None) -> Worker:
     async def dead_letter(value: bytes, error: str) -> None:
         dead.append((value, error))
 
-    def scan(event: Any, partition: int) -> Iterable[tuple[bytes, bytes]]:
-        return list(batch.table.items())  # one partition in these tests
+    def scan(event: Any) -> dict[int, list[tuple[bytes, bytes]]]:
+        return {event.message.partition: list(batch.table.items())}  # one partition here
 
     handler = ReassemblyHandler(
         timeout_ms=TIMEOUT_MS,
         horizon_ms=HORIZON_MS,
         publish=publish,
         dead_letter=dead_letter,
-        scan_partition=scan,
+        scan_table=scan,
         bounds=bounds or Bounds(),
     )
     return Worker(batch, handler, replies, dead)
@@ -470,7 +470,7 @@ async def test_replies_held_back_by_publish_leave_before_the_batchs_state(
         horizon_ms=HORIZON_MS,
         publish=publish,
         dead_letter=dead_letter,
-        scan_partition=lambda event, partition: [],
+        scan_table=lambda event: {},
         flush_replies=flush_replies,
     )
     parts = [make_part(part=n, total=2, text=t) for n, t in ((2, "b"), (1, "a"))]
@@ -478,3 +478,35 @@ async def test_replies_held_back_by_publish_leave_before_the_batchs_state(
     batch = Recording()
     await handler.handle_batch(batch, [Event(p.encode(), Message(0)) for p in (*parts, single)])
     assert events == ["replies 2", "state 1"]
+
+
+async def test_the_first_tick_indexes_every_partition_from_one_scan_of_the_table(
+    make_part: Callable[..., RawPart],
+) -> None:
+    """After a restart the table holds pending replies of several partitions; the
+    first tick of any of them builds every index, reading the table once."""
+    t0 = 1_700_000_000_000
+    first = {p: make_part(part=1, total=2, text=f"p{p}", ref=p, received_at_ms=t0) for p in (0, 1)}
+    w = worker()
+    for partition, part in first.items():
+        await w.run(part.encode(), partition=partition)
+    restarted = worker()
+    restarted.batch.table = dict(w.batch.table)  # the table recovered, no index yet
+    table_partition = {
+        key: p for p in (0, 1) for key in w.batch.table if key.endswith(b"|%d|2" % p)
+    }
+    scans: list[int] = []
+
+    def scan(event: Any) -> dict[int, list[tuple[bytes, bytes]]]:
+        scans.append(event.message.partition)
+        entries: dict[int, list[tuple[bytes, bytes]]] = {}
+        for key, value in restarted.batch.table.items():
+            entries.setdefault(table_partition[key], []).append((key, value))
+        return entries
+
+    restarted.handler._scan_table = scan
+    await restarted.run(ExpiryTick(t0 + 1).encode(), partition=0)
+    assert restarted.handler.waiting == {0: 1, 1: 1}
+    await restarted.run(ExpiryTick(t0 + TIMEOUT_MS).encode(), partition=1)
+    assert [(r.text, r.complete) for r in restarted.replies] == [(f"p1{GAP_MARKER}", False)]
+    assert scans == [0]  # partition 1 was indexed by partition 0's tick

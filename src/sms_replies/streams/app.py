@@ -201,20 +201,20 @@ def create_app(
 
     changelog = publish_changelog or send_changelog
 
-    def scan_partition(event: Any, partition: int) -> list[tuple[bytes, bytes]]:
+    def scan_table(event: Any) -> dict[int, list[tuple[bytes, bytes]]]:
+        # Every partition this worker holds, in one pass over the table.
+        entries: dict[int, list[tuple[bytes, bytes]]] = {}
         with in_event(event):
-            return [
-                (key, value)
-                for key, value in pending.items()
-                if partition_of(key, partitions) == partition
-            ]
+            for key, value in pending.items():
+                entries.setdefault(partition_of(key, partitions), []).append((key, value))
+        return entries
 
     handler = ReassemblyHandler(
         timeout_ms=int(settings.reassembly_timeout * 1000),
         horizon_ms=int(settings.dedup_horizon * 1000),
         publish=publish,
         dead_letter=publish_dead_letter or send_dead_letter,
-        scan_partition=scan_partition,
+        scan_table=scan_table,
         bounds=bounds,
         erasures=ErasureList(settings.data_dir, key_bytes(settings.pseudonymize_key)),
         flush_replies=None if publish_reply else outbox.flush,

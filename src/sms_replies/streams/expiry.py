@@ -3,8 +3,9 @@
 The table is the truth; this index only says where to look. Entries are never
 removed when a key changes: a popped entry is re-checked against the table
 (:func:`~sms_replies.streams.reassembly.expire_due` is a no-op before the
-deadline) and the key rescheduled. After a restart or a rebalance, a
-partition's index is rebuilt from its table entries once, on its first tick.
+deadline) and the key rescheduled. After a restart or a rebalance, the
+partitions' indexes are rebuilt from the table once, on the first tick of any of
+them: one scan of the table for every partition not indexed yet.
 So each tick costs O(due keys · log n), not a scan of every pending message.
 """
 
@@ -13,12 +14,16 @@ from __future__ import annotations
 import heapq
 from collections.abc import Iterable
 
-from aiokafka.partitioner import murmur2
+from sms_replies.broker.partitioner import murmur2
 
 
 def partition_of(key: bytes, partitions: int) -> int:
-    """The partition Kafka's default partitioner (murmur2, as the ingress uses) gives a key."""
-    return int(murmur2(key) & 0x7FFFFFFF) % partitions
+    """The partition Kafka's default partitioner (murmur2, as the ingress uses) gives a key.
+
+    Our murmur2, the same partitions as aiokafka's at a fraction of its cost: an index
+    rebuild computes it for every key of the table.
+    """
+    return (murmur2(key) & 0x7FFFFFFF) % partitions
 
 
 class ExpiryIndex:

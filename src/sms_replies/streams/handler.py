@@ -10,7 +10,7 @@ for parts, and the metrics.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any, Final, Protocol
 
 import orjson
@@ -43,8 +43,8 @@ PublishReply = Callable[[Reply], Awaitable[None]]
 #: Sends what ``publish`` held back during a batch (:class:`.outbox.ReplyOutbox`).
 FlushReplies = Callable[[], Awaitable[None]]
 PublishDeadLetter = Callable[[bytes, str], Awaitable[None]]
-#: The table entries of one partition, read in the context of one of its events.
-ScanPartition = Callable[[Any, int], Iterable[tuple[bytes, bytes]]]
+#: The table's entries per partition (all this worker holds), read in the context of an event.
+ScanTable = Callable[[Any], Mapping[int, Iterable[tuple[bytes, bytes]]]]
 
 DEFAULT_BOUNDS: Final = Bounds()
 
@@ -76,7 +76,7 @@ class ReassemblyHandler:
         horizon_ms: int,
         publish: PublishReply,
         dead_letter: PublishDeadLetter,
-        scan_partition: ScanPartition,
+        scan_table: ScanTable,
         bounds: Bounds = DEFAULT_BOUNDS,
         erasures: ErasureList | None = None,
         flush_replies: FlushReplies | None = None,
@@ -89,7 +89,7 @@ class ReassemblyHandler:
         self._publish = publish
         self._flush_replies = flush_replies
         self._dead_letter = dead_letter
-        self._scan_partition = scan_partition
+        self._scan_table = scan_table
         self.index = ExpiryIndex()
         #: Long replies waiting for parts, per partition of this worker (the gauge).
         self.waiting: dict[int, int] = {}
@@ -231,7 +231,7 @@ class ReassemblyHandler:
     async def on_tick(self, batch: Batch, event: Any, tick: ExpiryTick) -> None:
         partition: int = event.message.partition
         if not self.index.is_indexed(partition):
-            self._rebuild_index(event, partition)
+            self._rebuild_indexes(event, partition)
         self._purge_erased(batch, event, partition)
         for key in self.index.pop_due(partition, tick.now_ms):
             held = batch.get(key, event)
@@ -261,10 +261,19 @@ class ReassemblyHandler:
             log.exception("unreadable state under key %r, left as it is", key[:100])
             return None
 
-    def _rebuild_index(self, event: Any, partition: int) -> None:
+    def _rebuild_indexes(self, event: Any, partition: int) -> None:
+        """``partition``'s index and every other one not built yet, from one scan of the
+        table (a scan per partition read the whole table each time: at 13,000 keys, a
+        seventh of the worker's CPU in the reassembly benchmark)."""
+        entries = self._scan_table(event)
+        for scanned in sorted({partition, *entries}):
+            if not self.index.is_indexed(scanned):
+                self._rebuild_index(scanned, entries.get(scanned, ()))
+
+    def _rebuild_index(self, partition: int, entries: Iterable[tuple[bytes, bytes]]) -> None:
         states = [
             (key, state)
-            for key, value in self._scan_partition(event, partition)
+            for key, value in entries
             if (state := self._readable(key, value)) is not None
         ]
         self.index.rebuild(
@@ -326,7 +335,7 @@ class ReassemblyHandler:
         if not len(erasures):
             return
         purged = 0
-        for key, value in list(self._scan_partition(event, partition)):
+        for key, value in list(self._scan_table(event).get(partition, ())):
             # A key is recipient|sender|ref|total (contract.RawPart.reassembly_key).
             fields = key.split(b"|")
             if len(fields) == 4 and erasures.is_erased(fields[1].decode("utf-8", "replace")):
