@@ -27,6 +27,8 @@ from tests.analytics_sample import SAMPLE_REPLIES, write_sample
 from sms_replies.analytics.campaigns import Campaign, campaign_stats, declare_campaign
 from sms_replies.analytics.params import StatsQuery
 from sms_replies.analytics.queries import ReplyFilter, list_replies, summary, timeseries
+from sms_replies.analytics.queries import _membership as membership
+from sms_replies.analytics.queries._membership import WINDOW_TABLE_ENTRIES
 from sms_replies.schema import COLUMN_NAMES, to_row
 from sms_replies.sinks.duckdb import DuckDBSink
 from sms_replies.stores.ddl import CAMPAIGNS, REPLIES, Features, clickhouse_create
@@ -183,18 +185,24 @@ WINDOWS = [
 ]
 
 
+@pytest.mark.parametrize("table_entries", [WINDOW_TABLE_ENTRIES, 0], ids=["table", "compared"])
 def test_windows_sharing_a_number_as_duckdb(
-    stores: tuple[Path, ChdbReader], tmp_path: Path
+    stores: tuple[Path, ChdbReader],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    table_entries: int,
 ) -> None:
-    """ClickHouse marks each reply's number once (an integer per row), then each window
-    compares it and the time: windows on one number, on the other, and on the short
-    number select the replies DuckDB's branches select."""
+    """ClickHouse marks each reply's number once (an integer per row), then finds its
+    windows in a table of (number, time slice) or, beyond the table's size, compares
+    each window: windows on one number, on the other, and on the short number select
+    the replies DuckDB's branches select."""
+    monkeypatch.setattr(membership, "WINDOW_TABLE_ENTRIES", table_entries)
     path = tmp_path / "replies.duckdb"
     write_sample(path)
     for c in WINDOWS:
         declare_campaign(path, c)
     session = stores[1].session  # one chdb engine per process: a database of its own
-    db = "windows"
+    db = f"windows_{table_entries}"
     session.query(f"CREATE DATABASE IF NOT EXISTS {db}")
     for table in (REPLIES, CAMPAIGNS):
         session.query(clickhouse_create(table, db, FEATURES))
