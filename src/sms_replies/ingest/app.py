@@ -263,14 +263,20 @@ async def handle_callback(request: web.Request) -> web.StreamResponse:
 
 def _query(request: web.Request) -> tuple[list[tuple[str, str]], int]:
     """The query's parameters decoded without U+FFFD (ingest/form.py), and the fallbacks."""
-    pairs = list(request.query.items())
     raw = request.rel_url.raw_query_string
-    # yarl's decoding (fast, cached) is the same as ours unless it had to put
-    # U+FFFD for bytes that are not UTF-8: only then decode again ourselves. No
-    # escape in an ASCII query, no U+FFFD: a scan of each value spared.
-    if (raw.isascii() and "%" not in raw) or not any(
-        "\ufffd" in key or "\ufffd" in value for key, value in pairs
-    ):
+    if "%" not in raw and raw.isascii():
+        # Nothing to decode but '+': split here, as yarl's request.query would
+        # (parse_qsl, blank values kept), without its MultiDict (1-2 us a callback).
+        pairs: list[tuple[str, str]] = []
+        for pair in raw.replace("+", " ").split("&"):
+            if pair:
+                name, _, value = pair.partition("=")
+                pairs.append((name, value))
+        return pairs, 0
+    pairs = list(request.query.items())
+    # Escapes: yarl's decoding (fast, cached) is the same as ours unless it had to put
+    # U+FFFD for bytes that are not UTF-8: only then decode again ourselves.
+    if not any("\ufffd" in key or "\ufffd" in value for key, value in pairs):
         return pairs, 0
     # The HTTP parser lets only ASCII through in the request target.
     return parse_form(raw.encode("ascii", "replace"))
