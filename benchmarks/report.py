@@ -531,9 +531,49 @@ writes its requests on asyncio's transports (35-70 us per callback)."""
 
 
 INGRESS_FINDINGS = """\
+### A round of records in flight (issue 15 target 2), 2026-12-02 12:32 UTC
+
+The table above: `python -m benchmarks --only ingress` at main 0d57ec7, load
+average 3.1-3.8 (other sessions' tests running): `ingress x1` at 0.51x bare's
+requests/s and 0.50x its CPU per request for GET (129 against 64 us), 0.58x
+and 0.45x for form (160 / 72), 0.47x and 0.50x for JSON (145 / 73), 2.4-2.6
+callbacks per raw record. The load flatters the ratios (see below: bare slows
+down more): on a quieter machine (load 1.2-3.3) the same code measured
+0.37-0.48x in CPU and 0.35-0.45x in requests/s: target 2 is not reached there.
+
+**What changed** (2e2b5f8, 0d57ec7). The publisher keeps one round of records
+in flight: the callbacks that arrive while the broker has not acknowledged a
+round group up for the next one (aiokafka held them as well: one produce
+request in flight per broker, its partitions muted), and each record goes as a
+batch of its own (`producer.create_batch()`, `send_batch()`), without `send()`'s
+per-message work (partitioner, serialisation, a future and a `RecordMetadata`
+per message, the accumulator's append loop). A publish-only driver (32 tasks
+publishing and awaiting against Tansu, process_time): 33-34 -> 20-26 us of
+CPU per callback, 9,400-10,600 -> 16,600-35,800 callbacks/s. Under wrk
+(alternating processes on one broker, medians of 4-6 rounds of 3 s, load
+1.2-2.8): GET 97-105 -> 88-96 us, 6,300-6,800 -> 9,800-10,800 requests/s; JSON
+109 -> 102 us, 6,300 -> 9,600/s. Then the query: one without escapes is split
+in the handler as yarl would (no MultiDict): 20-22 -> 14-16 us per callback
+through `handle_callback` in a loop (mocked requests); a busy machine hid it
+under wrk.
+
+**Where the rest goes.** The cost is per produce round as much as per callback:
+in the publish-only driver 95 us of CPU per callback at 4 in flight, 58 at 8,
+31 at 16 (about 300 us of Python a round: aiokafka's sender, `MessageBatch`es,
+pure-Python produce request encoding and response decoding, the loop's
+wake-ups). Under wrk's closed loop the ingress now makes about 540 produce
+requests/s of 16 callbacks (before: 210 of 29, the slower cycle gathered
+more), so what a round saves is partly spent on more rounds. Not kept: a pause
+of 0.7 ms between rounds (bigger rounds; GET 76.8 -> 75.2 us, 10,363 -> 8,298
+requests/s, form 91.1 -> 92.2 us), `linger_ms` 0 or 2 with the rounds (104.8
+and 93.8 against 95.7 us, within the noise). Left: writing the produce request
+ourselves (`client.send` of one `ProduceRequest` a round, without aiokafka's
+accumulator and sender; its retries would become 503s) and the per-callback
+metrics (a histogram observation and a counter, 1.5 us).
+
 ### Grouped publishing (issue 15), 2026-12-02 08:42 UTC
 
-The table above: `python -m benchmarks --only ingress` at main e12f55c (callbacks
+The run of 08:42 UTC: `python -m benchmarks --only ingress` at main e12f55c (callbacks
 accepted together travel as one raw record per partition, `sms_replies.grouping`;
 `SMS_REPLIES_PUBLISH_GROUP_WAIT` 0, the default), on 2 cores (AMD EPYC), load
 average 1.4-1.9. `ingress x1` is at 0.39x bare's CPU per request for GET (161
