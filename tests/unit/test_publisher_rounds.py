@@ -13,7 +13,7 @@ import pytest
 from aiokafka.errors import KafkaTimeoutError
 
 from sms_replies.errors import BrokerUnavailable
-from sms_replies.ingest.publisher import Publisher
+from sms_replies.ingest.publisher import Publisher, expire_deliveries
 from sms_replies.records import RawGroup, RawPart, Topics, decode_raw
 
 
@@ -145,4 +145,27 @@ async def test_a_record_the_producer_refuses_answers_its_callbacks_unavailable()
     await settle()
     producer.sent[0][3].set_result(None)
     await task
+    await pub.stop()
+
+
+async def test_a_round_never_acknowledged_is_given_up_at_its_deadline() -> None:
+    producer = FakeProducer()
+    pub = publisher(producer)
+    first = asyncio.create_task(pub.publish(part(1)))
+    await settle()
+    second = asyncio.create_task(pub.publish(part(2)))
+    await settle()
+    assert len(producer.sent) == 1  # the round in flight holds the next one
+    # The watchdog's pass after the deadline: the callback answers 503, the round
+    # is given up (its delivery may still come) and the next round goes.
+    (first_due, _), (round_due, _), (second_due, _) = pub._deadlines
+    assert first_due <= round_due < second_due
+    expire_deliveries(pub._deadlines, round_due)
+    with pytest.raises(BrokerUnavailable):
+        await first
+    await settle()
+    assert len(producer.sent) == 2
+    producer.sent[1][3].set_result(None)
+    await second
+    producer.sent[0][3].set_result(None)  # late: nobody waits for it any more
     await pub.stop()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import functools
 import logging
 import time
@@ -118,7 +119,8 @@ class Publisher:
         partition = partitions[(murmur2(key) & 0x7FFFFFFF) % len(partitions)]
         acknowledged: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._groups.add(partition, key, part.encode(), acknowledged)
-        if not self._send_scheduled:
+        # A round in flight drains the groups again once acknowledged: nothing to schedule.
+        if not self._send_scheduled and self._sending is None:
             self._send_scheduled = True
             if self.group_wait > 0:
                 asyncio.get_running_loop().call_later(self.group_wait, self._start_sending)
@@ -149,14 +151,17 @@ class Publisher:
         """
         try:
             while records := self._groups.drain():
-                deliveries = []
+                acknowledged = _Round(asyncio.get_running_loop().create_future())
                 for record in records:
                     delivery = await self._send_record(record)
                     if delivery is not None:
-                        deliveries.append(delivery)
-                if deliveries:
-                    # Bounded: aiokafka fails a batch after its request timeout.
-                    await asyncio.wait(deliveries, timeout=self.timeout)
+                        acknowledged.add(delivery)
+                if acknowledged.pending:
+                    # Bounded by the watchdog (no asyncio.wait and its timer a round);
+                    # aiokafka fails a batch after its request timeout anyway.
+                    self._deadlines.append((time.perf_counter() + self.timeout, acknowledged.done))
+                    with contextlib.suppress(KafkaError):
+                        await acknowledged.done
         finally:
             self._sending = None
 
@@ -248,6 +253,25 @@ def expire_deliveries(
             expired += 1
         deadlines.popleft()
     return expired
+
+
+class _Round:
+    """The deliveries of a round: ``done`` once each has settled."""
+
+    __slots__ = ("done", "pending")
+
+    def __init__(self, done: asyncio.Future[None]) -> None:
+        self.done = done
+        self.pending = 0
+
+    def add(self, delivery: asyncio.Future[Any]) -> None:
+        self.pending += 1
+        delivery.add_done_callback(self._settled)
+
+    def _settled(self, delivery: asyncio.Future[Any]) -> None:
+        self.pending -= 1
+        if not self.pending and not self.done.done():
+            self.done.set_result(None)
 
 
 def _settle(waiters: list[asyncio.Future[None]], delivery: asyncio.Future[Any]) -> None:
