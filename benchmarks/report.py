@@ -478,11 +478,34 @@ development and test broker: at 1,500 parts/s it fills this 23.5 GiB machine in
 
 
 E2E_FINDINGS = """\
-### Where the knee is, and why not 5,000/s here (2026-12-02, grouped publishing)
+### 5,000/s held on a quiet machine (2026-12-02 12:55 UTC)
 
-The table above: `python -m benchmarks --only end_to_end` at main e12f55c
-(the ingress groups callbacks per partition, group wait 0, `make run`'s
-default), 08:45-08:48 UTC, load average 4.0-6.2: **knee 3,000 callbacks/s**,
+The table above: `python -m benchmarks --only reassembly,end_to_end,ingress
+--loads mixed` at main f4e7b1a, `make run`'s defaults (group wait 0), load
+average 0.5-2.0: **every step held, 5,000 offered -> 4,970 answered/s**, HTTP
+p99 192 ms, end-to-end p99 909 ms (p50 476), 11.5 callbacks per raw record. At
+5,000/s the pipeline spent 339 us of CPU per callback without the generator
+(ingress 108, broker 165, worker 33, sinks 33), 1.7 cores; at 08:45 it was
+416-475 us. What changed since (each measured in its own commit): the worker
+writes a batch's replies as one record per partition of the replies topic
+(6e4e790, `ReplyGroup`: aiokafka's send per reply was a fifth of the worker's
+CPU, and each sink paid its per-record cost per reply), indexes every partition
+from one scan of its table (7b7f964), and the ingress keeps one round of
+records in flight, each sent as a batch of its own (2e2b5f8, f4e7b1a), and
+splits a plain query itself (0d57ec7). The knee now follows the machine's
+load: 5,000/s also held twice at 11:56 and 12:00 UTC (load 2.3-3.2: 4,988 and
+4,974 answered/s, end-to-end p99 530 and 524 ms, `python -m
+benchmarks.end_to_end`), and no step of 5,000/s held while other sessions'
+tests kept the load at 4-6 (the ingress falls behind first). The broker is
+now the largest cost: Tansu's memory storage lists every batch a partition ever
+stored for each fetch that finds new records (docs/guarantees.md), so its CPU
+per callback grows with the run's length (283 -> 416 us at 2,000/s over eight
+10 s steps in a row).
+
+### Earlier: where the knee was, and why not 5,000/s then (2026-12-02 08:45, grouped publishing)
+
+At main e12f55c (the ingress groups callbacks per partition, group wait 0),
+08:45-08:48 UTC, load average 4.0-6.2: **knee 3,000 callbacks/s**,
 end-to-end p99 895 ms (p50 467), HTTP p99 492 ms. At 4,000 offered the
 ingress answered 3,412/s and its answers queued (HTTP p99 1.7 s), at 5,000 it
 answered 3,908/s; the rows it accepted still reached DuckDB within 1 s (p99
@@ -512,17 +535,18 @@ sender with few connections (Ingress above): the default stays 0 and
 docs/configuration.md (The ingress under high volume) gives 10 ms as the
 setting for high volume.
 
-**Why not 5,000/s on these 2 cores.** At 4,000-5,000/s the pipeline spends
-about 416-475 us of CPU per callback (table above: ingress 157-181, broker
-134-156, worker 79-91, sinks 46-47) plus 35-40 for the generator: 5,000/s is
+**Why not 5,000/s on these 2 cores, then.** At 4,000-5,000/s the pipeline spent
+about 416-475 us of CPU per callback (the 08:45 run: ingress 157-181, broker
+134-156, worker 79-91, sinks 46-47) plus 35-40 for the generator: 5,000/s was
 2.3-2.6 cores, more than the machine has before anyone else runs anything.
 The ingress is the first to fall behind: one process, 160-200 us per
 callback, sharing the 2 cores with the four others. `--ingest-workers 2` did
 not help here (08:44 UTC, load 2.7-5.5, wait 0: no step held at 3,000-6,000/s,
 end-to-end p99 0.97-1.3 s): its second process competes for the same cores.
-What 5,000/s takes is a third core, or less CPU per callback in the ingress
+What 5,000/s took was a third core, or less CPU per callback in the ingress
 (aiohttp and aiokafka, Ingress above) and in the broker, whose CPU per
-callback (106-300 us at 2,000-5,000/s today) now exceeds the worker's.
+callback (106-300 us at 2,000-5,000/s then) exceeded the worker's: the run
+at the top of this section is the second.
 
 The generator matters: with aiohttp's client (276-344 us of CPU per callback,
 the ingress's own order) the same code held only 1,000/s (08:06 UTC, load
@@ -531,15 +555,19 @@ writes its requests on asyncio's transports (35-70 us per callback)."""
 
 
 INGRESS_FINDINGS = """\
-### A round of records in flight (issue 15 target 2), 2026-12-02 12:32 UTC
+### A round of records in flight (issue 15 target 2), 2026-12-02
 
-The table above: `python -m benchmarks --only ingress` at main 0d57ec7, load
-average 3.1-3.8 (other sessions' tests running): `ingress x1` at 0.51x bare's
-requests/s and 0.50x its CPU per request for GET (129 against 64 us), 0.58x
-and 0.45x for form (160 / 72), 0.47x and 0.50x for JSON (145 / 73), 2.4-2.6
-callbacks per raw record. The load flatters the ratios (see below: bare slows
-down more): on a quieter machine (load 1.2-3.3) the same code measured
-0.37-0.48x in CPU and 0.35-0.45x in requests/s: target 2 is not reached there.
+The table above: `python -m benchmarks --only reassembly,end_to_end,ingress
+--loads mixed` at main f4e7b1a, 12:56 UTC, load average 1.3-2.2 (a quiet
+machine): `ingress x1` at 0.43x bare's requests/s and 0.44x its CPU per
+request for GET (99 against 44 us), 0.40x and 0.42x for form (130 / 54), 0.35x
+and 0.38x for JSON (125 / 48), 2.3-3.1 callbacks per raw record. **Target 2
+(0.5x) is not reached.** An earlier run of `python -m benchmarks --only
+ingress` at 0d57ec7, 12:32 UTC, load 3.1-3.8 (other sessions' tests running),
+measured 0.51x / 0.50x for GET (129 / 64 us), 0.58x / 0.45x form, 0.47x / 0.50x
+JSON: the load flatters the ratios (bare slows down more); alternating A/B runs
+on a quieter machine (load 1.2-3.3) gave 0.37-0.48x in CPU and 0.35-0.45x in
+requests/s, as the table above does.
 
 **What changed** (2e2b5f8, 0d57ec7). The publisher keeps one round of records
 in flight: the callbacks that arrive while the broker has not acknowledged a
@@ -737,9 +765,10 @@ REASSEMBLY_FINDINGS = """\
 
 The ingress now writes the callbacks it publishes in the same turn of its event
 loop as one raw record per partition, and the worker pays Faust's per-record
-cost once per record. On the table above, the same 200,000 callbacks (mixed)
-in 5,376 records of 37.2 parts on average against 200,000 records of one part,
-on a quiet machine (load average 0.9-2.5):
+cost once per record. In the 08:41 UTC run of `python -m benchmarks --only
+reassembly --loads mixed`, the same 200,000 callbacks (mixed) in 5,376 records
+of 37.2 parts on average against 200,000 records of one part, on a quiet
+machine (load average 0.9-2.5):
 
 | load | worker CPU/callback | quix CPU/callback | x quix (rate) | x quix (CPU) |
 |---|---|---|---|---|
@@ -777,6 +806,25 @@ only when nothing else runs, and at the group sizes of 512 callbacks in
 flight; at the end-to-end benchmark's rates records hold 1-6 callbacks
 (End to end below), where the worker costs more per callback. Not done.
 
+**Replies grouped too, one index scan** (6e4e790, 7b7f964). The worker now
+writes the replies of a batch as one record per partition of the replies
+topic (`ReplyGroup`, docs/schema.md), and the first expiry tick after a start
+indexes every partition from one scan of the table (py-spy of the worker
+before: aiokafka's send per reply 7 %, the eight index rebuilds 15 %). Same
+command side by side with the code before (09:49's), alternating, load
+1.2-2.5: worker CPU 8.8 and 6.2 s against 11.8 and 10.8 s for the 200,000
+callbacks (44 and 31 against 59 and 54 us each), 0.48x and 1.01x quix-streams'
+rate against 0.68x and 0.78x. The table above (`python -m benchmarks --only
+reassembly,end_to_end,ingress --loads mixed` at main f4e7b1a, 12:51 UTC, load
+0.7-1.2): grouped (63.9 parts/record: the ingress's round in flight, 2e2b5f8,
+makes larger records while filling the topic) **the worker did 43,898
+callbacks/s at 31 us of CPU each, quix-streams 36,245/s at 18 us: 1.21x in
+rate, 0.58x in CPU**; one part per record 10,755/s at 90 us against 29,918/s
+at 25 us: 0.36x (0.28x in CPU), above the issue's 0.25x floor and under its
+0.5x. On a busier machine the grouped ratio falls (0.48x at load 2.5 in the
+side-by-side runs): the worker's rate follows the load more than
+quix-streams'.
+
 **Group size.** A record holds the callbacks published in the same turn of the
 ingress's event loop for one partition, so its size is about (callbacks
 arriving per turn) / (partitions), bounded by the callbacks in flight divided
@@ -793,10 +841,10 @@ benchmarks.reassembly --load mixed --only quix-streams --only "faust worker"
 
 | in flight | parts/record | worker CPU/cb | quix CPU/cb | x quix (rate) | x quix (CPU) | load avg |
 |---|---|---|---|---|---|---|
-| 512 (the table above) | 37.2 | 76 us | 26 us | 0.46 | 0.35 | 1.3-2.5 |
+| 512 (the 08:41 run) | 37.2 | 76 us | 26 us | 0.46 | 0.35 | 1.3-2.5 |
 | 64 | 7.77 | 106 us | 38 us | 0.65 | 0.35 | 3.0-4.2 |
 | 8 | 1.52 | 144 us | 44 us | 0.86 | 0.31 | 2.3-2.9 |
-| one per record (table above) | 1.0 | 161 us | 44 us | 0.26 | 0.27 | 0.9-1.4 |
+| one per record (the 08:41 run) | 1.0 | 161 us | 44 us | 0.26 | 0.27 | 0.9-1.4 |
 
 The rate ratios of the two smaller groups say little about the processors:
 with few callbacks in flight each acknowledged produce request carries about
