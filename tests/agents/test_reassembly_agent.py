@@ -15,12 +15,12 @@ import faust
 import pytest
 from prometheus_client import REGISTRY
 
+from sms_replies.broker.partitioner import partition_of
 from sms_replies.records import Concat, ExpiryTick, RawPart, Reply
 from sms_replies.settings import Settings
 from sms_replies.streams import app as streams_app
 from sms_replies.streams.app import create_app
 from sms_replies.streams.batch import SendChangelog
-from sms_replies.streams.expiry import partition_of
 from sms_replies.streams.reassembly import GAP_MARKER, KeyState
 
 Changelog = list[tuple[int, bytes, bytes | None]]

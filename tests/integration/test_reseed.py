@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from sms_replies.broker.partitioner import partition_of
 from sms_replies.broker.reseed import reseed_worker_state
 from sms_replies.errors import StateRecoveryError
 from sms_replies.settings import Settings
-from sms_replies.streams.expiry import partition_of
 from sms_replies.worker_state import (
     best_copies,
     changelog_topic,

@@ -14,10 +14,10 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from sms_replies.broker.embedded import free_port
+from sms_replies.broker.partitioner import partition_of
 from sms_replies.health import endpoints, worker_name
 from sms_replies.ingest.parsing import parse_callback
 from sms_replies.settings import Settings
-from sms_replies.streams.expiry import partition_of
 from tests.integration.conftest import Processes, read_rows, wait_for_rows, wait_ready
 from tests.integration.test_crash_recovery import post_all
 

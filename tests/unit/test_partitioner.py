@@ -8,7 +8,7 @@ from aiokafka.partitioner import murmur2 as aiokafka_murmur2
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sms_replies.broker.partitioner import default_partitioner, murmur2
+from sms_replies.broker.partitioner import default_partitioner, murmur2, partition_of
 from sms_replies.settings import Settings
 from sms_replies.streams.app import faust_settings
 
@@ -58,6 +58,4 @@ def test_the_worker_s_producer_partitions_with_it() -> None:
 
 @given(st.binary(max_size=64), st.integers(1, 64))
 def test_the_worker_s_partition_of_a_key_is_aiokafka_s(key: bytes, count: int) -> None:
-    from sms_replies.streams.expiry import partition_of
-
     assert partition_of(key, count) == (aiokafka_murmur2(key) & 0x7FFFFFFF) % count

@@ -43,10 +43,15 @@ def murmur2(data: bytes) -> int:
     return h ^ (h >> 15)
 
 
+def partition_of(key: bytes, partitions: int) -> int:
+    """The index among ``partitions`` partitions that Kafka's default partitioner gives ``key``."""
+    return (murmur2(key) & 0x7FFFFFFF) % partitions
+
+
 def default_partitioner(
     key: bytes | None, all_partitions: Sequence[int], available: Sequence[int]
 ) -> int:
     """aiokafka's ``DefaultPartitioner``: murmur2 of the key, or at random without one."""
     if key is None:
         return random.choice(available or all_partitions)
-    return all_partitions[(murmur2(key) & 0x7FFFFFFF) % len(all_partitions)]
+    return all_partitions[partition_of(key, len(all_partitions))]

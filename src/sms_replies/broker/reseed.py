@@ -40,12 +40,12 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
+from sms_replies.broker.partitioner import partition_of
 from sms_replies.broker.tansu import end_offsets
 from sms_replies.errors import StateRecoveryError
 from sms_replies.files import fsync_directory
 from sms_replies.records import RecordDecodeError
 from sms_replies.settings import Settings
-from sms_replies.streams.expiry import partition_of
 from sms_replies.streams.reassembly import KeyState
 from sms_replies.worker_state import (
     best_copies,

@@ -23,7 +23,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError, KafkaTimeoutError
 
 from sms_replies import metrics
-from sms_replies.broker.partitioner import default_partitioner, murmur2
+from sms_replies.broker.partitioner import default_partitioner, partition_of
 from sms_replies.broker.probe import PROBE_TIMEOUT_S, metadata_round_trip
 from sms_replies.errors import BrokerUnavailable
 from sms_replies.grouping import PartitionGroups, Record
@@ -116,7 +116,7 @@ class Publisher:
         partitions = self._raw_partitions
         key = part.partition_key
         # Kafka's default partitioner, as aiokafka would have placed the part alone.
-        partition = partitions[(murmur2(key) & 0x7FFFFFFF) % len(partitions)]
+        partition = partitions[partition_of(key, len(partitions))]
         acknowledged: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._groups.add(partition, key, part.encode(), acknowledged)
         # A round in flight drains the groups again once acknowledged: nothing to schedule.

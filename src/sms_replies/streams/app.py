@@ -22,7 +22,7 @@ import faust
 from faust.stores.rocksdb import Store as RocksDBStore
 
 from sms_replies.bounds import Bounds
-from sms_replies.broker.partitioner import default_partitioner
+from sms_replies.broker.partitioner import default_partitioner, partition_of
 from sms_replies.broker.tansu import adapt_faust_consumer
 from sms_replies.erasures import ErasureList
 from sms_replies.metrics import exposition
@@ -32,7 +32,6 @@ from sms_replies.settings import Settings, local_address
 from sms_replies.streams.batch import SendChangelog, TableBatch, in_event
 from sms_replies.streams.crash import exit_before_commit, exit_on_send_failure
 from sms_replies.streams.drain import fast_delivery
-from sms_replies.streams.expiry import partition_of
 from sms_replies.streams.handler import (
     PublishDeadLetter,
     PublishReply,

@@ -14,17 +14,6 @@ from __future__ import annotations
 import heapq
 from collections.abc import Iterable
 
-from sms_replies.broker.partitioner import murmur2
-
-
-def partition_of(key: bytes, partitions: int) -> int:
-    """The partition Kafka's default partitioner (murmur2, as the ingress uses) gives a key.
-
-    Our murmur2, the same partitions as aiokafka's at a fraction of its cost: an index
-    rebuild computes it for every key of the table.
-    """
-    return (murmur2(key) & 0x7FFFFFFF) % partitions
-
 
 class ExpiryIndex:
     def __init__(self) -> None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
 
-from sms_replies.broker.partitioner import murmur2
+from sms_replies.broker.partitioner import partition_of
 from sms_replies.grouping import PartitionGroups
 from sms_replies.records import Reply, ReplyGroup
 
@@ -45,7 +45,7 @@ class ReplyOutbox:
             partitions = self._partitions = tuple(sorted(await self._read_partitions()))
         key = reply.reply_id.encode()
         # Kafka's default partitioner, as aiokafka would have placed the reply alone.
-        partition = partitions[(murmur2(key) & 0x7FFFFFFF) % len(partitions)]
+        partition = partitions[partition_of(key, len(partitions))]
         self._groups.add(partition, key, reply.encode(), None)
 
     async def flush(self) -> None:
