@@ -41,28 +41,9 @@ def local_clickhouse_server(path: Path, *, timeout: float = 30.0) -> Iterator[Lo
     binary = clickhouse_server_binary()
     if binary is None:
         raise FileNotFoundError("clickhouse-server is not installed")
-    port, http_port, interserver_port = free_port(), free_port(), free_port()
     path.mkdir(parents=True, exist_ok=True)
-    command = [
-        binary,
-        f"--config-file={CLICKHOUSE_CONFIG}",
-        "--",
-        f"--path={path}/",
-        f"--tmp_path={path}/tmp/",
-        f"--user_files_path={path}/user_files/",
-        f"--format_schema_path={path}/format_schemas/",
-        f"--logger.log={path}/server.log",
-        f"--logger.errorlog={path}/server.err.log",
-        "--logger.console=0",
-        f"--tcp_port={port}",
-        f"--http_port={http_port}",
-        f"--interserver_http_port={interserver_port}",
-        "--listen_host=127.0.0.1",
-    ]
-    with (path / "stdout.log").open("wb") as output:
-        process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT)
+    process, port = _start(binary, path, timeout)
     try:
-        _wait_for_port(port, process, timeout)
         log.info("clickhouse-server pid %d on 127.0.0.1:%d (%s)", process.pid, port, path)
         yield LocalServer("127.0.0.1", port, path)
     finally:
@@ -72,6 +53,48 @@ def local_clickhouse_server(path: Path, *, timeout: float = 30.0) -> Iterator[Lo
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+#: Starts on fresh ports after a port taken meanwhile (free_port's ports are in
+#: the range outgoing connections use too: another test's client can take one).
+PORT_ATTEMPTS = 3
+
+
+def _start(binary: str, path: Path, timeout: float) -> tuple[subprocess.Popen[bytes], int]:
+    for attempt in range(1, PORT_ATTEMPTS + 1):
+        port, http_port, interserver_port = free_port(), free_port(), free_port()
+        command = [
+            binary,
+            f"--config-file={CLICKHOUSE_CONFIG}",
+            "--",
+            f"--path={path}/",
+            f"--tmp_path={path}/tmp/",
+            f"--user_files_path={path}/user_files/",
+            f"--format_schema_path={path}/format_schemas/",
+            f"--logger.log={path}/server.log",
+            f"--logger.errorlog={path}/server.err.log",
+            "--logger.console=0",
+            f"--tcp_port={port}",
+            f"--http_port={http_port}",
+            f"--interserver_http_port={interserver_port}",
+            "--listen_host=127.0.0.1",
+        ]
+        with (path / "stdout.log").open("wb") as output:
+            process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT)
+        try:
+            _wait_for_port(port, process, timeout)
+        except RuntimeError:
+            errors = path / "server.err.log"
+            taken = errors.exists() and "Address already in use" in errors.read_text(
+                errors="replace"
+            )
+            if not taken or attempt == PORT_ATTEMPTS:
+                raise
+            log.warning("clickhouse-server: a port was taken meanwhile; new ports (%d)", attempt)
+            errors.unlink()
+            continue
+        return process, port
+    raise AssertionError("unreachable")
 
 
 def _wait_for_port(port: int, process: subprocess.Popen[bytes], timeout: float) -> None:
