@@ -15,13 +15,13 @@ import time
 import uuid
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 import duckdb
 
 from sms_replies.files import fsync_directory
 from sms_replies.stores import duckdb as duckdb_store
-from sms_replies.stores import postgres as postgres_store
 from sms_replies.stores.ddl import OPTOUTS, REPLIES, clickhouse_table, postgres_table
 from sms_replies.stores.duckdb_endpoint import borrowed
 from sms_replies.stores.errors import StoreError
@@ -29,6 +29,20 @@ from sms_replies.stores.selection import DEFAULT_TIMEOUT, PrivacyStoreError, Sel
 
 if TYPE_CHECKING:
     from sms_replies.stores.clickhouse import ClickHouseSettings
+
+
+def _postgres_store() -> ModuleType:
+    """:mod:`sms_replies.stores.postgres`, imported when a PostgreSQL store is used: its
+    driver (asyncpg) is the optional ``postgres`` extra, absent from ``make run``'s install."""
+    try:
+        from sms_replies.stores import postgres
+    except ImportError:
+        raise PrivacyStoreError(
+            "postgres: needs the asyncpg package: pip install 'sms-replies[postgres]' "
+            "(or: pip install -e '.[postgres]')"
+        ) from None
+    return postgres
+
 
 # -- DuckDB ---------------------------------------------------------------------------
 
@@ -129,6 +143,7 @@ async def delete_postgres(
     table = postgres_table(REPLIES, schema)
     optouts = postgres_table(OPTOUTS, schema)
     where, params = selection.postgres_where(table)
+    postgres_store = _postgres_store()
     try:
         con = await postgres_store.connect(dsn, command_timeout=command_timeout)
     except StoreError as exc:
@@ -342,6 +357,7 @@ async def postgres_opted_out(
     dsn: str, schema: str, senders: list[str], *, command_timeout: float
 ) -> bool:
     table = postgres_table(OPTOUTS, schema)
+    postgres_store = _postgres_store()
     try:
         con = await postgres_store.connect(dsn, command_timeout=command_timeout)
     except StoreError as exc:
