@@ -348,6 +348,23 @@ async def test_router_errors_are_json_and_audited(
     assert publisher.rejects[0]["query"] == {}
 
 
+@pytest.mark.parametrize(
+    "target", [b"*", b"/a%0Ab", b"/x/y/z", b"//", CALLBACK_PATH.encode() + b"/extra"]
+)
+async def test_any_request_target_is_a_json_404_kept_for_audit(
+    serve: Callable[..., Any], publisher: MemoryPublisher, target: bytes
+) -> None:
+    # The catch-all overrides aiohttp's private PlainResource._match (a public
+    # "/{path:...}" route never sees "*"): this fails if aiohttp changes it.
+    client = await serve()
+    answer = await raw_request(client, b"OPTIONS " + target + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 404 ")
+    assert b"Content-Type: application/json" in head
+    assert orjson.loads(body) == {"error": "not found"}
+    assert [r["status"] for r in publisher.rejects] == [404]
+
+
 async def test_unexpected_exception_is_a_plain_500(
     serve: Callable[..., Any], publisher: MemoryPublisher, caplog: pytest.LogCaptureFixture
 ) -> None:
