@@ -20,15 +20,25 @@ from typing import Any
 
 import orjson
 import pytest
+from benchmarks.stores_backends import DuckDBBackend
 from benchmarks.stores_chdb import ChdbReader
+from benchmarks.stores_synth import Generator
 from chdb import session as chdb_session
 from tests.analytics_sample import SAMPLE_REPLIES, write_sample
 
-from sms_replies.analytics.campaigns import Campaign, campaign_stats, declare_campaign
+from sms_replies.analytics.campaigns import (
+    Campaign,
+    campaign_stats,
+    declare_campaign,
+    delete_campaign,
+)
 from sms_replies.analytics.params import StatsQuery
 from sms_replies.analytics.queries import ReplyFilter, list_replies, summary, timeseries
 from sms_replies.analytics.queries import _membership as membership
-from sms_replies.analytics.queries._membership import WINDOW_TABLE_ENTRIES
+from sms_replies.analytics.queries._membership import (
+    CLICKHOUSE_MASK_CAMPAIGNS,
+    WINDOW_TABLE_ENTRIES,
+)
 from sms_replies.schema import COLUMN_NAMES, to_row
 from sms_replies.sinks.duckdb import DuckDBSink
 from sms_replies.stores.ddl import CAMPAIGNS, REPLIES, Features, clickhouse_create
@@ -218,3 +228,67 @@ def test_windows_sharing_a_number_as_duckdb(
         assert summary(chdb, grouped).groups == summary(duck, grouped).groups
     assert figures[0] == figures[1]
     assert {k: v.replies for k, v in figures[1].items()} == {"a1": 4, "a2": 2, "b": 1, "s": 1}
+
+
+#: Synthetic replies (benchmarks.stores_synth): URL campaigns, STOPs, long replies, a few
+#: very active senders. Its twenty campaigns' windows overlap on their numbers.
+SYNTH_ROWS = 40_000
+#: Declared on top: over the whole span on the short number, so it overlaps every
+#: short-number campaign; campaign-19 is undeclared, its URL replies then name a
+#: campaign nobody declared.
+EVERYTHING = Campaign.create(
+    "everything", short_number=True, start=at("2020-01-01T00:00Z"), end=at("2030-01-01T00:00Z")
+)
+
+
+@pytest.fixture(scope="module")
+def synthetic(
+    stores: tuple[Path, ChdbReader], tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, ChdbReader]:
+    """The same synthetic replies and campaigns in DuckDB and in chdb (database ``synth``)."""
+    root = tmp_path_factory.mktemp("synth")
+    DuckDBBackend(root).load(Generator(SYNTH_ROWS))
+    path = root / "scale.duckdb"
+    delete_campaign(path, "campaign-19")
+    declare_campaign(path, EVERYTHING)
+    session = stores[1].session
+    session.query("CREATE DATABASE IF NOT EXISTS synth")
+    for table in (REPLIES, CAMPAIGNS):
+        session.query(clickhouse_create(table, "synth", FEATURES))
+    names = ", ".join(COLUMN_NAMES)
+    for chunk in Generator(SYNTH_ROWS).chunks():  # noqa: B007 (read by Python(chunk))
+        session.query(f"INSERT INTO synth.replies ({names}) SELECT {names} FROM Python(chunk)")
+    with open_store(StoreURL("duckdb", path=path)) as duck:
+        declared = [s.campaign for s in campaign_stats(duck)]
+    rows = "\n".join(_campaign_json(c) for c in declared)
+    session.query(f"INSERT INTO synth.campaigns FORMAT JSONEachRow\n{rows}")
+    return path, ChdbReader(session, "synth")
+
+
+@pytest.mark.parametrize("mask_campaigns", [CLICKHOUSE_MASK_CAMPAIGNS, 3], ids=["bits", "arrays"])
+def test_campaign_figures_of_synthetic_replies_as_duckdb(
+    synthetic: tuple[Path, ChdbReader], monkeypatch: pytest.MonkeyPatch, mask_campaigns: int
+) -> None:
+    """ClickHouse's campaign figures (replies grouped by their campaigns' bits, each
+    campaign merging the groups of its bit; beyond the bits, one row per membership)
+    are DuckDB's: overlapping windows, URL campaigns declared or not, STOPs, long
+    replies; every campaign, and one by name."""
+    monkeypatch.setattr(membership, "CLICKHOUSE_MASK_CAMPAIGNS", mask_campaigns)
+    path, chdb = synthetic
+    with open_store(StoreURL("duckdb", path=path)) as duck:
+        figures = [_figures(campaign_stats(r)) for r in (chdb, duck)]
+        one = [_figures(campaign_stats(r, name="campaign-04")) for r in (chdb, duck)]
+    assert figures[0] == figures[1]
+    assert one[0] == one[1] == {"campaign-04": figures[1]["campaign-04"]}
+    assert len(figures[1]) == 20
+    assert "campaign-19" not in figures[1]
+    every = figures[1]["everything"][0]
+    assert every.replies > 0
+    assert every.stop_senders > 0
+    assert every.median_assembly_seconds is not None
+    assert all(f[0].replies > 0 and f[0].multipart > 0 for f in figures[1].values())
+
+
+def _figures(items: list[Any]) -> dict[str, tuple[Any, ...]]:
+    """Each campaign's figures and rates (its created_at is each store's own)."""
+    return {s.campaign.name: (s.stats, s.reply_rate, s.opt_out_rate) for s in items}

@@ -27,7 +27,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 
-from sqlalchemy import ColumnElement, delete, literal_column, select, text
+from sqlalchemy import ColumnElement, delete, false, func, literal_column, null, select, text, true
 
 from sms_replies.analytics.params import InvalidQueryError, UnknownCampaignError
 from sms_replies.analytics.queries import (
@@ -37,6 +37,7 @@ from sms_replies.analytics.queries import (
     Stats,
     StoreView,
     aggregates,
+    campaign_masks_clickhouse,
     declared_part,
     median_condition,
     per_sender,
@@ -48,7 +49,7 @@ from sms_replies.analytics.store import CAMPAIGNS_DDL
 from sms_replies.errors import SmsRepliesError
 from sms_replies.phone import DEFAULT_REGION, NotAPhoneNumber, to_e164
 from sms_replies.records import Channel
-from sms_replies.stores.dialects import Median, Seconds
+from sms_replies.stores.dialects import CountIf, Median, Seconds
 from sms_replies.stores.errors import StoreError
 from sms_replies.stores.readers import DEFAULT_TIMEOUT, DuckDBReader, Reader, open_store
 from sms_replies.stores.url import StoreURL
@@ -280,22 +281,19 @@ def list_campaigns(reader: Reader, *, tz: Any = UTC) -> list[Campaign]:
 
 
 def _figures(view: StoreView, name: str | None) -> dict[str, Stats]:
-    """Each campaign's figures (undeclared names too: the caller lists the declared).
+    """Each campaign's figures, by name (DuckDB and PostgreSQL: undeclared names too;
+    ClickHouse: the declared only, all :func:`campaign_stats` reports).
 
     DuckDB and PostgreSQL group by (campaign, sender) first, then sum, as the summary's
     totals do (:func:`~sms_replies.analytics.queries.per_sender`), and read the median
     in a statement of its own over the long replies only: two ``count(DISTINCT
     sender)`` per campaign cost more (10 M rows, DuckDB: 6.0 -> 3.9 s CPU).
-    ClickHouse keeps one pass (``uniqExact``; each statement reads the table again).
+    ClickHouse keeps one pass (each statement reads the table again):
+    :func:`_figures_clickhouse`.
     """
     reader = view.reader
     if reader.backend == "clickhouse":
-        stmt = declared_part(view, None, lambda u: aggregates(view, u), name=name)
-        assert stmt is not None
-        return {
-            str(row[0]): row_stats(row[1:])
-            for row in reader.fetch(stmt.group_by(literal_column("g_key")))
-        }
+        return _figures_clickhouse(view, name)
     per = declared_part(view, None, per_sender, name=name)
     assert per is not None
     s = per.group_by(literal_column("g_key"), literal_column("sender")).subquery("s")
@@ -316,6 +314,69 @@ def _figures(view: StoreView, name: str | None) -> dict[str, Stats]:
         stmt = part.where(median_condition(sources[0])).group_by(literal_column("g_key"))
         medians = dict(reader.fetch(stmt))
     return {str(k): row_stats((*v, medians.get(k))) for k, v in sums.items()}
+
+
+def _figures_clickhouse(view: StoreView, name: str | None) -> dict[str, Stats]:
+    """:func:`_figures` on ClickHouse, one statement reading the table once: the replies
+    grouped by their campaigns' bits (:func:`campaign_masks_clickhouse`; a few dozen
+    groups), each group's counts, senders (``uniqExactState``) and assembly times, then
+    each campaign's bit taking the groups that have it (``arrayJoin`` over those few
+    rows, merging their states). One row per (reply, campaign) before grouping cost
+    more (10 M rows, 18.16: see docs/analytics.md, Scale). Beyond
+    :data:`CLICKHOUSE_MASK_CAMPAIGNS` campaigns, one row per membership
+    (:func:`declared_part`)."""
+    masked = campaign_masks_clickhouse(view, name)
+    if masked is None:
+        stmt = declared_part(view, None, lambda u: aggregates(view, u), name=name)
+        if stmt is None:
+            return {}
+        rows = view.reader.fetch(stmt.group_by(literal_column("g_key")))
+        return {str(row[0]): row_stats(row[1:]) for row in rows}
+    part, names = masked
+    m = part.subquery("m")
+    per_mask = select(m.c.g_mask, *_mask_group_columns(view, m)).group_by(m.c.g_mask).subquery("g")
+    bit = func.arrayJoin(func.bitmaskToArray(per_mask.c.g_mask)).label("g_bit")
+    stmt = select(bit, *_campaign_columns(view, per_mask)).group_by(literal_column("g_bit"))
+    by_bit = {1 << i: n for i, n in enumerate(names, start=1)}
+    return {by_bit[int(row[0])]: row_stats(row[1:]) for row in view.reader.fetch(stmt)}
+
+
+def _mask_group_columns(view: StoreView, m: Any) -> list[ColumnElement[Any]]:
+    """Per group of replies of one mask: what :func:`_campaign_columns` merges."""
+    columns: list[ColumnElement[Any]] = [
+        func.count().label("g_replies"),
+        func.uniqExactState(m.c.sender).label("g_senders"),
+        func.uniqExactIfState(m.c.sender, m.c.is_stop == true()).label("g_stop_senders"),
+        CountIf(m.c.is_stop == true()).label("g_stops"),
+        CountIf(m.c.parts_expected > 1).label("g_multipart"),
+        CountIf(m.c.complete == false()).label("g_incomplete"),
+    ]
+    if view.median_available:
+        seconds = func.toFloat64(Seconds(m.c[LAST_PART_COLUMN], m.c.received_at))
+        columns.append(func.groupArrayIf(seconds, median_condition(m)).label("g_waits"))
+    return columns
+
+
+def _campaign_columns(view: StoreView, g: Any) -> list[ColumnElement[Any]]:
+    """The columns of :func:`row_stats` for the groups of one bit; the median as the
+    ClickHouse compilation of :class:`Median` takes it (mean of the two middle values)."""
+    median: ColumnElement[Any] = null()
+    if view.median_available:
+        waits = func.arraySort(func.groupArrayArray(g.c.g_waits))
+        size = func.length(waits)
+        low = func.arrayElement(waits, func.intDiv(size + 1, 2))
+        high = func.arrayElement(waits, func.intDiv(size, 2) + 1)
+        middle = func.divide(low + high, 2)
+        median = getattr(func, "if")(size == 0, null(), middle)
+    return [
+        func.sum(g.c.g_replies),
+        func.uniqExactMerge(g.c.g_senders),
+        func.uniqExactIfMerge(g.c.g_stop_senders),
+        func.sum(g.c.g_stops),
+        func.sum(g.c.g_multipart),
+        func.sum(g.c.g_incomplete),
+        median,
+    ]
 
 
 def campaign_stats(

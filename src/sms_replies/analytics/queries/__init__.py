@@ -51,7 +51,11 @@ from sms_replies.analytics.queries._aggregates import (
     sender_sums,
 )
 from sms_replies.analytics.queries._buckets import bucket_starts
-from sms_replies.analytics.queries._membership import CLICKHOUSE_MASK_CAMPAIGNS, declared_part
+from sms_replies.analytics.queries._membership import (
+    CLICKHOUSE_MASK_CAMPAIGNS,
+    campaign_masks_clickhouse,
+    declared_part,
+)
 from sms_replies.analytics.queries._records import (
     KeywordCount,
     Stats,
@@ -89,6 +93,7 @@ __all__ = [
     "Timeseries",
     "aggregates",
     "bucket_starts",
+    "campaign_masks_clickhouse",
     "declared_part",
     "decode_cursor",
     "encode_cursor",

@@ -154,41 +154,14 @@ def _campaign_keys_clickhouse(
     """
     if len(campaigns) > CLICKHOUSE_MASK_CAMPAIGNS:
         return _campaign_arrays_clickhouse(view, campaigns, wanted, carried, in_range, columns)
-    r = view.replies()
     if not view.attributed and not campaigns:
         return None
-    # Each reply's number (its channel, and for a long number its recipient) as a small
-    # integer, computed once per row: the windows then look at that integer and the
-    # time, instead of the Nullable strings again (18.16 evaluates every window's
-    # condition on every row: 10 M rows, 20 windows, 3.2 -> 2.4 s CPU for the mask).
-    # The windows as one table of (number, time slice) when it is small enough
-    # (_window_table), else each window compared.
-    numbers = sorted({_number(c) for c in campaigns}, key=lambda n: (n[0], n[1] or ""))
-    datetime64 = bool(getattr(view.reader.dialect, "datetime64", False))
-    lut = _window_table(campaigns, numbers, datetime64)
-    number = _number_expression(view, r, numbers)
-    url_campaign = [r.c.campaign] if view.attributed else []
-    instant = [_instant(r, datetime64).label("g_t")] if lut is not None else []
-    n = (
-        select(number.label("g_number"), *instant, *url_campaign, *carried)
-        .where(*in_range)
-        .subquery("n")
-    )
+    n, window_bits = _numbered(view, campaigns, carried, in_range)
     bits: list[ColumnElement[Any]] = []
     if view.attributed:
         named = n.c.campaign.is_not(None) if wanted is None else n.c.campaign == wanted
         bits.append(func.toUInt64(func.ifNull(named, 0)))  # 18.16: conditions may be Nullable
-    if lut is not None:
-        bits.append(_window_bits(n, lut))
-    else:
-        for i, c in enumerate(campaigns, start=1):
-            j = numbers.index(_number(c)) + 1
-            window = and_(
-                n.c.g_number == _integer(f"number{j}", j),
-                n.c.received_at >= c.start,
-                n.c.received_at < c.end,
-            )
-            bits.append(func.toUInt64(func.ifNull(window, 0)) * _integer(f"bit{i}", 1 << i))
+    bits.extend(window_bits)
     mask = bits[0]
     for bit in bits[1:]:
         mask = mask + bit
@@ -210,6 +183,90 @@ def _campaign_keys_clickhouse(
     kept = [k.c[str(col.key)] for col in carried]
     u = select(name.label("g_key"), *kept).subquery("u")
     return select(u.c.g_key, *columns(u))
+
+
+def _numbered(
+    view: StoreView,
+    campaigns: list[DeclaredCampaign],
+    carried: Sequence[ColumnElement[Any]],
+    in_range: Sequence[ColumnElement[bool]],
+) -> tuple[Any, list[ColumnElement[Any]]]:
+    """The replies (in range) as subquery ``n``: their number (``g_number``), their time
+    as an integer (``g_t``) when the windows make a :func:`_window_table`, their URL's
+    ``campaign`` and ``carried``; and the terms whose sum is the bits (1 << i, from 1) of
+    the windows of ``campaigns`` a row of ``n`` is in."""
+    r = view.replies()
+    # Each reply's number (its channel, and for a long number its recipient) as a small
+    # integer, computed once per row: the windows then look at that integer and the
+    # time, instead of the Nullable strings again (18.16 evaluates every window's
+    # condition on every row: 10 M rows, 20 windows, 3.2 -> 2.4 s CPU for the mask).
+    # The windows as one table of (number, time slice) when it is small enough
+    # (_window_table), else each window compared.
+    numbers = sorted({_number(c) for c in campaigns}, key=lambda n: (n[0], n[1] or ""))
+    datetime64 = bool(getattr(view.reader.dialect, "datetime64", False))
+    lut = _window_table(campaigns, numbers, datetime64)
+    number = _number_expression(view, r, numbers)
+    url_campaign = [r.c.campaign] if view.attributed else []
+    instant = [_instant(r, datetime64).label("g_t")] if lut is not None else []
+    n = (
+        select(number.label("g_number"), *instant, *url_campaign, *carried)
+        .where(*in_range)
+        .subquery("n")
+    )
+    if lut is not None:
+        return n, [_window_bits(n, lut)]
+    bits: list[ColumnElement[Any]] = []
+    for i, c in enumerate(campaigns, start=1):
+        j = numbers.index(_number(c)) + 1
+        window = and_(
+            n.c.g_number == _integer(f"number{j}", j),
+            n.c.received_at >= c.start,
+            n.c.received_at < c.end,
+        )
+        bits.append(func.toUInt64(func.ifNull(window, 0)) * _integer(f"bit{i}", 1 << i))
+    return n, bits
+
+
+def campaign_masks_clickhouse(
+    view: StoreView, name: str | None = None
+) -> tuple[Select[Any], list[str]] | None:
+    """The replies (all of them; or of campaign ``name``) that belong to a declared
+    campaign, each with its declared campaigns as the bits of ``g_mask`` (bit i, from 1:
+    the i-th of the returned names) and the columns of :data:`_FIGURE_COLUMNS`, for
+    figures aggregated without one row per membership. A reply whose URL named a
+    declared campaign has that campaign's bit (a name nobody declared: none); one naming
+    none, the bits of the windows it is in. None when no campaign is declared, or more
+    than :data:`CLICKHOUSE_MASK_CAMPAIGNS` (then :func:`declared_part`)."""
+    campaigns = view.declared(name)
+    if not campaigns or len(campaigns) > CLICKHOUSE_MASK_CAMPAIGNS:
+        return None
+    r = view.replies()
+    # count() needs no column: reply_id (a String) is not read.
+    carried = [r.c[c] for c in _FIGURE_COLUMNS[1:] if c in view.reply_columns]
+    n, terms = _numbered(view, campaigns, carried, ())
+    if view.attributed:
+        # The URL's campaign looked up among the declared names (one hash lookup a row);
+        # g_number is 0 for such a reply, so it has no window bit.
+        terms.append(
+            func.transform(
+                func.ifNull(n.c.campaign, ""),
+                func.array(*(NamedKey(c.name) for c in campaigns)),
+                func.array(*(func.toUInt64(_integer(f"bit{i}", 1 << i)) for i in _bits(campaigns))),
+                func.toUInt64(literal_column("0")),
+            )
+        )
+    mask = terms[0]
+    for term in terms[1:]:
+        mask = mask + term
+    masked = select(mask.label("g_mask"), *(n.c[str(col.key)] for col in carried)).subquery("m")
+    return (
+        select(*masked.c).where(masked.c.g_mask != literal_column("0")),
+        [c.name for c in campaigns],
+    )
+
+
+def _bits(campaigns: Sequence[DeclaredCampaign]) -> range:
+    return range(1, len(campaigns) + 1)
 
 
 def _number(c: DeclaredCampaign) -> tuple[str, str | None]:
