@@ -36,7 +36,8 @@ here):
 - :mod:`._records`: the result records (``Stats``, ``Summary``, ``Timeseries``...)
   and ``to_plain``.
 - :mod:`._view`: ``StoreView``, what one reader's store holds.
-- :mod:`._membership`: which replies belong to a campaign (``declared_part``).
+- :mod:`._membership`: which replies belong to a campaign (``declared_part``;
+  ``campaign_masks_clickhouse``: as bits, for ClickHouse's campaign figures).
 - :mod:`._aggregates`: the figures' columns and grouped rows.
 - :mod:`._buckets`: time buckets and zone offsets.
 - :mod:`._summary`, :mod:`._timeseries`, :mod:`._search`: the public queries.

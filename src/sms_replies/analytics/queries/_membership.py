@@ -1,5 +1,6 @@
 """Campaign membership: which replies belong to a campaign (its URL's name, or its
-window and number), as a filter and as rows keyed by campaign (one pass on ClickHouse).
+window and number), as a filter, as rows keyed by campaign (one pass on ClickHouse),
+and on ClickHouse as each reply's declared campaigns in the bits of one integer.
 """
 
 from __future__ import annotations
@@ -232,17 +233,18 @@ def campaign_masks_clickhouse(
 ) -> tuple[Select[Any], list[str]] | None:
     """The replies (all of them; or of campaign ``name``) that belong to a declared
     campaign, each with its declared campaigns as the bits of ``g_mask`` (bit i, from 1:
-    the i-th of the returned names) and the columns of :data:`_FIGURE_COLUMNS`, for
-    figures aggregated without one row per membership. A reply whose URL named a
-    declared campaign has that campaign's bit (a name nobody declared: none); one naming
-    none, the bits of the windows it is in. None when no campaign is declared, or more
-    than :data:`CLICKHOUSE_MASK_CAMPAIGNS` (then :func:`declared_part`)."""
+    the i-th of the returned names) and the columns of :data:`_FIGURE_COLUMNS` but the
+    key, for figures aggregated without one row per membership. A reply whose URL named
+    a declared campaign has that campaign's bit (a name nobody declared: none); one
+    naming none, the bits of the windows it is in. None when no campaign is declared,
+    or more than :data:`CLICKHOUSE_MASK_CAMPAIGNS` (then :func:`declared_part`)."""
     campaigns = view.declared(name)
     if not campaigns or len(campaigns) > CLICKHOUSE_MASK_CAMPAIGNS:
         return None
     r = view.replies()
     # count() needs no column: reply_id (a String) is not read.
-    carried = [r.c[c] for c in _FIGURE_COLUMNS[1:] if c in view.reply_columns]
+    names = [c for c in _FIGURE_COLUMNS if c != "reply_id" and c in view.reply_columns]
+    carried = [r.c[c] for c in names]
     n, terms = _numbered(view, campaigns, carried, ())
     if view.attributed:
         # The URL's campaign looked up among the declared names (one hash lookup a row);
@@ -251,7 +253,12 @@ def campaign_masks_clickhouse(
             func.transform(
                 func.ifNull(n.c.campaign, ""),
                 func.array(*(NamedKey(c.name) for c in campaigns)),
-                func.array(*(func.toUInt64(_integer(f"bit{i}", 1 << i)) for i in _bits(campaigns))),
+                func.array(
+                    *(
+                        func.toUInt64(_integer(f"bit{i}", 1 << i))
+                        for i in range(1, len(campaigns) + 1)
+                    )
+                ),
                 func.toUInt64(literal_column("0")),
             )
         )
@@ -263,10 +270,6 @@ def campaign_masks_clickhouse(
         select(*masked.c).where(masked.c.g_mask != literal_column("0")),
         [c.name for c in campaigns],
     )
-
-
-def _bits(campaigns: Sequence[DeclaredCampaign]) -> range:
-    return range(1, len(campaigns) + 1)
 
 
 def _number(c: DeclaredCampaign) -> tuple[str, str | None]:
