@@ -1,7 +1,7 @@
 """The ingress publisher sends a round of records at a time (ingest.publisher).
 
-A fake producer stands for aiokafka: each record a batch of its own, acknowledged
-(or failed) when the test says so.
+A fake client stands for aiokafka's: it keeps each produce request (one a round
+and leader, a batch a record) and answers it (or fails it) when the test says so.
 """
 
 from __future__ import annotations
@@ -10,44 +10,71 @@ import asyncio
 from typing import Any
 
 import pytest
-from aiokafka.errors import KafkaTimeoutError
+from aiokafka import TopicPartition
+from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError, NotLeaderForPartitionError
+from aiokafka.protocol.produce import ProduceRequest
+from aiokafka.record.default_records import DefaultRecordBatch
 
 from sms_replies.errors import BrokerUnavailable
 from sms_replies.ingest.publisher import Publisher, expire_deliveries
 from sms_replies.records import RawGroup, RawPart, Topics, decode_raw
 
 
-class FakeBatch:
+class FakeResponse:
+    def __init__(self, topics: list[tuple[str, list[tuple[int, int, int]]]]) -> None:
+        self.topics = topics
+
+
+class FakeCluster:
     def __init__(self) -> None:
-        self.records: list[tuple[bytes, bytes]] = []
-        self.closed = False
+        self.leaders: dict[int, int | None] = {}
 
-    def append(self, *, key: bytes, value: bytes, timestamp: None) -> object:
-        assert not self.closed
-        self.records.append((key, value))
-        return object()
+    def leader_for_partition(self, tp: TopicPartition) -> int | None:
+        return self.leaders.get(tp.partition, 0)
 
-    def close(self) -> None:
-        self.closed = True
+
+class FakeClient:
+    def __init__(self) -> None:
+        self.cluster = FakeCluster()
+        self.sent: list[tuple[int, ProduceRequest, asyncio.Future[FakeResponse]]] = []
+        self.refuse: Exception | None = None
+        self.metadata_updates = 0
+
+    def force_metadata_update(self) -> None:
+        self.metadata_updates += 1
+
+    async def send(self, node_id: int, request: ProduceRequest) -> FakeResponse:
+        if self.refuse is not None:
+            raise self.refuse
+        answer: asyncio.Future[FakeResponse] = asyncio.get_running_loop().create_future()
+        self.sent.append((node_id, request, answer))
+        return await answer
 
 
 class FakeProducer:
     def __init__(self) -> None:
-        self.sent: list[tuple[str, int, FakeBatch, asyncio.Future[Any]]] = []
-        self.refuse: Exception | None = None
+        self.client = FakeClient()
 
     async def stop(self) -> None:
         return None
 
-    def create_batch(self) -> FakeBatch:
-        return FakeBatch()
+    @property
+    def sent(self) -> list[tuple[int, ProduceRequest, asyncio.Future[FakeResponse]]]:
+        return self.client.sent
 
-    async def send_batch(self, batch: FakeBatch, topic: str, *, partition: int) -> Any:
-        if self.refuse is not None:
-            raise self.refuse
-        delivery: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self.sent.append((topic, partition, batch, delivery))
-        return delivery
+
+def batches(request: ProduceRequest) -> dict[int, bytes]:
+    """The request's record batches by partition (one topic: the raw one)."""
+    ((_, partitions),) = request._topics
+    return dict(partitions)
+
+
+def acknowledge(
+    request: ProduceRequest, answer: asyncio.Future[Any], errors: dict[int, int] | None = None
+) -> None:
+    errors = errors or {}
+    ((topic, partitions),) = request._topics
+    answer.set_result(FakeResponse([(topic, [(p, errors.get(p, 0), 0) for p, _ in partitions])]))
 
 
 def part(n: int) -> RawPart:
@@ -69,10 +96,10 @@ def publisher(producer: FakeProducer, partitions: int = 1) -> Publisher:
     return publisher
 
 
-def senders(batch: FakeBatch) -> list[str]:
-    ((_, value),) = batch.records
-    record = decode_raw(value)
-    parts = record.parts if isinstance(record, RawGroup) else (record,)
+def senders(batch: bytes) -> list[str]:
+    (record,) = list(DefaultRecordBatch(batch))
+    value = decode_raw(record.value)
+    parts = value.parts if isinstance(value, RawGroup) else (value,)
     return [p.sender for p in parts]  # type: ignore[union-attr]
 
 
@@ -86,19 +113,22 @@ async def test_callbacks_published_while_a_round_is_in_flight_go_in_the_next_rou
     pub = publisher(producer)
     first = [asyncio.create_task(pub.publish(part(n))) for n in (1, 2)]
     await settle()
-    assert len(producer.sent) == 1  # both in one record, one batch
-    assert senders(producer.sent[0][2]) == ["+33612340001", "+33612340002"]
+    assert len(producer.sent) == 1  # both in one record, one batch, one request
+    _, request, answer = producer.sent[0]
+    assert request.required_acks == -1  # acks=all
+    assert senders(batches(request)[0]) == ["+33612340001", "+33612340002"]
     later = [asyncio.create_task(pub.publish(part(n))) for n in (3, 4, 5)]
     await settle()
     assert len(producer.sent) == 1  # held until the round in flight is acknowledged
     assert not any(t.done() for t in first + later)
-    producer.sent[0][3].set_result(None)
+    acknowledge(request, answer)
     await settle()
     assert all(t.done() and t.exception() is None for t in first)
     assert not any(t.done() for t in later)  # the next round is sent, not yet acknowledged
     assert len(producer.sent) == 2
-    assert senders(producer.sent[1][2]) == ["+33612340003", "+33612340004", "+33612340005"]
-    producer.sent[1][3].set_result(None)
+    _, request, answer = producer.sent[1]
+    assert senders(batches(request)[0]) == ["+33612340003", "+33612340004", "+33612340005"]
+    acknowledge(request, answer)
     await asyncio.gather(*later)
     await pub.stop()
 
@@ -108,11 +138,27 @@ async def test_each_partition_has_its_batch_in_a_round() -> None:
     pub = publisher(producer, partitions=8)
     tasks = [asyncio.create_task(pub.publish(part(n))) for n in range(40)]
     await settle()
-    partitions = [p for _, p, _, _ in producer.sent]
-    assert sorted(partitions) == sorted(set(partitions))  # one batch a partition
-    assert sum(len(senders(b)) for _, _, b, _ in producer.sent) == 40
-    for *_, delivery in producer.sent:
-        delivery.set_result(None)
+    ((_, request, answer),) = producer.sent  # one request: one leader
+    ((topic, partitions),) = request._topics
+    assert topic == pub.topics.raw
+    numbers = [p for p, _ in partitions]
+    assert sorted(numbers) == sorted(set(numbers))  # one batch a partition
+    assert sum(len(senders(b)) for b in batches(request).values()) == 40
+    acknowledge(request, answer)
+    await asyncio.gather(*tasks)
+    await pub.stop()
+
+
+async def test_each_leader_has_its_request_in_a_round() -> None:
+    producer = FakeProducer()
+    producer.client.cluster.leaders = {p: p % 2 for p in range(8)}
+    pub = publisher(producer, partitions=8)
+    tasks = [asyncio.create_task(pub.publish(part(n))) for n in range(40)]
+    await settle()
+    assert sorted(node for node, _, _ in producer.sent) == [0, 1]
+    for node, request, answer in producer.sent:
+        assert all(p % 2 == node for p in batches(request))
+        acknowledge(request, answer)
     await asyncio.gather(*tasks)
     await pub.stop()
 
@@ -124,26 +170,61 @@ async def test_a_failed_round_fails_its_callbacks_and_the_next_round_goes() -> N
     await settle()
     second = asyncio.create_task(pub.publish(part(2)))
     await settle()
-    producer.sent[0][3].set_exception(KafkaTimeoutError("no ack"))
+    producer.sent[0][2].set_exception(KafkaTimeoutError("no ack"))
     with pytest.raises(BrokerUnavailable):
         await first
     await settle()
     assert len(producer.sent) == 2
-    producer.sent[1][3].set_result(None)
+    acknowledge(*producer.sent[1][1:])
     await second
     await pub.stop()
 
 
-async def test_a_record_the_producer_refuses_answers_its_callbacks_unavailable() -> None:
+async def test_a_partition_answered_with_an_error_fails_its_callbacks_only() -> None:
     producer = FakeProducer()
-    producer.refuse = KafkaTimeoutError("buffer full")
+    pub = publisher(producer, partitions=8)
+    tasks = [asyncio.create_task(pub.publish(part(n))) for n in range(40)]
+    await settle()
+    ((_, request, answer),) = producer.sent
+    refused = min(batches(request))
+    acknowledge(request, answer, errors={refused: NotLeaderForPartitionError.errno})
+    await asyncio.wait(tasks)
+    failed = {n for n, t in enumerate(tasks) if t.exception() is not None}
+    assert failed
+    assert len(failed) < 40
+    assert all(isinstance(tasks[n].exception(), BrokerUnavailable) for n in failed)
+    assert set(senders(batches(request)[refused])) == {part(n).sender for n in failed}
+    assert producer.client.metadata_updates == 1  # a stale leader: ask again
+    await pub.stop()
+
+
+async def test_a_partition_without_a_leader_answers_its_callbacks_unavailable() -> None:
+    producer = FakeProducer()
+    producer.client.cluster.leaders = {0: -1}
     pub = publisher(producer)
     with pytest.raises(BrokerUnavailable):
         await pub.publish(part(1))
-    producer.refuse = None
+    assert not producer.sent
+    assert producer.client.metadata_updates == 1
+    producer.client.cluster.leaders = {}
     task = asyncio.create_task(pub.publish(part(2)))
     await settle()
-    producer.sent[0][3].set_result(None)
+    acknowledge(*producer.sent[0][1:])
+    await task
+    await pub.stop()
+
+
+async def test_a_request_the_client_cannot_send_answers_its_callbacks_unavailable() -> None:
+    producer = FakeProducer()
+    producer.client.refuse = KafkaConnectionError("broker gone")
+    pub = publisher(producer)
+    with pytest.raises(BrokerUnavailable):
+        await pub.publish(part(1))
+    assert producer.client.metadata_updates == 1  # the connection's error: metadata again
+    producer.client.refuse = None
+    task = asyncio.create_task(pub.publish(part(2)))
+    await settle()
+    acknowledge(*producer.sent[0][1:])
     await task
     await pub.stop()
 
@@ -157,7 +238,7 @@ async def test_a_round_never_acknowledged_is_given_up_at_its_deadline() -> None:
     await settle()
     assert len(producer.sent) == 1  # the round in flight holds the next one
     # The watchdog's pass after the deadline: the callback answers 503, the round
-    # is given up (its delivery may still come) and the next round goes.
+    # is given up (its answer may still come) and the next round goes.
     (first_due, _), (round_due, _), (second_due, _) = pub._deadlines
     assert first_due <= round_due < second_due
     expire_deliveries(pub._deadlines, round_due)
@@ -165,7 +246,8 @@ async def test_a_round_never_acknowledged_is_given_up_at_its_deadline() -> None:
         await first
     await settle()
     assert len(producer.sent) == 2
-    producer.sent[1][3].set_result(None)
+    acknowledge(*producer.sent[1][1:])
     await second
-    producer.sent[0][3].set_result(None)  # late: nobody waits for it any more
+    acknowledge(*producer.sent[0][1:])  # late: nobody waits for it any more
+    await settle()
     await pub.stop()
