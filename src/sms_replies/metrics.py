@@ -7,6 +7,9 @@ through :func:`exposition` in its own page.
 
 from __future__ import annotations
 
+from bisect import bisect_left
+from collections.abc import Sequence
+
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
 
@@ -24,6 +27,24 @@ async def handle_metrics(request: web.Request) -> web.Response:
 
 def add_metrics_route(app: web.Application) -> None:
     app.router.add_get("/metrics", handle_metrics)
+
+
+def observe_many(histogram: Histogram, amounts: Sequence[float]) -> None:
+    """``histogram.observe(amount)`` for each amount, with one increment a bucket.
+
+    prometheus_client has no batch observation: this adds to the histogram's own
+    sum and bucket values as ``observe`` does (the first bucket whose bound is at
+    least the amount; the last bound is +Inf). tests/unit/test_metrics_batch.py
+    compares it with ``observe``.
+    """
+    bounds = histogram._upper_bounds
+    counts = [0] * len(bounds)
+    for amount in amounts:
+        counts[bisect_left(bounds, amount)] += 1
+    histogram._sum.inc(sum(amounts))
+    for bucket, count in enumerate(counts):
+        if count:
+            histogram._buckets[bucket].inc(count)
 
 
 CALLBACKS = Counter(

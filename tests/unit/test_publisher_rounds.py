@@ -15,6 +15,7 @@ from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError, NotLeaderFo
 from aiokafka.protocol.produce import ProduceRequest
 from aiokafka.record.default_records import DefaultRecordBatch
 
+from sms_replies import metrics
 from sms_replies.errors import BrokerUnavailable
 from sms_replies.ingest.publisher import Publisher, expire_deliveries
 from sms_replies.records import RawGroup, RawPart, Topics, decode_raw
@@ -160,6 +161,30 @@ async def test_each_leader_has_its_request_in_a_round() -> None:
         assert all(p % 2 == node for p in batches(request))
         acknowledge(request, answer)
     await asyncio.gather(*tasks)
+    await pub.stop()
+
+
+def accepted_and_timed() -> tuple[float, float]:
+    accepted = metrics.CALLBACKS.labels("accepted")._value.get()
+    ((histogram,),) = [list(metrics.PUBLISH_SECONDS.collect())]
+    (count,) = [s.value for s in histogram.samples if s.name.endswith("_count")]
+    return accepted, count
+
+
+async def test_acknowledged_callbacks_are_counted_accepted_and_timed_a_record_at_a_time() -> None:
+    producer = FakeProducer()
+    pub = publisher(producer, partitions=8)
+    before = accepted_and_timed()
+    tasks = [asyncio.create_task(pub.publish(part(n))) for n in range(40)]
+    await settle()
+    ((_, request, answer),) = producer.sent
+    refused = min(batches(request))
+    acknowledge(request, answer, errors={refused: NotLeaderForPartitionError.errno})
+    await asyncio.wait(tasks)
+    answered = sum(1 for t in tasks if t.exception() is None)
+    assert 0 < answered < 40
+    after = accepted_and_timed()
+    assert after == (before[0] + answered, before[1] + answered)  # the 503s are not
     await pub.stop()
 
 
