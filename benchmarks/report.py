@@ -555,10 +555,89 @@ writes its requests on asyncio's transports (35-70 us per callback)."""
 
 
 INGRESS_FINDINGS = """\
+### A produce request a round, written by the publisher (issue 15 target 2), 2026-12-02
+
+Three runs of `python -m benchmarks --only ingress` (the `--docs` of each a
+scratch directory) at branch ingress-get c16b8f0, one after the other,
+15:49-15:56 UTC, load average 1.4-2.2 (other sessions' work on the 2 cores):
+`ingress x1` against bare in the same run, requests/s (CPU per request):
+
+| run | GET | form | JSON |
+|---|---|---|---|
+| 15:49 UTC, load 1.4-2.0 | 0.51x (0.54x) | 0.59x (0.55x) | 0.62x (0.64x) |
+| 15:52 UTC, load 1.7-2.2 | 0.56x (0.57x) | 0.61x (0.63x) | 0.66x (0.69x) |
+| 15:54 UTC, load 1.5-2.1 | 0.57x (0.61x) | 0.66x (0.72x) | 0.77x (0.83x) |
+
+**Target 2 (0.5x for each encoding) is reached in the three runs**, GET with
+the least room: 10,231, 10,972 and 9,928 GET requests/s at 88-93 us of CPU
+against bare's 17,364-19,947 at 50-57 us. Main (dfd661a, the same ingress
+code as 39c7ee3) right after, same command, 15:56 UTC, load 2.0-2.2: GET 0.43x
+(8,100 against 18,947/s; 96 against 42 us), form 0.51x, JSON 0.55x; at 15:12
+UTC on a quiet machine (load 0.5-1.2) it measured GET 0.43x, form 0.61x, JSON
+0.66x. A run at 38bc4e8 (before the garbage collector's tuning, below) at load
+2.7-3.1 (other sessions' tests) gave GET 0.46x, form 0.47x, JSON 0.50x: the
+ingress then had the CPU for only 74 % of the run (8,857 requests/s at 83 us),
+so under load below 2 this margin is what the figures show, not more.
+
+**What changed**, each measured with the ingress processes of two commits
+alternating on one broker under the same wrk script (4-6 rounds of 5 s,
+medians):
+
+* The publisher writes each round's produce request itself (5d7bd30): one
+  `ProduceRequest` a leader (acks=all), a record batch per record built by
+  aiokafka's `DefaultRecordBatchBuilder`, sent with the producer's
+  `client.send`; aiokafka's accumulator and sender (a `MessageBatch` and its
+  futures per record, the sender's task, `asyncio.wait` and wake-ups a round)
+  are no longer on the path. A round cost about 380 us of CPU and a callback
+  13 us beyond it (publish-only driver, 32 and 64 in flight); at 16 in flight
+  35.7-44.3 -> 26.4-30.1 us per callback. Under wrk, GET, load 1.9: 8,103 ->
+  9,556 requests/s, 112.5 -> 95.9 us (bare 17,909/s). A partition answered
+  with an error, a partition without a known leader and a request that fails
+  answer their callbacks 503 at once (a stale leader asks for new metadata)
+  where aiokafka retried within the timeout: the provider retries. The
+  producer still sends the rejects (audit records).
+* The accepted counter and the publish-time histogram are counted a record at
+  a time when it is acknowledged (38bc4e8; `metrics.observe_many` adds to the
+  histogram's buckets what `observe` would): 82.4 -> 81.1 us per GET, load
+  2.0-2.5.
+* An ingress process freezes what it loaded at start-up and collects its
+  young generation every 20,000 allocations instead of 700 (c16b8f0,
+  `ingest.server.tune_gc`): GET 88.2 -> 84.2 us, 10,848 -> 11,202/s; form
+  108.8 -> 102.0 us, 8,712 -> 9,306/s, load 1.4-1.7.
+
+**Profile of `ingress x1`, GET** (py-spy `record -r 500` for 12 s under the same
+wrk load; the samples in `_SelectorSocketTransport.write` and `select`, mostly
+the process waiting for a core after waking wrk or the broker, left out: 40 %
+before, 28 % after). Main 39c7ee3: aiohttp 31 %, the event loop 21 %, our
+handler and parsing 18 %, aiokafka 15 %, our publisher, grouping, record and
+murmur2 12 %, prometheus 2 %. c16b8f0: aiohttp 27 %, our publisher 27 %, the
+loop 24 %, handler and parsing 12 %, aiokafka 8 % (`client.send`, the request's
+encoding, the response's decoding), prometheus 1 %. About 10 of the publisher's 27
+points are samples py-spy puts on one line, `create_future()` in `publish`,
+that perf does not confirm (no native function behind them): py-spy's
+attribution, not work. perf (CPU time, main -> 5d7bd30): the interpreter 77 % -> 73 %, the
+kernel 15 % -> 18 % (`sendto` of the answers and produce requests: 12 %), the
+garbage collector 1.8 % before its tuning.
+
+**Tried and left.** *uvloop* (0.23, as `SMS_REPLIES_INGEST_EVENT_LOOP`, with
+the bare handler on the same loop for fairness): 4 alternating rounds each,
+GET, load 1.0-1.6 at main: the ingress 98.2 -> 94.2 us of CPU per request but
+9,714 -> 8,805 requests/s (busy 83 % of the time instead of 97 %: its writes
+go out at the end of a loop iteration, the round's produce request with
+them), bare 19,799 -> 22,648/s (50.1 -> 44.0 us); with the new publisher,
+load 1.9-3.0: ingress 85.3 -> 80.3 us, bare 40.3 -> 37.8 us. It lowers both by
+about the same share, so the ratio to bare does not move, and loses requests/s
+on the ingress: no new dependency. *Two rounds in flight* (a second produce
+request sent before the first is acknowledged): GET 10,386 -> 10,418/s, 83.1
+-> 87.6 us; JSON 9,497 -> 9,290/s, 96.8 -> 96.4 us (load 1.6-3.5): nothing.
+Left: the produce request's encoding and the response's decoding in aiokafka's
+pure-Python protocol (about 8 % of the samples), the record's partition
+(murmur2, 2 %), the frozen `RawPart`'s construction (1 %).
+
 ### A round of records in flight (issue 15 target 2), 2026-12-02
 
-The table above: `python -m benchmarks --only reassembly,end_to_end,ingress
---loads mixed` at main f4e7b1a, 12:56 UTC, load average 1.3-2.2 (a quiet
+The run of 12:56 UTC: `python -m benchmarks --only reassembly,end_to_end,ingress
+--loads mixed` at main f4e7b1a, load average 1.3-2.2 (a quiet
 machine): `ingress x1` at 0.43x bare's requests/s and 0.44x its CPU per
 request for GET (99 against 44 us), 0.40x and 0.42x for form (130 / 54), 0.35x
 and 0.38x for JSON (125 / 48), 2.3-3.1 callbacks per raw record. **Target 2
