@@ -254,6 +254,28 @@ async def test_a_request_the_client_cannot_send_answers_its_callbacks_unavailabl
     await pub.stop()
 
 
+async def test_a_request_that_cannot_be_built_answers_its_callbacks_unavailable_at_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def broken(key: bytes, value: bytes) -> bytes:
+        raise ValueError("no batch")
+
+    producer = FakeProducer()
+    pub = publisher(producer)
+    with monkeypatch.context() as patched:
+        patched.setattr("sms_replies.ingest.publisher._batch", broken)
+        task = asyncio.create_task(pub.publish(part(1)))
+        await settle()
+        assert task.done()  # not left for the watchdog
+        with pytest.raises(BrokerUnavailable):
+            await task
+    task = asyncio.create_task(pub.publish(part(2)))
+    await settle()
+    acknowledge(*producer.sent[0][1:])
+    await task
+    await pub.stop()
+
+
 async def test_a_round_never_acknowledged_is_given_up_at_its_deadline() -> None:
     producer = FakeProducer()
     pub = publisher(producer)

@@ -206,14 +206,20 @@ class Publisher:
         return [self._produce(client, leader, records) for leader, records in by_leader.items()]
 
     async def _produce(self, client: Any, leader: int, records: list[Record[Waiter]]) -> None:
-        """One produce request (a batch a record, acks=all) and its answer to the waiters."""
-        request = ProduceRequest(
-            transactional_id=None,
-            required_acks=-1,  # acks=all
-            timeout=self._timeout_ms,
-            topics=[(self.topics.raw, [(r.partition, _batch(r.key, r.value)) for r in records])],
-        )
+        """One produce request (a batch a record, acks=all) and its answer to the waiters.
+
+        Whatever fails answers the waiters at once (503): a task's exception would
+        only be logged, and the callbacks would wait for the watchdog.
+        """
         try:
+            request = ProduceRequest(
+                transactional_id=None,
+                required_acks=-1,  # acks=all
+                timeout=self._timeout_ms,
+                topics=[
+                    (self.topics.raw, [(r.partition, _batch(r.key, r.value)) for r in records])
+                ],
+            )
             response = await client.send(leader, request)
         except Exception as exc:
             error = _kafka_error(exc)
