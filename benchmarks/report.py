@@ -578,6 +578,14 @@ UTC on a quiet machine (load 0.5-1.2) it measured GET 0.43x, form 0.61x, JSON
 2.7-3.1 (other sessions' tests) gave GET 0.46x, form 0.47x, JSON 0.50x: the
 ingress then had the CPU for only 74 % of the run (8,857 requests/s at 83 us),
 so under load below 2 this margin is what the figures show, not more.
+Single runs move a lot (main's GET measured 0.52x at 16:10 UTC, load 1.4-2.0;
+the branch 0.65x at 0e889a7, 16:08 UTC, load 0.4-1.0, form 0.75x, JSON 0.69x).
+Paired, the processes of main (bf92126, the same ingress code) and of the
+branch (0e889a7) and bare alternating on one broker (4 rounds of 5 s per
+encoding, 16:13-16:17 UTC, load 1.0-1.1), medians: GET 9,571 -> 11,084
+requests/s (0.48x -> 0.56x of bare's 19,751), 95.2 -> 88.6 us; form 8,246 ->
+9,382 (0.62x -> 0.70x), 119.0 -> 103.3 us; JSON 8,579 -> 10,015 (0.61x ->
+0.71x), 111.0 -> 93.5 us.
 
 **What changed**, each measured with the ingress processes of two commits
 alternating on one broker under the same wrk script (4-6 rounds of 5 s,
