@@ -558,8 +558,8 @@ INGRESS_FINDINGS = """\
 ### A produce request a round, written by the publisher (issue 15 target 2), 2026-12-02
 
 Three runs of `python -m benchmarks --only ingress` (the `--docs` of each a
-scratch directory) at branch ingress-get c16b8f0, one after the other,
-15:49-15:56 UTC, load average 1.4-2.2 (other sessions' work on the 2 cores):
+scratch directory) at branch ingress-get (c16b8f0 before its rebase), one
+after the other, 15:49-15:56 UTC, load average 1.4-2.2 (other sessions' work on the 2 cores):
 `ingress x1` against bare in the same run, requests/s (CPU per request):
 
 | run | GET | form | JSON |
@@ -574,14 +574,14 @@ against bare's 17,364-19,947 at 50-57 us. Main (dfd661a, the same ingress
 code as 39c7ee3) right after, same command, 15:56 UTC, load 2.0-2.2: GET 0.43x
 (8,100 against 18,947/s; 96 against 42 us), form 0.51x, JSON 0.55x; at 15:12
 UTC on a quiet machine (load 0.5-1.2) it measured GET 0.43x, form 0.61x, JSON
-0.66x. A run at 38bc4e8 (before the garbage collector's tuning, below) at load
-2.7-3.1 (other sessions' tests) gave GET 0.46x, form 0.47x, JSON 0.50x: the
-ingress then had the CPU for only 74 % of the run (8,857 requests/s at 83 us),
-so under load below 2 this margin is what the figures show, not more.
+0.66x. A run of the branch before the garbage collector's tuning (below) at
+load 2.7-3.1 (other sessions' tests) gave GET 0.46x, form 0.47x, JSON 0.50x:
+the ingress had the CPU for only 74 % of the run (8,857 requests/s at 83 us),
+so on a busier machine the ratio can still fall under 0.5x.
 Single runs move a lot (main's GET measured 0.52x at 16:10 UTC, load 1.4-2.0;
-the branch 0.65x at 0e889a7, 16:08 UTC, load 0.4-1.0, form 0.75x, JSON 0.69x).
-Paired, the processes of main (bf92126, the same ingress code) and of the
-branch (0e889a7) and bare alternating on one broker (4 rounds of 5 s per
+the branch's last code 0.65x at 16:08 UTC, load 0.4-1.0, form 0.75x, JSON
+0.69x). Paired, the processes of main (bf92126, the same ingress code), of the
+branch's last code and of bare alternating on one broker (4 rounds of 5 s per
 encoding, 16:13-16:17 UTC, load 1.0-1.1), medians: GET 9,571 -> 11,084
 requests/s (0.48x -> 0.56x of bare's 19,751), 95.2 -> 88.6 us; form 8,246 ->
 9,382 (0.62x -> 0.70x), 119.0 -> 103.3 us; JSON 8,579 -> 10,015 (0.61x ->
@@ -591,7 +591,7 @@ requests/s (0.48x -> 0.56x of bare's 19,751), 95.2 -> 88.6 us; form 8,246 ->
 alternating on one broker under the same wrk script (4-6 rounds of 5 s,
 medians):
 
-* The publisher writes each round's produce request itself (5d7bd30): one
+* The publisher writes each round's produce request itself: one
   `ProduceRequest` a leader (acks=all), a record batch per record built by
   aiokafka's `DefaultRecordBatchBuilder`, sent with the producer's
   `client.send`; aiokafka's accumulator and sender (a `MessageBatch` and its
@@ -605,12 +605,12 @@ medians):
   where aiokafka retried within the timeout: the provider retries. The
   producer still sends the rejects (audit records).
 * The accepted counter and the publish-time histogram are counted a record at
-  a time when it is acknowledged (38bc4e8; `metrics.observe_many` adds to the
+  a time when it is acknowledged (`metrics.observe_many` adds to the
   histogram's buckets what `observe` would): 82.4 -> 81.1 us per GET, load
   2.0-2.5.
 * An ingress process freezes what it loaded at start-up and collects its
-  young generation every 20,000 allocations instead of 700 (c16b8f0,
-  `ingest.server.tune_gc`): GET 88.2 -> 84.2 us, 10,848 -> 11,202/s; form
+  young generation every 20,000 allocations instead of 700
+  (`ingest.server.tune_gc`): GET 88.2 -> 84.2 us, 10,848 -> 11,202/s; form
   108.8 -> 102.0 us, 8,712 -> 9,306/s, load 1.4-1.7.
 
 **Profile of `ingress x1`, GET** (py-spy `record -r 500` for 12 s under the same
@@ -618,14 +618,14 @@ wrk load; the samples in `_SelectorSocketTransport.write` and `select`, mostly
 the process waiting for a core after waking wrk or the broker, left out: 40 %
 before, 28 % after). Main 39c7ee3: aiohttp 31 %, the event loop 21 %, our
 handler and parsing 18 %, aiokafka 15 %, our publisher, grouping, record and
-murmur2 12 %, prometheus 2 %. c16b8f0: aiohttp 27 %, our publisher 27 %, the
+murmur2 12 %, prometheus 2 %. The branch: aiohttp 27 %, our publisher 27 %, the
 loop 24 %, handler and parsing 12 %, aiokafka 8 % (`client.send`, the request's
 encoding, the response's decoding), prometheus 1 %. About 10 of the publisher's 27
 points are samples py-spy puts on one line, `create_future()` in `publish`,
 that perf does not confirm (no native function behind them): py-spy's
-attribution, not work. perf (CPU time, main -> 5d7bd30): the interpreter 77 % -> 73 %, the
-kernel 15 % -> 18 % (`sendto` of the answers and produce requests: 12 %), the
-garbage collector 1.8 % before its tuning.
+attribution, not work. perf (CPU time, main -> the publisher's change): the
+interpreter 77 % -> 73 %, the kernel 15 % -> 18 % (`sendto` of the answers and
+produce requests: 12 %), the garbage collector 1.8 % before its tuning.
 
 **Tried and left.** *uvloop* (0.23, as `SMS_REPLIES_INGEST_EVENT_LOOP`, with
 the bare handler on the same loop for fairness): 4 alternating rounds each,
