@@ -298,3 +298,37 @@ async def test_a_round_never_acknowledged_is_given_up_at_its_deadline() -> None:
     acknowledge(*producer.sent[0][1:])  # late: nobody waits for it any more
     await settle()
     await pub.stop()
+
+
+async def test_records_of_one_partition_in_a_round_go_in_requests_of_their_own() -> None:
+    # More parts for a partition than one record holds make several records for it
+    # in a round; a produce request names a partition once (a broker keeps one batch
+    # of a repeated partition, and its answer could not tell the records apart).
+    producer = FakeProducer()
+    pub = Publisher("unused:9092", Topics.with_prefix("unit"), timeout=5, max_record_bytes=2000)
+    pub._producer = producer  # type: ignore[assignment]
+    pub._raw_partitions = (0,)
+    first = asyncio.create_task(pub.publish(part(0)))
+    await settle()
+    held = [asyncio.create_task(pub.publish(part(n))) for n in range(1, 201)]
+    await settle()
+    acknowledge(*producer.sent[0][1:])
+    await first
+    await settle()
+    requests = producer.sent[1:]
+    assert len(requests) > 1  # 200 parts are more than one record of 2,000 bytes holds
+    for _, request, _ in requests:
+        ((_, partitions),) = request._topics
+        assert len(partitions) == len({p for p, _ in partitions})
+    carried = [s for _, request, _ in requests for s in senders(batches(request)[0])]
+    assert sorted(carried) == sorted(part(n).sender for n in range(1, 201))
+    assert not any(t.done() for t in held)
+    for _, request, answer in requests[:-1]:
+        acknowledge(request, answer)
+    await settle()
+    waiting = [t for t in held if not t.done()]
+    assert waiting
+    assert len(waiting) == len(senders(batches(requests[-1][1])[0]))
+    acknowledge(*requests[-1][1:])
+    await asyncio.gather(*held)
+    await pub.stop()

@@ -203,7 +203,11 @@ class Publisher:
                 )
             else:
                 by_leader.setdefault(leader, []).append(record)
-        return [self._produce(client, leader, records) for leader, records in by_leader.items()]
+        return [
+            self._produce(client, leader, wave)
+            for leader, led in by_leader.items()
+            for wave in _one_record_a_partition(led)
+        ]
 
     async def _produce(self, client: Any, leader: int, records: list[Record[Waiter]]) -> None:
         """One produce request (a batch a record, acks=all) and its answer to the waiters.
@@ -341,6 +345,22 @@ def _answer(client: Any, response: Any, records: list[Record[Waiter]]) -> None:
             _settle_all(record.waiters, error)
     for record in unanswered.values():
         _settle_all(record.waiters, KafkaError(f"no answer for partition {record.partition}"))
+
+
+def _one_record_a_partition(records: list[Record[Waiter]]) -> list[list[Record[Waiter]]]:
+    """``records`` in waves that name each partition once, in order: a produce request
+    holds one batch a partition (a broker keeps one of a repeated partition's batches,
+    and its answer, by partition, could not tell them apart). A partition has several
+    records in a round when its parts outgrow one (size, or parts a record)."""
+    waves: list[list[Record[Waiter]]] = []
+    seen: dict[int, int] = {}
+    for record in records:
+        wave = seen.get(record.partition, 0)
+        seen[record.partition] = wave + 1
+        if wave == len(waves):
+            waves.append([])
+        waves[wave].append(record)
+    return waves
 
 
 def _acknowledge(waiters: list[Waiter]) -> None:
