@@ -265,16 +265,23 @@ def synthetic(
     return path, ChdbReader(session, "synth")
 
 
+@pytest.mark.parametrize("grouping_sets", [True, False], ids=["grouping-sets", "by-mask"])
 @pytest.mark.parametrize("mask_campaigns", [CLICKHOUSE_MASK_CAMPAIGNS, 3], ids=["bits", "arrays"])
 def test_campaign_figures_of_synthetic_replies_as_duckdb(
-    synthetic: tuple[Path, ChdbReader], monkeypatch: pytest.MonkeyPatch, mask_campaigns: int
+    synthetic: tuple[Path, ChdbReader],
+    monkeypatch: pytest.MonkeyPatch,
+    mask_campaigns: int,
+    grouping_sets: bool,
 ) -> None:
-    """ClickHouse's campaign figures (replies grouped by their campaigns' bits, each
-    campaign merging the groups of its bit; beyond the bits, one row per membership)
-    are DuckDB's: overlapping windows, URL campaigns declared or not, STOPs, long
-    replies; every campaign, and one by name."""
+    """ClickHouse's campaign figures (replies grouped by sender and by their campaigns'
+    bits on a current server, by bits only as on 18.16, each campaign merging the groups
+    of its bit; beyond the bits, one row per membership) are DuckDB's: overlapping
+    windows, URL campaigns declared or not, STOPs, long replies; every campaign, and
+    one by name."""
     monkeypatch.setattr(membership, "CLICKHOUSE_MASK_CAMPAIGNS", mask_campaigns)
     path, chdb = synthetic
+    assert chdb.has_grouping_sets()  # ClickHouse 26 in chdb
+    monkeypatch.setattr(chdb, "_grouping_sets", grouping_sets)
     with open_store(StoreURL("duckdb", path=path)) as duck:
         figures = [_figures(campaign_stats(r)) for r in (chdb, duck)]
         one = [_figures(campaign_stats(r, name="campaign-04")) for r in (chdb, duck)]

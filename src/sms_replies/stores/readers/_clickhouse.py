@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any, Final, cast
 
 from sqlalchemy.sql import ClauseElement, visitors
 from sqlalchemy.sql.selectable import TableClause
@@ -23,9 +23,13 @@ from sms_replies.stores.readers._base import (
 )
 from sms_replies.stores.url import Backend, StoreURL
 
+#: The first ClickHouse release with ``GROUPING SETS`` and the ``grouping()`` function.
+GROUPING_SETS_SINCE: Final = (22, 9)
+
 
 class ClickHouseReader(_BaseReader):
     backend: Backend = "clickhouse"
+    _grouping_sets: bool | None = None  # has_grouping_sets(), once asked
 
     def __init__(self, url: StoreURL, *, timeout: float = DEFAULT_TIMEOUT, write: bool = False):
         super().__init__()
@@ -57,6 +61,15 @@ class ClickHouseReader(_BaseReader):
             if str(col) in _TIMESTAMPS and "DateTime64" in str(col_type):
                 self.dialect = CLICKHOUSE_DATETIME64  # a current server's tables
         return {k: frozenset(v) for k, v in catalog.items()}
+
+    def has_grouping_sets(self) -> bool:
+        """Whether the server takes ``GROUP BY GROUPING SETS`` with ``grouping()``
+        (ClickHouse 22.9 and later; 18.16 does not). Asked once a reader."""
+        if self._grouping_sets is None:
+            ((version,),) = self._execute("SELECT version()", None)
+            major, minor = (int(x) for x in str(version).split(".")[:2])
+            self._grouping_sets = (major, minor) >= GROUPING_SETS_SINCE
+        return self._grouping_sets
 
     def fetch(self, stmt: ClauseElement) -> list[tuple[Any, ...]]:
         """The rows of ``stmt``; ``replies`` read without FINAL when it has nothing to collapse.
