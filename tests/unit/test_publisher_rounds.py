@@ -171,16 +171,25 @@ def accepted_and_timed() -> tuple[float, float]:
     return accepted, count
 
 
-async def test_acknowledged_callbacks_are_counted_accepted_and_timed_a_record_at_a_time() -> None:
-    producer = FakeProducer()
-    pub = publisher(producer, partitions=8)
-    before = accepted_and_timed()
+async def forty_with_one_partition_refused(
+    producer: FakeProducer, pub: Publisher
+) -> tuple[list[asyncio.Task[None]], ProduceRequest, int]:
+    """40 callbacks over 8 partitions in one request, answered with an error for one
+    partition; the callbacks' tasks (all done), the request, the refused partition."""
     tasks = [asyncio.create_task(pub.publish(part(n))) for n in range(40)]
     await settle()
     ((_, request, answer),) = producer.sent
     refused = min(batches(request))
     acknowledge(request, answer, errors={refused: NotLeaderForPartitionError.errno})
     await asyncio.wait(tasks)
+    return tasks, request, refused
+
+
+async def test_acknowledged_callbacks_are_counted_accepted_and_timed_a_record_at_a_time() -> None:
+    producer = FakeProducer()
+    pub = publisher(producer, partitions=8)
+    before = accepted_and_timed()
+    tasks, _, _ = await forty_with_one_partition_refused(producer, pub)
     answered = sum(1 for t in tasks if t.exception() is None)
     assert 0 < answered < 40
     after = accepted_and_timed()
@@ -208,12 +217,7 @@ async def test_a_failed_round_fails_its_callbacks_and_the_next_round_goes() -> N
 async def test_a_partition_answered_with_an_error_fails_its_callbacks_only() -> None:
     producer = FakeProducer()
     pub = publisher(producer, partitions=8)
-    tasks = [asyncio.create_task(pub.publish(part(n))) for n in range(40)]
-    await settle()
-    ((_, request, answer),) = producer.sent
-    refused = min(batches(request))
-    acknowledge(request, answer, errors={refused: NotLeaderForPartitionError.errno})
-    await asyncio.wait(tasks)
+    tasks, request, refused = await forty_with_one_partition_refused(producer, pub)
     failed = {n for n, t in enumerate(tasks) if t.exception() is not None}
     assert failed
     assert len(failed) < 40

@@ -379,14 +379,8 @@ def _by_sender_and_mask(view: StoreView, m: Any) -> Select[Any]:
         m.c.g_mask,
         func.groupBitOr(m.c.g_mask).label("g_or"),
         func.groupBitOr(call_if(m.c.is_stop == true(), m.c.g_mask, zero)).label("g_stop_or"),
-        func.count().label("g_replies"),
-        CountIf(m.c.is_stop == true()).label("g_stops"),
-        CountIf(m.c.parts_expected > 1).label("g_multipart"),
-        CountIf(m.c.complete == false()).label("g_incomplete"),
+        *_group_counts(view, m),
     ]
-    if view.median_available:
-        seconds = func.toFloat64(Seconds(m.c[LAST_PART_COLUMN], m.c.received_at))
-        columns.append(func.groupArrayIf(seconds, median_condition(m)).label("g_waits"))
     sets = func.grouping_sets(tuple_(m.c.sender), tuple_(m.c.g_mask))
     g = select(*columns).group_by(sets).subquery("g")
     of_mask = g.c.g_by_mask == literal_column("1")
@@ -419,10 +413,18 @@ def _middle(waits: ColumnElement[Any]) -> ColumnElement[Any]:
 
 def _mask_group_columns(view: StoreView, m: Any) -> list[ColumnElement[Any]]:
     """Per group of replies of one mask: what :func:`_campaign_columns` merges."""
-    columns: list[ColumnElement[Any]] = [
-        func.count().label("g_replies"),
+    return [
         func.uniqExactState(m.c.sender).label("g_senders"),
         func.uniqExactIfState(m.c.sender, m.c.is_stop == true()).label("g_stop_senders"),
+        *_group_counts(view, m),
+    ]
+
+
+def _group_counts(view: StoreView, m: Any) -> list[ColumnElement[Any]]:
+    """A group's replies, STOPs, long and incomplete replies, and (when the store has
+    ``last_part_at``) the assembly times of its long replies of 2+ parts."""
+    columns: list[ColumnElement[Any]] = [
+        func.count().label("g_replies"),
         CountIf(m.c.is_stop == true()).label("g_stops"),
         CountIf(m.c.parts_expected > 1).label("g_multipart"),
         CountIf(m.c.complete == false()).label("g_incomplete"),
